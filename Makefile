@@ -1,0 +1,73 @@
+# b2bdwh: everything a DBA or developer runs, from a fresh clone.
+#   make demo   build the source at scale 1 and show what is in it
+#   make test   the whole test suite (pytest, pgTAP included)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CLUSTER := bash db/cluster.sh
+# Every recipe line that talks to the database runs with the cluster's settings.
+WITH_ENV := eval "$$($(CLUSTER) env)" &&
+SCALE ?= 1
+
+.PHONY: help venv up down env status migrate demo test lint lock clean
+
+help:
+	@echo "make demo     cluster up, migrate, generate the source at scale $(SCALE), show a summary"
+	@echo "make test     run the test suite (pytest with pgTAP)"
+	@echo "make lint     sqlfluff over migrations/ and procedures/, ruff over Python"
+	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
+	@echo "make migrate  apply migrations and procedures to both databases"
+	@echo 'eval "$$(make -s env)"  export PGHOST, PGPORT, PGUSER, B2B_OLTP_DSN, B2B_OLAP_DSN'
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned dependencies into $(VENV) (first time: a few minutes)"
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+up:
+	@$(CLUSTER) up
+
+down:
+	@$(CLUSTER) down
+
+env:
+	@$(CLUSTER) env
+
+status:
+	@$(CLUSTER) status
+
+migrate: venv up
+	@$(WITH_ENV) $(BIN)/b2bdwh migrate
+
+demo: migrate
+	@$(WITH_ENV) $(BIN)/b2bdwh generate --scale $(SCALE)
+
+test: venv up
+	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/sqlfluff lint migrations procedures
+	$(BIN)/ruff check src tests dags
+	$(BIN)/ruff format --check src tests dags
+
+# Re-pin every dependency after changing pyproject.toml.
+lock:
+	rm -rf build/lockvenv && $(PYTHON) -m venv build/lockvenv
+	build/lockvenv/bin/pip install -q -e '.[dev]'
+	{ echo "# Pinned dependency set, installed by 'make venv'. Regenerate with 'make lock'"; \
+	  echo "# after changing the ranges in pyproject.toml."; \
+	  build/lockvenv/bin/pip freeze --exclude-editable; } > requirements.lock
+	rm -rf build/lockvenv
+
+clean: down
+	rm -rf $(VENV) .pgdata

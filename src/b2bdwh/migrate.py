@@ -1,0 +1,393 @@
+"""A compact migration runner with Flyway's semantics, for the `oltp` and `olap` targets.
+
+- Versioned files `migrations/<target>/V<n>__<name>.sql` run once, in version
+  order, each in its own transaction, and are recorded with their checksum.
+  An applied file that was edited since is refused: nothing runs until the
+  file is restored (changes go into a new versioned file).
+- Repeatable files under `procedures/<target>/` (CREATE OR REPLACE ...) run
+  after the versioned ones, in path order, whenever their checksum differs
+  from the last one applied. Function bodies are not checked at creation
+  (check_function_bodies = off, as pg_dump does), so their order does not
+  matter.
+- Placeholders `${name}` are replaced with values from the settings; a
+  repeatable's checksum is taken after replacement, so a changed setting
+  redeploys it.
+- A session advisory lock keeps two runners apart.
+- public.schema_history records script, checksum, applied_at, applied_by and
+  duration of every file applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from b2bdwh import settings
+from b2bdwh.db import CliError, connect, describe, with_dbname
+
+HELP = "apply migrations and procedures to the source (oltp) and the warehouse (olap)"
+
+TARGETS = ("oltp", "olap")
+HISTORY_TABLE = "public.schema_history"
+# pg_advisory_lock key: the first 8 bytes of sha256('b2bdwh.migrate').
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"b2bdwh.migrate").digest()[:8], "big", signed=True)
+VERSIONED_NAME = re.compile(r"^V(\d+)__(\w+)\.sql$")
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+HISTORY_DDL = f"""
+CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    installed_rank integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version integer,
+    script text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('versioned', 'repeatable')),
+    checksum text NOT NULL,
+    applied_by text NOT NULL DEFAULT current_user,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    duration_ms integer NOT NULL
+);
+COMMENT ON TABLE {HISTORY_TABLE} IS
+    'Migrations and procedure files applied by b2bdwh migrate, one row per application.';
+CREATE UNIQUE INDEX IF NOT EXISTS schema_history_version_key
+    ON {HISTORY_TABLE} (version) WHERE kind = 'versioned';
+"""
+
+
+@dataclass(frozen=True)
+class Script:
+    """One file to apply: a versioned migration or a repeatable procedure file."""
+
+    path: Path
+    name: str  # relative to the project root, as recorded in the history
+    kind: str  # 'versioned' or 'repeatable'
+    version: int | None
+    text: str  # after placeholder replacement
+    checksum: str  # of the raw file (versioned) or the replaced text (repeatable)
+
+
+@dataclass
+class Target:
+    """A database to migrate and the files that build it."""
+
+    name: str
+    dsn: str
+    migrations_dir: Path
+    procedures_dir: Path
+    root: Path = settings.PROJECT_ROOT
+    placeholders: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """What a run would do, and what it found wrong."""
+
+    pending: list[Script]
+    applied: list[tuple[Script | None, dict]]  # (file, history row) of applied versioned files
+    current_repeatables: list[Script]
+    errors: list[str]
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def render(text: str, placeholders: dict[str, str], where: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in placeholders:
+            known = ", ".join(sorted(placeholders)) or "none"
+            raise CliError(f"{where}: unknown placeholder ${{{key}}} (known: {known})")
+        return placeholders[key]
+
+    return PLACEHOLDER.sub(replace, text)
+
+
+def relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_scripts(target: Target) -> tuple[list[Script], list[Script]]:
+    """The versioned files in version order and the repeatable files in path order."""
+    versioned: list[Script] = []
+    seen: dict[int, str] = {}
+    if target.migrations_dir.is_dir():
+        for path in sorted(target.migrations_dir.glob("*.sql")):
+            name = relative(path, target.root)
+            match = VERSIONED_NAME.match(path.name)
+            if not match:
+                raise CliError(
+                    f"{name}: not a versioned migration name; expected V<number>__<name>.sql"
+                )
+            version = int(match.group(1))
+            if version in seen:
+                raise CliError(f"{name}: version {version} is also used by {seen[version]}")
+            seen[version] = name
+            raw = path.read_text()
+            text = render(raw, target.placeholders, name)
+            versioned.append(Script(path, name, "versioned", version, text, sha256(raw)))
+    versioned.sort(key=lambda s: s.version or 0)
+
+    repeatable: list[Script] = []
+    if target.procedures_dir.is_dir():
+        for path in sorted(target.procedures_dir.rglob("*.sql")):
+            name = relative(path, target.root)
+            text = render(path.read_text(), target.placeholders, name)
+            repeatable.append(Script(path, name, "repeatable", None, text, sha256(text)))
+    return versioned, repeatable
+
+
+def ensure_database(target: Target, *, create: bool) -> bool:
+    """True when the target database exists; creates it when asked to."""
+    dbname = psycopg.conninfo.conninfo_to_dict(target.dsn).get("dbname")
+    try:
+        connect(target.dsn).close()
+        return True
+    except CliError as exc:
+        if not dbname or "does not exist" not in str(exc):
+            raise
+    if not create:
+        return False
+    with connect(with_dbname(target.dsn, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(dbname))))
+    return True
+
+
+def history(conn: psycopg.Connection) -> list[dict]:
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (HISTORY_TABLE,)).fetchone()
+    if not exists or not exists[0]:
+        return []
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(f"SELECT * FROM {HISTORY_TABLE} ORDER BY installed_rank").fetchall()
+
+
+def make_plan(target: Target, rows: list[dict]) -> Plan:
+    versioned, repeatable = read_scripts(target)
+    by_version = {s.version: s for s in versioned}
+    applied_rows = [r for r in rows if r["kind"] == "versioned"]
+    applied_versions = {r["version"] for r in applied_rows}
+    errors: list[str] = []
+    applied: list[tuple[Script | None, dict]] = []
+    for row in applied_rows:
+        script = by_version.get(row["version"])
+        applied.append((script, row))
+        if script is None:
+            errors.append(
+                f"{row['script']} was applied on {row['applied_at']:%Y-%m-%d %H:%M} "
+                "but its file is gone; restore it (migrations are forward-only)"
+            )
+        elif script.checksum != row["checksum"]:
+            errors.append(
+                f"{script.name} was edited after it was applied on "
+                f"{row['applied_at']:%Y-%m-%d %H:%M} by {row['applied_by']} "
+                f"(checksum {row['checksum'][:12]} then, {script.checksum[:12]} now). "
+                "Applied migrations must not change: restore the file and put the "
+                "change in a new versioned migration"
+            )
+    highest = max(applied_versions, default=0)
+    pending = [s for s in versioned if s.version not in applied_versions]
+    for script in pending:
+        if (script.version or 0) < highest:
+            errors.append(
+                f"{script.name} has version {script.version}, lower than the highest applied "
+                f"({highest}); give it a higher version number"
+            )
+    last_checksum: dict[str, str] = {}
+    for row in rows:
+        if row["kind"] == "repeatable":
+            last_checksum[row["script"]] = row["checksum"]
+    current = [s for s in repeatable if last_checksum.get(s.name) == s.checksum]
+    pending += [s for s in repeatable if last_checksum.get(s.name) != s.checksum]
+    return Plan(pending, applied, current, errors)
+
+
+def acquire_lock(conn: psycopg.Connection, timeout: float, say: Callable[[str], None]) -> None:
+    deadline = time.monotonic() + timeout
+    warned = False
+    while True:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if got and got[0]:
+            return
+        holder = conn.execute(
+            """SELECT a.pid, a.usename, a.backend_start
+                 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                WHERE l.locktype = 'advisory' AND l.granted
+                  AND l.classid = (%s::bigint >> 32)::oid
+                  AND l.objid = (%s::bigint & 4294967295)::oid""",
+            (LOCK_KEY, LOCK_KEY),
+        ).fetchone()
+        who = f"backend pid {holder[0]}, user {holder[1]}" if holder else "another session"
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"another migration runner is working on this database ({who}); "
+                "nothing was applied. Try again when it has finished."
+            )
+        if not warned:
+            say(f"  waiting up to {timeout:g}s for another migration runner ({who})")
+            warned = True
+        time.sleep(0.2)
+
+
+def error_line(exc: psycopg.Error, text: str) -> str:
+    position = exc.diag.statement_position
+    if position and position.isdigit():
+        return f" line {text[: int(position)].count(chr(10)) + 1}"
+    return ""
+
+
+def apply_script(conn: psycopg.Connection, script: Script) -> int:
+    """Run one file and record it, in one transaction. Returns the duration in ms."""
+    started = time.monotonic()
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL check_function_bodies = off")
+            conn.execute(script.text)
+            duration = int((time.monotonic() - started) * 1000)
+            conn.execute(
+                f"""INSERT INTO {HISTORY_TABLE} (version, script, kind, checksum, duration_ms)
+                    VALUES (%s, %s, %s, %s, %s)""",
+                (script.version, script.name, script.kind, script.checksum, duration),
+            )
+    except psycopg.Error as exc:
+        state = exc.sqlstate or "?"
+        message = (exc.diag.message_primary or str(exc)).strip()
+        raise CliError(
+            f"{script.name}{error_line(exc, script.text)}: {message} (SQLSTATE {state}); "
+            "this file was rolled back, the files before it stay applied"
+        ) from exc
+    return duration
+
+
+def migrate(
+    target: Target,
+    *,
+    dry_run: bool = False,
+    lock_timeout: float = 30.0,
+    say: Callable[[str], None] = print,
+) -> list[Script]:
+    """Bring one target up to date. Returns the scripts applied (or that would be)."""
+    where = describe(target.dsn)
+    if not ensure_database(target, create=not dry_run):
+        versioned, repeatable = read_scripts(target)
+        say(f"{target.name}: {where} does not exist; it would be created")
+        for script in versioned + repeatable:
+            say(f"  would apply {script.name}")
+        return versioned + repeatable
+    with connect(target.dsn, autocommit=True) as conn:
+        if not dry_run:
+            acquire_lock(conn, lock_timeout, say)
+            conn.execute(HISTORY_DDL)
+        plan = make_plan(target, history(conn))
+        if plan.errors:
+            raise CliError(
+                f"{target.name} ({where}): nothing applied.\n  " + "\n  ".join(plan.errors)
+            )
+        if not plan.pending:
+            say(f"{target.name}: up to date ({where})")
+            return []
+        verb = "would apply" if dry_run else "applied"
+        for script in plan.pending:
+            if dry_run:
+                say(f"  {verb} {script.name}")
+                continue
+            duration = apply_script(conn, script)
+            say(f"  {verb} {script.name} ({duration} ms)")
+        say(f"{target.name}: {len(plan.pending)} file(s) {verb} ({where})")
+        return plan.pending
+
+
+def status(target: Target, say: Callable[[str], None] = print) -> bool:
+    """Print applied and pending items. Returns False when something is wrong."""
+    where = describe(target.dsn)
+    if not ensure_database(target, create=False):
+        say(f"{target.name}: {where} does not exist yet")
+        return True
+    with connect(target.dsn, autocommit=True) as conn:
+        plan = make_plan(target, history(conn))
+    say(f"{target.name} ({where})")
+    for script, row in plan.applied:
+        state = "applied " if script and script.checksum == row["checksum"] else "CHANGED "
+        if script is None:
+            state = "MISSING "
+        say(f"  {state} {row['script']:<60} {row['applied_at']:%Y-%m-%d %H:%M} {row['applied_by']}")
+    for script in plan.current_repeatables:
+        say(f"  current  {script.name}")
+    for script in plan.pending:
+        say(f"  pending  {script.name}")
+    for error in plan.errors:
+        say(f"  error: {error}")
+    return not plan.errors
+
+
+def source_placeholders(oltp_dsn: str) -> dict[str, str]:
+    """Where the warehouse finds the source: resolved by connecting to it, so that
+    PGHOST/PGPORT defaults end up in the foreign server as real values."""
+    with connect(oltp_dsn) as conn:
+        info = conn.info
+        return {
+            "oltp_host": info.host,
+            "oltp_port": str(info.port),
+            "oltp_dbname": info.dbname,
+            "oltp_user": info.user,
+        }
+
+
+def default_targets(names: Iterable[str]) -> list[Target]:
+    root = settings.PROJECT_ROOT
+    targets = []
+    for name in names:
+        placeholders = source_placeholders(settings.oltp_dsn()) if name == "olap" else {}
+        targets.append(
+            Target(
+                name=name,
+                dsn=settings.dsn_for(name),
+                migrations_dir=root / "migrations" / name,
+                procedures_dir=root / "procedures" / name,
+                root=root,
+                placeholders=placeholders,
+            )
+        )
+    return targets
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["apply", "status"],
+        default="apply",
+        help="apply pending files (default) or list applied and pending ones",
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        action="append",
+        help="only this target (repeatable); default: oltp, then olap",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="show what would run; run nothing")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for another runner (default 30)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    targets = default_targets(args.target or TARGETS)
+    if args.action == "status":
+        ok = all([status(target) for target in targets])
+        return 0 if ok else 1
+    for target in targets:
+        migrate(target, dry_run=args.dry_run, lock_timeout=args.lock_timeout)
+    return 0

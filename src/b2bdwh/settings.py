@@ -1,0 +1,31 @@
+"""Where the databases are: standard libpq settings plus the B2B_*_DSN overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OLTP_DB = "b2b_sales"
+OLAP_DB = "b2b_sales_olap"
+
+# The checkout (or installed tree) holding migrations/ and procedures/.
+PROJECT_ROOT = Path(os.environ.get("B2B_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
+
+
+def oltp_dsn() -> str:
+    """libpq connection string of the CRM source; PGHOST/PGPORT/PGUSER fill the rest."""
+    return os.environ.get("B2B_OLTP_DSN") or f"dbname={OLTP_DB}"
+
+
+def olap_dsn() -> str:
+    """libpq connection string of the warehouse."""
+    return os.environ.get("B2B_OLAP_DSN") or f"dbname={OLAP_DB}"
+
+
+def dsn_for(target: str) -> str:
+    """The DSN of a migration target: 'oltp' or 'olap'."""
+    if target == "oltp":
+        return oltp_dsn()
+    if target == "olap":
+        return olap_dsn()
+    raise ValueError(f"unknown target {target!r}: expected 'oltp' or 'olap'")

@@ -1,0 +1,95 @@
+"""Test databases: migrated templates and fresh copies of them, on the server in use.
+
+Every test module gets databases of its own, cloned from a template that was
+migrated once per session, so tests never see each other's data. An
+unreachable server is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from b2bdwh import migrate, settings
+from b2bdwh.db import with_dbname
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_TAG = f"{os.getpid()}"
+
+
+def load_cluster_env() -> None:
+    """Use the project cluster's settings when the caller did not set any."""
+    if os.environ.get("PGHOST") or os.environ.get("B2B_OLTP_DSN"):
+        return
+    out = subprocess.run(
+        ["bash", str(ROOT / "db" / "cluster.sh"), "env"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name, value in re.findall(r"(\w+)='([^']*)'", out):
+        os.environ[name] = value
+
+
+def admin_dsn() -> str:
+    return with_dbname(settings.oltp_dsn(), "postgres")
+
+
+def dsn(dbname: str) -> str:
+    return with_dbname(settings.oltp_dsn(), dbname)
+
+
+def create_database(name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(query)
+    return dsn(name)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def target(name: str, database_dsn: str, **placeholders: str) -> migrate.Target:
+    return migrate.Target(
+        name=name,
+        dsn=database_dsn,
+        migrations_dir=ROOT / "migrations" / name,
+        procedures_dir=ROOT / "procedures" / name,
+        root=ROOT,
+        placeholders=placeholders,
+    )
+
+
+@cache
+def oltp_template() -> str:
+    """A migrated source database to clone; built once per test session."""
+    name = f"b2bdwh_tpl_oltp_{RUN_TAG}"
+    template_dsn = create_database(name)
+    migrate.migrate(target("oltp", template_dsn), say=lambda _line: None)
+    with psycopg.connect(template_dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
+    atexit.register(drop_database, name)
+    return name
+
+
+def fresh_oltp(label: str) -> tuple[str, str]:
+    """A new source database cloned from the template: (name, dsn)."""
+    safe = re.sub(r"\W", "_", label)[-30:]
+    name = f"b2bdwh_t_{safe}_{RUN_TAG}".lower()
+    return name, create_database(name, oltp_template())
