@@ -2,6 +2,7 @@
 #   make demo   build the source at scale 1 and show what is in it
 #   make test   the whole test suite (pytest, pgTAP included)
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
@@ -12,6 +13,8 @@ CLUSTER := bash db/cluster.sh
 # Every recipe line that talks to the database runs with the cluster's settings.
 WITH_ENV := eval "$$($(CLUSTER) env)" &&
 SCALE ?= 1
+# pip warns about every index folder that this machine's pip.conf names but lacks.
+PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
 .PHONY: help venv up down env status migrate demo test lint lock clean
 
@@ -28,8 +31,8 @@ $(STAMP): requirements.lock pyproject.toml
 		|| { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing pinned dependencies into $(VENV) (first time: a few minutes)"
-	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
-	@$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | $(PIP_FILTER)
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | $(PIP_FILTER)
 	@touch $(STAMP)
 
 venv: $(STAMP)

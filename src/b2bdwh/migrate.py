@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -330,33 +331,40 @@ def status(target: Target, say: Callable[[str], None] = print) -> bool:
 
 def source_placeholders(oltp_dsn: str) -> dict[str, str]:
     """Where the warehouse finds the source: resolved by connecting to it, so that
-    PGHOST/PGPORT defaults end up in the foreign server as real values."""
-    with connect(oltp_dsn) as conn:
-        info = conn.info
-        return {
-            "oltp_host": info.host,
-            "oltp_port": str(info.port),
-            "oltp_dbname": info.dbname,
-            "oltp_user": info.user,
-        }
+    PGHOST/PGPORT defaults end up in the foreign server as real values. When the
+    source does not exist yet (a dry run), the settings are read without connecting."""
+    try:
+        with connect(oltp_dsn) as conn:
+            info = conn.info
+            host, port, dbname, user = info.host, str(info.port), info.dbname, info.user
+    except CliError:
+        params = psycopg.conninfo.conninfo_to_dict(oltp_dsn)
+        host = str(params.get("host") or os.environ.get("PGHOST", "/var/run/postgresql"))
+        port = str(params.get("port") or os.environ.get("PGPORT", "5432"))
+        dbname = str(params.get("dbname") or settings.OLTP_DB)
+        user = str(params.get("user") or os.environ.get("PGUSER", ""))
+    return {
+        "oltp_host": host,
+        "oltp_port": port,
+        "oltp_dbname": dbname,
+        "oltp_user": user,
+        # Never in the repository: taken from the environment when needed.
+        "oltp_password": os.environ.get("B2B_OLTP_PASSWORD", ""),
+    }
 
 
-def default_targets(names: Iterable[str]) -> list[Target]:
+def default_target(name: str) -> Target:
+    """A target as the settings describe it; the warehouse's placeholders point at
+    the source (call it after the source is migrated, so they resolve)."""
     root = settings.PROJECT_ROOT
-    targets = []
-    for name in names:
-        placeholders = source_placeholders(settings.oltp_dsn()) if name == "olap" else {}
-        targets.append(
-            Target(
-                name=name,
-                dsn=settings.dsn_for(name),
-                migrations_dir=root / "migrations" / name,
-                procedures_dir=root / "procedures" / name,
-                root=root,
-                placeholders=placeholders,
-            )
-        )
-    return targets
+    return Target(
+        name=name,
+        dsn=settings.dsn_for(name),
+        migrations_dir=root / "migrations" / name,
+        procedures_dir=root / "procedures" / name,
+        root=root,
+        placeholders=source_placeholders(settings.oltp_dsn()) if name == "olap" else {},
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -384,10 +392,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    targets = default_targets(args.target or TARGETS)
+    names = args.target or TARGETS
     if args.action == "status":
-        ok = all([status(target) for target in targets])
+        ok = all([status(default_target(name)) for name in names])
         return 0 if ok else 1
-    for target in targets:
-        migrate(target, dry_run=args.dry_run, lock_timeout=args.lock_timeout)
+    for name in names:
+        migrate(default_target(name), dry_run=args.dry_run, lock_timeout=args.lock_timeout)
     return 0

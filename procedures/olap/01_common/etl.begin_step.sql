@@ -1,0 +1,58 @@
+-- Function: etl.begin_step(p_run_id bigint, p_step text, p_table text)
+--           RETURNS etl.loading_metadata
+--     Opens (or re-opens, on a retry) the metadata row of one step of a run
+--     and takes the pipeline lock for this session, so that no two steps
+--     ever execute at once.
+-- Parameters:
+--     p_run_id - the run; NULL means the run in progress, or else the latest
+--                run if it failed (a retried step resumes it)
+--     p_step   - the step's procedure name, e.g. 'dwh.load_dim_product'
+--     p_table  - the table the step writes
+-- Returns: the step's etl.loading_metadata row (its resume_after survives).
+-- Raises: 55000 when there is no run to work for; 55P03 when another step
+--     holds the pipeline lock.
+CREATE OR REPLACE FUNCTION etl.begin_step(p_run_id bigint, p_step text, p_table text)
+RETURNS etl.loading_metadata
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run etl.run;
+    v_step etl.loading_metadata;
+BEGIN
+    IF p_run_id IS NULL THEN
+        SELECT * INTO v_run FROM etl.run AS r
+         WHERE r.status = 'running' OR r.run_id = (SELECT max(run_id) FROM etl.run)
+         ORDER BY (r.status = 'running') DESC
+         LIMIT 1;
+    ELSE
+        SELECT * INTO v_run FROM etl.run AS r WHERE r.run_id = p_run_id;
+    END IF;
+    IF v_run.run_id IS NULL OR v_run.status = 'succeeded' THEN
+        RAISE EXCEPTION 'no etl run to work for (%)',
+            coalesce('run ' || p_run_id || ' ' || coalesce(v_run.status, 'does not exist'),
+                     'none is running')
+            USING ERRCODE = '55000',
+                  HINT = 'Start one: CALL etl.run_initial_load(); or CALL etl.start_run(''initial_load'');';
+    END IF;
+
+    IF NOT pg_try_advisory_lock(1647469175, 1) THEN
+        RAISE EXCEPTION 'another pipeline step is executing (backend pid %)', etl.pipeline_lock_holder()
+            USING ERRCODE = '55P03',
+                  HINT = 'Wait for it to finish; see SELECT * FROM etl.loading_metadata WHERE status = ''running'';';
+    END IF;
+
+    IF v_run.status = 'failed' THEN
+        UPDATE etl.run AS r SET status = 'running', finished_at = NULL,
+               message = 'resumed by ' || p_step
+         WHERE r.run_id = v_run.run_id;
+    END IF;
+
+    INSERT INTO etl.loading_metadata AS m (run_id, step, table_name)
+    VALUES (v_run.run_id, p_step, p_table)
+    ON CONFLICT (run_id, step, table_name) DO UPDATE
+        SET status = 'running', finished_at = NULL, message = NULL, started_at = clock_timestamp()
+    RETURNING * INTO v_step;
+    RETURN v_step;
+END
+$fn$;

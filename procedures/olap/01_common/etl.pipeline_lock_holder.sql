@@ -1,0 +1,16 @@
+-- Function: etl.pipeline_lock_holder() RETURNS integer
+--     The backend pid that holds the pipeline lock (a session advisory lock
+--     on keys 1647469175, 1, taken by etl.begin_step), or NULL when free.
+-- Tables: reads pg_locks.
+CREATE OR REPLACE FUNCTION etl.pipeline_lock_holder()
+RETURNS integer
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT l.pid
+      FROM pg_catalog.pg_locks AS l
+     WHERE l.locktype = 'advisory' AND l.granted
+       AND l.classid = 1647469175::oid AND l.objid = 1::oid AND l.objsubid = 2
+     LIMIT 1;
+$fn$;

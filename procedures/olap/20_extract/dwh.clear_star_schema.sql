@@ -1,0 +1,21 @@
+-- Function: dwh.clear_star_schema() RETURNS void
+--     Empties the star schema for a rebuild, keeping the Unknown members
+--     and the deal stages, and restarts the surrogate keys so that a
+--     rebuild from the same source gives the same keys.
+-- Tables: writes every dwh table.
+CREATE OR REPLACE FUNCTION dwh.clear_star_schema()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    TRUNCATE dwh.fact_sales_monthly_aggregate, dwh.fact_sales_performance;
+    DELETE FROM dwh.dim_account WHERE account_key <> -1;
+    DELETE FROM dwh.dim_product WHERE product_key <> -1;
+    DELETE FROM dwh.dim_sales_agent WHERE sales_agent_key <> -1;
+    DELETE FROM dwh.dim_date WHERE date_key <> -1;
+    PERFORM setval(pg_get_serial_sequence('dwh.dim_account', 'account_key'), 1, false);
+    PERFORM setval(pg_get_serial_sequence('dwh.dim_product', 'product_key'), 1, false);
+    PERFORM setval(pg_get_serial_sequence('dwh.dim_sales_agent', 'sales_agent_key'), 1, false);
+END
+$fn$;

@@ -1,0 +1,29 @@
+-- Function: dwh.extend_dim_date_to_stage(p_loading_metadata_id bigint) RETURNS text
+--     Unit of dwh.load_dim_date. Extends dim_date to cover every staged
+--     engage and close date, with date_margin_days on both sides. Dates
+--     outside date_min .. date_max are left to the fact step, which
+--     quarantines them: one bad date never grows the dimension.
+-- Returns: NULL (done).
+-- Tables: reads etl.stage_sales_pipeline, etl.config; writes dwh.dim_date.
+CREATE OR REPLACE FUNCTION dwh.extend_dim_date_to_stage(p_loading_metadata_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_min date := etl.config_value('date_min')::date;
+    v_max date := etl.config_value('date_max')::date;
+    v_margin integer := etl.config_value('date_margin_days')::integer;
+    v_first date;
+    v_last date;
+    v_added bigint;
+BEGIN
+    SELECT min(v.d), max(v.d) INTO v_first, v_last
+      FROM etl.stage_sales_pipeline AS s
+     CROSS JOIN LATERAL (VALUES (s.engage_date), (s.close_date)) AS v (d)
+     WHERE v.d BETWEEN v_min AND v_max;
+    v_added := dwh.extend_dim_date(greatest(v_first - v_margin, v_min), least(v_last + v_margin, v_max));
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_inserted => v_added);
+    RETURN NULL;
+END
+$fn$;

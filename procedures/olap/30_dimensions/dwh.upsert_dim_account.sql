@@ -1,0 +1,51 @@
+-- Function: dwh.upsert_dim_account(p_loading_metadata_id bigint) RETURNS text
+--     Unit of dwh.load_dim_account (SCD type 1). Inserts staged accounts
+--     that are new, overwrites the attributes of those that changed (and
+--     revives one that was marked deleted), in business-key order so that a
+--     rebuild gives the same surrogate keys. Unchanged rows are not touched.
+-- Returns: NULL (done).
+-- Tables: reads etl.stage_accounts; writes dwh.dim_account.
+CREATE OR REPLACE FUNCTION dwh.upsert_dim_account(p_loading_metadata_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run_id bigint;
+    v_in bigint;
+    v_inserted bigint;
+    v_updated bigint;
+BEGIN
+    SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
+     WHERE m.loading_metadata_id = p_loading_metadata_id;
+    WITH upserted AS (
+        INSERT INTO dwh.dim_account AS d (
+            account_id, account_name, sector, year_established, revenue, employees,
+            office_location, parent_account_id, is_deleted, run_id, updated_at
+        )
+        SELECT s.account_id, s.account_name, s.sector, s.year_established, s.revenue, s.employees,
+               s.office_location, s.parent_account_id, false, v_run_id, clock_timestamp()
+          FROM etl.stage_accounts AS s
+         ORDER BY s.account_id
+        ON CONFLICT (account_id) DO UPDATE
+           SET account_name = excluded.account_name, sector = excluded.sector,
+               year_established = excluded.year_established, revenue = excluded.revenue,
+               employees = excluded.employees, office_location = excluded.office_location,
+               parent_account_id = excluded.parent_account_id, is_deleted = false,
+               run_id = excluded.run_id, updated_at = excluded.updated_at
+         WHERE (d.account_name, d.sector, d.year_established, d.revenue, d.employees,
+                d.office_location, d.parent_account_id, d.is_deleted)
+               IS DISTINCT FROM
+               (excluded.account_name, excluded.sector, excluded.year_established, excluded.revenue,
+                excluded.employees, excluded.office_location, excluded.parent_account_id, false)
+        RETURNING (d.xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE u.inserted), count(*) FILTER (WHERE NOT u.inserted)
+      INTO v_inserted, v_updated
+      FROM upserted AS u;
+    SELECT count(*) INTO v_in FROM etl.stage_accounts;
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted,
+                                p_updated => v_updated);
+    RETURN NULL;
+END
+$fn$;

@@ -1,0 +1,47 @@
+-- Function: dwh.upsert_dim_sales_agent(p_loading_metadata_id bigint) RETURNS text
+--     Unit of dwh.load_dim_sales_agent (SCD type 1). Inserts staged agents
+--     that are new, overwrites the attributes of those that changed (and
+--     revives one that was marked deleted), in business-key order so that a
+--     rebuild gives the same surrogate keys. Unchanged rows are not touched.
+-- Returns: NULL (done).
+-- Tables: reads etl.stage_sales_agents; writes dwh.dim_sales_agent.
+CREATE OR REPLACE FUNCTION dwh.upsert_dim_sales_agent(p_loading_metadata_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run_id bigint;
+    v_in bigint;
+    v_inserted bigint;
+    v_updated bigint;
+BEGIN
+    SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
+     WHERE m.loading_metadata_id = p_loading_metadata_id;
+    WITH upserted AS (
+        INSERT INTO dwh.dim_sales_agent AS d (
+            sales_agent_id, sales_agent_name, manager_name, regional_office, is_deleted, run_id,
+            updated_at
+        )
+        SELECT s.sales_agent_id, s.sales_agent_name, s.manager_name, s.regional_office, false,
+               v_run_id, clock_timestamp()
+          FROM etl.stage_sales_agents AS s
+         ORDER BY s.sales_agent_id
+        ON CONFLICT (sales_agent_id) DO UPDATE
+           SET sales_agent_name = excluded.sales_agent_name, manager_name = excluded.manager_name,
+               regional_office = excluded.regional_office, is_deleted = false,
+               run_id = excluded.run_id, updated_at = excluded.updated_at
+         WHERE (d.sales_agent_name, d.manager_name, d.regional_office, d.is_deleted)
+               IS DISTINCT FROM
+               (excluded.sales_agent_name, excluded.manager_name, excluded.regional_office, false)
+        RETURNING (d.xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE u.inserted), count(*) FILTER (WHERE NOT u.inserted)
+      INTO v_inserted, v_updated
+      FROM upserted AS u;
+    SELECT count(*) INTO v_in FROM etl.stage_sales_agents;
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted,
+                                p_updated => v_updated);
+    RETURN NULL;
+END
+$fn$;

@@ -1,0 +1,151 @@
+-- Function: dwh.insert_fact_batch(p_loading_metadata_id bigint) RETURNS text
+--     Unit of dwh.load_fact_sales_performance: one batch of staged
+--     opportunities, taken as a range of the staging table's heap blocks
+--     (a TID range scan: no sort, no index), sized to the run's batch size.
+--     Each row is checked against the data-quality rules:
+--       hard (quarantined in etl.error_log with its record and reason, not
+--       loaded): unknown deal stage, a date outside date_min .. date_max, a
+--       close value that is NaN or beyond max_close_value;
+--       soft (loaded, and listed in etl.data_quality_issue): close date
+--       before engage date, Won without a value, a negative value, a closed
+--       deal without a close date.
+--     Loaded rows resolve every dimension key, with Unknown (-1) for a
+--     missing reference; the product key is the version in effect at the
+--     engage date (dwh.product_version_lookup).
+-- Returns: 'more' while blocks remain, NULL when done.
+-- Tables: reads etl.stage_sales_pipeline, dwh dimensions, etl.config;
+--     writes dwh.fact_sales_performance, etl.error_log, etl.data_quality_issue,
+--     etl.loading_metadata (counts and resume_after, with the batch).
+CREATE OR REPLACE FUNCTION dwh.insert_fact_batch(p_loading_metadata_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_step etl.loading_metadata;
+    v_batch_size integer;
+    v_min date := etl.config_value('date_min')::date;
+    v_max date := etl.config_value('date_max')::date;
+    v_max_value numeric := etl.config_value('max_close_value')::numeric;
+    v_blocks bigint := pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint;
+    v_rows_per_block double precision;
+    v_first bigint;
+    v_last bigint;
+    v_in bigint;
+    v_loaded bigint;
+    v_quarantined bigint;
+BEGIN
+    SELECT m.* INTO v_step FROM etl.loading_metadata AS m
+     WHERE m.loading_metadata_id = p_loading_metadata_id;
+    SELECT r.batch_size INTO v_batch_size FROM etl.run AS r WHERE r.run_id = v_step.run_id;
+    v_first := coalesce(v_step.resume_after::bigint, 0);
+    -- Unlogged staging is emptied by a server crash: never resume from nothing.
+    IF v_blocks < v_first OR (
+           v_blocks = 0
+           AND NOT EXISTS (SELECT FROM etl.stage_accounts)
+           AND NOT EXISTS (SELECT FROM etl.stage_products)
+           AND NOT EXISTS (SELECT FROM etl.stage_sales_agents)
+           AND EXISTS (SELECT FROM etl.loading_metadata AS e
+                        WHERE e.run_id = v_step.run_id AND e.step = 'etl.extract_source'
+                          AND e.rows_in > 0)) THEN
+        RAISE EXCEPTION 'the staged source of run % is gone (the server restarted?)', v_step.run_id
+            USING ERRCODE = '55000', HINT = 'Start the initial load again: CALL etl.run_initial_load();';
+    END IF;
+    SELECT CASE WHEN c.relpages > 0 THEN c.reltuples / c.relpages ELSE 100 END
+      INTO v_rows_per_block
+      FROM pg_class AS c WHERE c.oid = 'etl.stage_sales_pipeline'::regclass;
+    v_last := least(v_first + greatest(1, floor(v_batch_size / greatest(v_rows_per_block, 1)))::bigint,
+                    v_blocks);
+
+    WITH batch AS MATERIALIZED (
+        SELECT s.*, st.deal_stage_key, st.is_won, st.is_closed,
+               CASE
+                   WHEN st.deal_stage_key IS NULL
+                       THEN 'unknown deal stage ' || coalesce(quote_literal(s.deal_stage), 'NULL')
+                   WHEN s.engage_date NOT BETWEEN v_min AND v_max
+                       THEN format('engage_date %s outside the accepted range %s .. %s',
+                                   s.engage_date, v_min, v_max)
+                   WHEN s.close_date NOT BETWEEN v_min AND v_max
+                       THEN format('close_date %s outside the accepted range %s .. %s',
+                                   s.close_date, v_min, v_max)
+                   WHEN s.close_value = 'NaN'::numeric OR abs(s.close_value) > v_max_value
+                       THEN format('close_value %s cannot be stored (limit %s)', s.close_value, v_max_value)
+               END AS hard_reason
+          FROM etl.stage_sales_pipeline AS s
+          LEFT JOIN dwh.dim_deal_stage AS st
+                 ON st.deal_stage_name = s.deal_stage AND st.deal_stage_key <> -1
+         WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid
+    ),
+    quarantined AS (
+        INSERT INTO etl.error_log (
+            run_id, procedure_name, kind, message, table_name, business_key, record
+        )
+        SELECT v_step.run_id, 'dwh.load_fact_sales_performance', 'quarantine', b.hard_reason,
+               'sales_pipeline', b.opportunity_id,
+               jsonb_build_object(
+                   'opportunity_id', b.opportunity_id, 'sales_agent_id', b.sales_agent_id,
+                   'product_id', b.product_id, 'account_id', b.account_id,
+                   'deal_stage', b.deal_stage, 'engage_date', b.engage_date,
+                   'close_date', b.close_date, 'close_value', b.close_value)
+          FROM batch AS b
+         WHERE b.hard_reason IS NOT NULL
+        RETURNING 1
+    ),
+    issues AS (
+        INSERT INTO etl.data_quality_issue (run_id, table_name, business_key, rule, record)
+        SELECT v_step.run_id, 'sales_pipeline', b.opportunity_id, r.rule,
+               jsonb_build_object(
+                   'opportunity_id', b.opportunity_id, 'deal_stage', b.deal_stage,
+                   'engage_date', b.engage_date, 'close_date', b.close_date,
+                   'close_value', b.close_value)
+          FROM batch AS b
+         CROSS JOIN LATERAL (VALUES
+             ('close date before engage date', b.close_date < b.engage_date),
+             ('won deal without a close value', b.is_won AND b.close_value IS NULL),
+             ('negative close value', b.close_value < 0),
+             ('closed deal without a close date', b.is_closed AND b.close_date IS NULL)
+         ) AS r (rule, broken)
+         WHERE b.hard_reason IS NULL AND r.broken
+        RETURNING 1
+    ),
+    loaded AS (
+        INSERT INTO dwh.fact_sales_performance (
+            opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,
+            engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,
+            days_to_close, is_deleted, run_id
+        )
+        SELECT b.opportunity_id,
+               coalesce(a.account_key, -1),
+               coalesce(v.product_key, -1),
+               coalesce(g.sales_agent_key, -1),
+               b.deal_stage_key,
+               dwh.date_key(b.engage_date),
+               dwh.date_key(b.close_date),
+               b.close_value,
+               v.sales_price,
+               b.is_won,
+               b.is_closed,
+               b.close_date - b.engage_date,
+               false,
+               v_step.run_id
+          FROM batch AS b
+          LEFT JOIN dwh.dim_account AS a ON a.account_id = b.account_id
+          LEFT JOIN dwh.dim_sales_agent AS g ON g.sales_agent_id = b.sales_agent_id
+          LEFT JOIN dwh.product_version_lookup AS v
+                 ON v.product_id = b.product_id
+                AND CASE WHEN b.engage_date IS NULL THEN v.is_latest
+                         ELSE (b.engage_date::timestamp AT TIME ZONE 'UTC') >= v.lookup_from
+                          AND (b.engage_date::timestamp AT TIME ZONE 'UTC') < v.lookup_to
+                    END
+         WHERE b.hard_reason IS NULL
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM loaded),
+           (SELECT count(*) FROM quarantined)
+      INTO v_in, v_loaded, v_quarantined;
+
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_loaded,
+                                p_rejected => v_quarantined, p_resume_after => v_last::text);
+    RETURN CASE WHEN v_last < v_blocks THEN 'more' END;
+END
+$fn$;

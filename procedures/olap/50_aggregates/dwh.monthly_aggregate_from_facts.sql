@@ -1,0 +1,20 @@
+-- View: dwh.monthly_aggregate_from_facts
+--     The monthly aggregate computed from the fact table: one row per close
+--     month, sales agent and product version over closed, live deals. The
+--     aggregate step copies it; validation compares the table against it;
+--     filters on its grouping columns are pushed below the GROUP BY.
+CREATE OR REPLACE VIEW dwh.monthly_aggregate_from_facts AS
+SELECT
+    d.month_start_key AS month_date_key,
+    f.sales_agent_key,
+    f.product_key,
+    (count(*) FILTER (WHERE f.is_won))::integer AS won_deals,
+    (count(*) FILTER (WHERE NOT f.is_won))::integer AS lost_deals,
+    coalesce(sum(f.close_value) FILTER (WHERE f.is_won), 0)::numeric(18, 2) AS won_value
+FROM dwh.fact_sales_performance AS f
+INNER JOIN dwh.dim_date AS d ON f.close_date_key = d.date_key
+WHERE f.is_closed AND NOT f.is_deleted
+GROUP BY d.month_start_key, f.sales_agent_key, f.product_key;
+
+COMMENT ON VIEW dwh.monthly_aggregate_from_facts IS
+'dwh.fact_sales_monthly_aggregate recomputed from the facts: what the table must equal.';

@@ -1,0 +1,135 @@
+-- Function: etl.validate(p_run_id bigint) RETURNS SETOF etl.validation_result
+--     Checks the warehouse after a run, records every check in
+--     etl.validation_result and returns those rows:
+--       - every staged source row was loaded or quarantined (initial load);
+--       - per deal stage, source rows and close values reconcile with the
+--         facts (initial load: the staged source is the run's snapshot);
+--       - dimensions hold every staged account, agent and product;
+--       - every fact key resolves to a dimension row;
+--       - SCD2: one current version per live product, none overlapping;
+--       - the monthly aggregate equals its recomputation from the facts.
+-- Parameters:
+--     p_run_id - the run to validate
+-- Tables: reads etl.stage_*, dwh.*, etl.error_log; writes etl.validation_result.
+CREATE OR REPLACE FUNCTION etl.validate(p_run_id bigint)
+RETURNS SETOF etl.validation_result
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_pipeline text;
+BEGIN
+    SELECT r.pipeline INTO v_pipeline FROM etl.run AS r WHERE r.run_id = p_run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', p_run_id USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM etl.validation_result WHERE run_id = p_run_id;
+
+    IF v_pipeline = 'initial_load' THEN
+        -- Every staged opportunity is a fact or a quarantined record.
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'every source row is loaded or quarantined',
+               c.staged = c.loaded + c.quarantined, c.staged::text,
+               (c.loaded + c.quarantined)::text,
+               jsonb_build_object('loaded', c.loaded, 'quarantined', c.quarantined)
+          FROM (SELECT (SELECT count(*) FROM etl.stage_sales_pipeline) AS staged,
+                       (SELECT count(*) FROM dwh.fact_sales_performance) AS loaded,
+                       (SELECT count(DISTINCT e.business_key) FROM etl.error_log AS e
+                         WHERE e.run_id = p_run_id AND e.kind = 'quarantine'
+                           AND e.table_name = 'sales_pipeline') AS quarantined) AS c;
+
+        -- Per deal stage: rows and close values, source (less quarantine) against facts.
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'deal stages reconcile with the source (rows and close values)',
+               coalesce(bool_and(s.rows IS NOT DISTINCT FROM f.rows
+                                 AND s.value IS NOT DISTINCT FROM f.value), true),
+               coalesce(sum(s.rows), 0)::text || ' rows, ' || coalesce(sum(s.value), 0)::text,
+               coalesce(sum(f.rows), 0)::text || ' rows, ' || coalesce(sum(f.value), 0)::text,
+               coalesce(jsonb_agg(jsonb_build_object(
+                   'deal_stage', coalesce(s.deal_stage, f.deal_stage),
+                   'source_rows', s.rows, 'fact_rows', f.rows,
+                   'source_value', s.value, 'fact_value', f.value)), '[]')
+          FROM (SELECT p.deal_stage, count(*) AS rows, coalesce(sum(p.close_value), 0) AS value
+                  FROM etl.stage_sales_pipeline AS p
+                 WHERE NOT EXISTS (SELECT FROM etl.error_log AS e
+                                    WHERE e.run_id = p_run_id AND e.kind = 'quarantine'
+                                      AND e.table_name = 'sales_pipeline'
+                                      AND e.business_key = p.opportunity_id)
+                 GROUP BY p.deal_stage) AS s
+          FULL JOIN (SELECT st.deal_stage_name AS deal_stage, count(*) AS rows,
+                            coalesce(sum(f.close_value), 0) AS value
+                       FROM dwh.fact_sales_performance AS f
+                       JOIN dwh.dim_deal_stage AS st USING (deal_stage_key)
+                      WHERE NOT f.is_deleted
+                      GROUP BY st.deal_stage_name) AS f ON f.deal_stage = s.deal_stage;
+
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'dimensions hold every source account, agent and product',
+               c.accounts = c.dim_accounts AND c.agents = c.dim_agents AND c.products = c.dim_products,
+               format('%s accounts, %s agents, %s products', c.accounts, c.agents, c.products),
+               format('%s accounts, %s agents, %s products', c.dim_accounts, c.dim_agents, c.dim_products),
+               to_jsonb(c)
+          FROM (SELECT (SELECT count(*) FROM etl.stage_accounts) AS accounts,
+                       (SELECT count(*) FROM etl.stage_sales_agents) AS agents,
+                       (SELECT count(*) FROM etl.stage_products) AS products,
+                       (SELECT count(*) FROM dwh.dim_account
+                         WHERE account_key <> -1 AND NOT is_deleted) AS dim_accounts,
+                       (SELECT count(*) FROM dwh.dim_sales_agent
+                         WHERE sales_agent_key <> -1 AND NOT is_deleted) AS dim_agents,
+                       (SELECT count(*) FROM dwh.dim_product
+                         WHERE product_key <> -1 AND is_current AND NOT is_deleted) AS dim_products) AS c;
+    END IF;
+
+    INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+    SELECT p_run_id, 'every fact key resolves to a dimension row', c.unresolved = 0, '0',
+           c.unresolved::text, NULL
+      FROM (SELECT count(*) AS unresolved
+              FROM dwh.fact_sales_performance AS f
+             WHERE NOT EXISTS (SELECT FROM dwh.dim_account AS a WHERE a.account_key = f.account_key)
+                OR NOT EXISTS (SELECT FROM dwh.dim_product AS p WHERE p.product_key = f.product_key)
+                OR NOT EXISTS (SELECT FROM dwh.dim_sales_agent AS g
+                                WHERE g.sales_agent_key = f.sales_agent_key)
+                OR NOT EXISTS (SELECT FROM dwh.dim_deal_stage AS s
+                                WHERE s.deal_stage_key = f.deal_stage_key)
+                OR NOT EXISTS (SELECT FROM dwh.dim_date AS d WHERE d.date_key = f.engage_date_key)
+                OR NOT EXISTS (SELECT FROM dwh.dim_date AS d WHERE d.date_key = f.close_date_key)
+           ) AS c;
+
+    INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+    SELECT p_run_id, 'every live product has exactly one current version', c.bad = 0, '0',
+           c.bad::text, c.products
+      FROM (SELECT count(*) AS bad, jsonb_agg(v.product_id) AS products
+              FROM (SELECT p.product_id
+                      FROM dwh.dim_product AS p
+                     WHERE p.product_key <> -1
+                     GROUP BY p.product_id
+                    HAVING count(*) FILTER (WHERE p.is_current) <> 1
+                       AND bool_or(NOT p.is_deleted)) AS v) AS c;
+
+    INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+    SELECT p_run_id, 'product versions never overlap', c.overlaps = 0, '0', c.overlaps::text, NULL
+      FROM (SELECT count(*) AS overlaps
+              FROM dwh.dim_product AS a
+              JOIN dwh.dim_product AS b
+                ON a.product_id = b.product_id AND a.product_key < b.product_key
+               AND tstzrange(a.valid_from, a.valid_to) && tstzrange(b.valid_from, b.valid_to)) AS c;
+
+    INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+    SELECT p_run_id, 'monthly aggregate equals its recomputation from the facts', c.differing = 0,
+           '0 differing groups', c.differing::text || ' differing groups', c.sample
+      FROM (SELECT count(*) AS differing,
+                   jsonb_agg(jsonb_build_object('month_date_key', coalesce(t.month_date_key, r.month_date_key),
+                                                'sales_agent_key', coalesce(t.sales_agent_key, r.sales_agent_key),
+                                                'product_key', coalesce(t.product_key, r.product_key)))
+                       AS sample
+              FROM dwh.fact_sales_monthly_aggregate AS t
+              FULL JOIN dwh.monthly_aggregate_from_facts AS r
+                ON r.month_date_key = t.month_date_key AND r.sales_agent_key = t.sales_agent_key
+               AND r.product_key = t.product_key
+             WHERE (t.won_deals, t.lost_deals, t.won_value)
+                   IS DISTINCT FROM (r.won_deals, r.lost_deals, r.won_value)) AS c;
+
+    RETURN QUERY SELECT * FROM etl.validation_result AS v WHERE v.run_id = p_run_id
+                  ORDER BY v.validation_id;
+END
+$fn$;

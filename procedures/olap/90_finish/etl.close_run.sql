@@ -1,0 +1,36 @@
+-- Function: etl.close_run(p_loading_metadata_id bigint) RETURNS text
+--     Unit of etl.finish_run. Marks the run succeeded, or refuses (55000)
+--     while one of its steps has not succeeded or it was never validated.
+-- Returns: NULL (done).
+-- Tables: reads etl.loading_metadata, etl.validation_result; writes etl.run.
+CREATE OR REPLACE FUNCTION etl.close_run(p_loading_metadata_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run_id bigint;
+    v_unfinished text;
+BEGIN
+    SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
+     WHERE m.loading_metadata_id = p_loading_metadata_id;
+    SELECT string_agg(m.step || ' (' || m.status || ')', ', ' ORDER BY m.loading_metadata_id)
+      INTO v_unfinished
+      FROM etl.loading_metadata AS m
+     WHERE m.run_id = v_run_id AND m.status <> 'succeeded'
+       AND m.loading_metadata_id <> p_loading_metadata_id;
+    IF v_unfinished IS NOT NULL THEN
+        RAISE EXCEPTION 'run % cannot finish: steps not succeeded: %', v_run_id, v_unfinished
+            USING ERRCODE = '55000', HINT = 'Call the failed step again to resume the run.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM etl.validation_result AS v WHERE v.run_id = v_run_id) THEN
+        RAISE EXCEPTION 'run % cannot finish: it was not validated', v_run_id
+            USING ERRCODE = '55000', HINT = 'CALL etl.validate_run();';
+    END IF;
+    UPDATE etl.run
+       SET status = 'succeeded', finished_at = clock_timestamp(), message = NULL
+     WHERE run_id = v_run_id;
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_updated => 1);
+    RETURN NULL;
+END
+$fn$;
