@@ -30,6 +30,14 @@ def oltp_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
     dbtools.drop_database(name)
 
 
+@pytest.fixture(scope="module")
+def warehouse(request: pytest.FixtureRequest) -> Iterator[dbtools.Warehouse]:
+    """A migrated, empty source and a warehouse reading it, for this test module alone."""
+    pair = dbtools.fresh_warehouse(request.module.__name__)
+    yield pair
+    pair.drop()
+
+
 @dataclass
 class TapResult:
     number: int
@@ -71,13 +79,19 @@ def run_pgtap(path: str, dsn: str) -> tuple[list[TapResult], int | None, str]:
 class PgTapFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         target = self.path.parent.name
-        if target != "oltp":
-            raise pytest.UsageError(f"{self.path}: pgTAP files live in tests/pgtap/oltp/")
-        name, dsn = dbtools.fresh_oltp(f"tap_{self.path.stem}")
+        if target == "oltp":
+            name, dsn = dbtools.fresh_oltp(f"tap_{self.path.stem}")
+            cleanup = [name]
+        elif target == "olap":
+            pair = dbtools.fresh_warehouse(f"tap_{self.path.stem}")
+            dsn, cleanup = pair.olap_dsn, [pair.olap_name, pair.oltp_name]
+        else:
+            raise pytest.UsageError(f"{self.path}: pgTAP files live in tests/pgtap/oltp|olap/")
         try:
             results, plan, errors = run_pgtap(str(self.path), dsn)
         finally:
-            dbtools.drop_database(name)
+            for name in cleanup:
+                dbtools.drop_database(name)
         for result in results:
             label = f"{result.number:03d} {result.description}".strip()
             yield PgTapAssertion.from_parent(self, name=label, result=result)
@@ -133,6 +147,6 @@ class PgTapFailure(Exception):
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path) -> pytest.Collector | None:
-    if file_path.suffix == ".sql" and "pgtap" in file_path.parts:
+    if file_path.suffix == ".sql" and file_path.parent.parent.name == "pgtap":
         return PgTapFile.from_parent(parent, path=file_path)
     return None

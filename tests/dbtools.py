@@ -11,6 +11,7 @@ import atexit
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -93,3 +94,42 @@ def fresh_oltp(label: str) -> tuple[str, str]:
     safe = re.sub(r"\W", "_", label)[-30:]
     name = f"b2bdwh_t_{safe}_{RUN_TAG}".lower()
     return name, create_database(name, oltp_template())
+
+
+@cache
+def olap_template() -> str:
+    """A migrated, empty warehouse to clone, with pgTAP and the tests schema."""
+    name = f"b2bdwh_tpl_olap_{RUN_TAG}"
+    template_dsn = create_database(name)
+    placeholders = migrate.source_placeholders(dsn(oltp_template()))
+    migrate.migrate(target("olap", template_dsn, **placeholders), say=lambda _line: None)
+    with psycopg.connect(template_dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
+        conn.execute((ROOT / "tests" / "pgtap" / "helpers.sql").read_text())
+    atexit.register(drop_database, name)
+    return name
+
+
+@dataclass
+class Warehouse:
+    """A source and a warehouse reading it, both fresh: names and DSNs."""
+
+    oltp_name: str
+    oltp_dsn: str
+    olap_name: str
+    olap_dsn: str
+
+    def drop(self) -> None:
+        drop_database(self.olap_name)
+        drop_database(self.oltp_name)
+
+
+def fresh_warehouse(label: str) -> Warehouse:
+    """A new source (empty, migrated) and a new warehouse whose foreign server
+    points at it, cloned from the templates."""
+    oltp_name, oltp_dsn = fresh_oltp(label)
+    olap_name = oltp_name.replace("b2bdwh_t_", "b2bdwh_w_", 1)
+    olap_dsn = create_database(olap_name, olap_template())
+    placeholders = migrate.source_placeholders(oltp_dsn)
+    migrate.migrate(target("olap", olap_dsn, **placeholders), say=lambda _line: None)
+    return Warehouse(oltp_name, oltp_dsn, olap_name, olap_dsn)
