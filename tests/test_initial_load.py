@@ -1,0 +1,338 @@
+"""The initial load as a DBA runs it (CALL etl.run_initial_load() in psql):
+reconciliation with the source, dirty data, interruption and re-runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+import dbtools
+from b2bdwh import generate
+
+SCALE = 0.2
+
+# The warehouse's content, without lineage columns that differ between runs.
+STATE_QUERIES = {
+    "dim_account": """SELECT account_key, account_id, account_name, sector, year_established,
+                             revenue, employees, office_location, parent_account_id, is_deleted
+                        FROM dwh.dim_account ORDER BY account_key""",
+    "dim_sales_agent": """SELECT sales_agent_key, sales_agent_id, sales_agent_name, manager_name,
+                                 regional_office, is_deleted
+                            FROM dwh.dim_sales_agent ORDER BY sales_agent_key""",
+    "dim_product": """SELECT product_key, product_id, product_name, series, sales_price,
+                             valid_from, valid_to, is_current, is_deleted
+                        FROM dwh.dim_product ORDER BY product_key""",
+    "dim_date": "SELECT * FROM dwh.dim_date ORDER BY date_key",
+    "fact": """SELECT opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,
+                      engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,
+                      days_to_close, is_deleted
+                 FROM dwh.fact_sales_performance ORDER BY opportunity_id""",
+    "aggregate": """SELECT month_date_key, sales_agent_key, product_key, won_deals, lost_deals,
+                           won_value
+                      FROM dwh.fact_sales_monthly_aggregate ORDER BY 1, 2, 3""",
+}
+
+
+def warehouse_state(dsn: str) -> dict[str, str]:
+    """An md5 per table of the warehouse's content: equal states, equal digests."""
+    with psycopg.connect(dsn) as conn:
+        return {
+            name: conn.execute(
+                f"SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|'), ''))"
+                f" FROM ({query}) AS t"
+            ).fetchone()[0]
+            for name, query in STATE_QUERIES.items()
+        }
+
+
+def call(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def scalar(dsn: str, query: str, params: tuple = ()) -> object:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def loaded(warehouse: dbtools.Warehouse) -> Iterator[dbtools.Warehouse]:
+    """The module's warehouse after one initial load of a generated source."""
+    generate.generate(warehouse.oltp_dsn, SCALE)
+    call(warehouse.olap_dsn, "CALL etl.run_initial_load()")
+    yield warehouse
+
+
+def test_the_load_succeeds_and_every_check_passes(loaded):
+    assert scalar(loaded.olap_dsn, "SELECT status FROM etl.run ORDER BY run_id DESC LIMIT 1") == (
+        "succeeded"
+    )
+    with psycopg.connect(loaded.olap_dsn) as conn:
+        checks = conn.execute(
+            "SELECT check_name, passed FROM etl.validation_result"
+            " WHERE run_id = (SELECT max(run_id) FROM etl.run)"
+        ).fetchall()
+    assert len(checks) >= 7
+    assert all(passed for _name, passed in checks), checks
+
+
+def test_facts_reconcile_with_the_source_per_deal_stage(loaded):
+    with psycopg.connect(loaded.oltp_dsn) as conn:
+        source = conn.execute(
+            "SELECT deal_stage, count(*), coalesce(sum(close_value), 0)::numeric(18, 2)"
+            " FROM sales_pipeline GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    with psycopg.connect(loaded.olap_dsn) as conn:
+        facts = conn.execute(
+            "SELECT s.deal_stage_name, count(*), coalesce(sum(f.close_value), 0)"
+            " FROM dwh.fact_sales_performance f JOIN dwh.dim_deal_stage s USING (deal_stage_key)"
+            " GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert len(source) == 4
+    assert facts == source
+
+
+def test_dimensions_hold_the_source_and_unknown_members(loaded):
+    for table, dim, key in [
+        ("accounts", "dim_account", "account_key"),
+        ("sales_agents", "dim_sales_agent", "sales_agent_key"),
+        ("products", "dim_product", "product_key"),
+    ]:
+        source = scalar(loaded.oltp_dsn, f"SELECT count(*) FROM {table}")
+        warehouse = scalar(loaded.olap_dsn, f"SELECT count(*) FROM dwh.{dim} WHERE {key} <> -1")
+        assert warehouse == source, table
+    # Open deals without an account point at the Unknown account.
+    no_account = scalar(
+        loaded.oltp_dsn, "SELECT count(*) FROM sales_pipeline WHERE account_id IS NULL"
+    )
+    unknown = scalar(
+        loaded.olap_dsn, "SELECT count(*) FROM dwh.fact_sales_performance WHERE account_key = -1"
+    )
+    assert no_account > 0
+    assert unknown == no_account
+
+
+def test_every_step_leaves_a_trace(loaded):
+    with psycopg.connect(loaded.olap_dsn) as conn:
+        steps = conn.execute(
+            "SELECT step, status, rows_in, finished_at >= started_at FROM etl.loading_metadata"
+            " WHERE run_id = (SELECT max(run_id) FROM etl.run) ORDER BY loading_metadata_id"
+        ).fetchall()
+    assert [s[0] for s in steps] == [
+        "etl.extract_source",
+        "dwh.load_dim_date",
+        "dwh.load_dim_account",
+        "dwh.load_dim_sales_agent",
+        "dwh.load_dim_product",
+        "dwh.load_fact_sales_performance",
+        "dwh.load_fact_sales_monthly_aggregate",
+        "etl.validate_run",
+        "etl.finish_run",
+    ]
+    assert all(status == "succeeded" and ended for _s, status, _n, ended in steps)
+    fact_step = next(s for s in steps if s[0] == "dwh.load_fact_sales_performance")
+    assert fact_step[2] == round(8800 * SCALE)
+
+
+def test_the_run_records_the_source_snapshot_it_read(loaded):
+    with psycopg.connect(loaded.olap_dsn) as conn:
+        snapshot = conn.execute(
+            "SELECT source_snapshot::text FROM etl.run ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()[0]
+    with psycopg.connect(loaded.oltp_dsn) as conn:
+        visible = conn.execute(
+            "SELECT pg_visible_in_snapshot(pg_current_xact_id(), %s::pg_snapshot)", (snapshot,)
+        ).fetchone()[0]
+    assert snapshot and ":" in snapshot
+    assert visible is False  # a transaction that started after the extract is not in it
+
+
+def test_a_rerun_rebuilds_the_same_warehouse(loaded):
+    before = warehouse_state(loaded.olap_dsn)
+    call(loaded.olap_dsn, "CALL etl.run_initial_load(500)")
+    assert warehouse_state(loaded.olap_dsn) == before
+    batches = scalar(
+        loaded.olap_dsn,
+        "SELECT batches FROM etl.loading_metadata WHERE step = 'dwh.load_fact_sales_performance'"
+        " AND run_id = (SELECT max(run_id) FROM etl.run)",
+    )
+    assert batches >= 3  # 1,760 deals in batches of about 500 rows
+
+
+# --- interruption --------------------------------------------------------------------------
+
+PAUSE_LOCK = 4242
+
+PAUSE_TRIGGER = f"""
+CREATE SCHEMA IF NOT EXISTS tests;
+CREATE OR REPLACE FUNCTION tests.pause_fact_load() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- After the first committed batches, wait for the test's advisory lock.
+    IF (SELECT count(*) FROM dwh.fact_sales_performance) > 600 THEN
+        PERFORM pg_advisory_lock({PAUSE_LOCK});
+        PERFORM pg_advisory_unlock({PAUSE_LOCK});
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER pause_fact_load AFTER INSERT ON dwh.fact_sales_performance
+    FOR EACH STATEMENT EXECUTE FUNCTION tests.pause_fact_load();
+"""
+
+
+def start_paused_load(dsn: str, holder: psycopg.Connection) -> tuple[threading.Thread, list]:
+    """Start CALL etl.run_initial_load(200) in a thread; it stops inside a fact batch
+    while `holder` holds the pause lock. Returns the thread and its outcome list."""
+    holder.execute("SELECT pg_advisory_lock(%s)", (PAUSE_LOCK,))
+    outcome: list = []
+
+    def load() -> None:
+        try:
+            call(dsn, "CALL etl.run_initial_load(200)")
+            outcome.append("finished")
+        except psycopg.Error as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        waiting = holder.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s"
+            " AND NOT granted",
+            (PAUSE_LOCK,),
+        ).fetchone()[0]
+        if waiting:
+            return thread, outcome
+        time.sleep(0.05)
+    raise AssertionError("the load never reached the pause point")
+
+
+@pytest.fixture
+def paused(loaded: dbtools.Warehouse) -> Iterator[tuple[dbtools.Warehouse, psycopg.Connection]]:
+    call(loaded.olap_dsn, PAUSE_TRIGGER)
+    holder = psycopg.connect(loaded.olap_dsn, autocommit=True)
+    yield loaded, holder
+    holder.close()
+    call(loaded.olap_dsn, "DROP TRIGGER IF EXISTS pause_fact_load ON dwh.fact_sales_performance")
+
+
+def kill_the_load(holder: psycopg.Connection) -> None:
+    holder.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND objid = %s AND NOT granted",
+        (PAUSE_LOCK,),
+    )
+    holder.execute("SELECT pg_advisory_unlock(%s)", (PAUSE_LOCK,))
+
+
+def test_a_second_load_is_refused_while_one_is_executing(paused):
+    warehouse, holder = paused
+    thread, outcome = start_paused_load(warehouse.olap_dsn, holder)
+    try:
+        with pytest.raises(psycopg.errors.LockNotAvailable, match="is executing"):
+            call(warehouse.olap_dsn, "CALL etl.run_initial_load()")
+    finally:
+        holder.execute("SELECT pg_advisory_unlock(%s)", (PAUSE_LOCK,))
+        thread.join(60)
+    assert outcome == ["finished"]
+
+
+def test_a_killed_load_resumes_from_its_last_batch(paused):
+    warehouse, holder = paused
+    reference = warehouse_state(warehouse.olap_dsn)
+    thread, outcome = start_paused_load(warehouse.olap_dsn, holder)
+    kill_the_load(holder)
+    thread.join(60)
+    assert isinstance(outcome[0], psycopg.OperationalError)
+    with psycopg.connect(warehouse.olap_dsn) as conn:
+        run_id, status = conn.execute(
+            "SELECT run_id, status FROM etl.run ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        resume_after, batches = conn.execute(
+            "SELECT resume_after, batches FROM etl.loading_metadata WHERE run_id = %s"
+            " AND step = 'dwh.load_fact_sales_performance'",
+            (run_id,),
+        ).fetchone()
+    assert status == "running"  # the caller died: nobody could mark it
+    assert batches >= 3 and int(resume_after) > 0
+    call(warehouse.olap_dsn, "DROP TRIGGER pause_fact_load ON dwh.fact_sales_performance")
+
+    for step in [
+        "dwh.load_fact_sales_performance",
+        "dwh.load_fact_sales_monthly_aggregate",
+        "etl.validate_run",
+        "etl.finish_run",
+    ]:
+        call(warehouse.olap_dsn, f"CALL {step}()")
+    assert scalar(
+        warehouse.olap_dsn, "SELECT status FROM etl.run WHERE run_id = %s", (run_id,)
+    ) == ("succeeded")
+    assert warehouse_state(warehouse.olap_dsn) == reference
+
+
+def test_a_killed_load_is_superseded_by_a_clean_rerun(paused):
+    warehouse, holder = paused
+    reference = warehouse_state(warehouse.olap_dsn)
+    thread, _outcome = start_paused_load(warehouse.olap_dsn, holder)
+    kill_the_load(holder)
+    thread.join(60)
+    call(warehouse.olap_dsn, "DROP TRIGGER pause_fact_load ON dwh.fact_sales_performance")
+    with psycopg.connect(warehouse.olap_dsn, autocommit=True) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("CALL etl.run_initial_load()")
+        statuses = conn.execute(
+            "SELECT status FROM etl.run ORDER BY run_id DESC LIMIT 2"
+        ).fetchall()
+    assert any("was left running by an interrupted caller" in n for n in notices)
+    assert statuses == [("succeeded",), ("failed",)]
+    assert warehouse_state(warehouse.olap_dsn) == reference
+
+
+def test_a_failing_step_fails_the_run_logs_the_error_and_can_be_resumed(loaded):
+    reference = warehouse_state(loaded.olap_dsn)
+    call(loaded.olap_dsn, "ALTER TABLE etl.stage_products RENAME TO stage_products_away")
+    try:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            call(loaded.olap_dsn, "CALL etl.run_initial_load()")
+    finally:
+        call(loaded.olap_dsn, "ALTER TABLE etl.stage_products_away RENAME TO stage_products")
+    with psycopg.connect(loaded.olap_dsn) as conn:
+        run_id, status, message = conn.execute(
+            "SELECT run_id, status, message FROM etl.run ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        error = conn.execute(
+            "SELECT procedure_name, sqlstate, message, context FROM etl.error_log"
+            " WHERE run_id = %s AND kind = 'error'",
+            (run_id,),
+        ).fetchone()
+    assert status == "failed"
+    assert message.startswith("etl.extract_source failed:")
+    assert error[0] == "etl.extract_source" and error[1] == "42P01"
+    assert "stage_products" in error[2] and "etl.stage_source" in error[3]
+    # Calling the failed step again resumes the run; the rest follows.
+    for step in [
+        "etl.extract_source",
+        "dwh.load_dim_date",
+        "dwh.load_dim_account",
+        "dwh.load_dim_sales_agent",
+        "dwh.load_dim_product",
+        "dwh.load_fact_sales_performance",
+        "dwh.load_fact_sales_monthly_aggregate",
+        "etl.validate_run",
+        "etl.finish_run",
+    ]:
+        call(loaded.olap_dsn, f"CALL {step}()")
+    assert scalar(loaded.olap_dsn, "SELECT status FROM etl.run WHERE run_id = %s", (run_id,)) == (
+        "succeeded"
+    )
+    assert warehouse_state(loaded.olap_dsn) == reference
+
+
+def test_a_step_without_a_run_is_a_clear_error(loaded):
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="no etl run to work for"):
+        call(loaded.olap_dsn, "CALL dwh.load_dim_account()")
