@@ -18,10 +18,12 @@ DECLARE
     v_last date;
     v_added bigint;
 BEGIN
-    SELECT min(v.d), max(v.d) INTO v_first, v_last
-      FROM etl.stage_sales_pipeline AS s
-     CROSS JOIN LATERAL (VALUES (s.engage_date), (s.close_date)) AS v (d)
-     WHERE v.d BETWEEN v_min AND v_max;
+    SELECT least(min(s.engage_date) FILTER (WHERE s.engage_date BETWEEN v_min AND v_max),
+                 min(s.close_date) FILTER (WHERE s.close_date BETWEEN v_min AND v_max)),
+           greatest(max(s.engage_date) FILTER (WHERE s.engage_date BETWEEN v_min AND v_max),
+                    max(s.close_date) FILTER (WHERE s.close_date BETWEEN v_min AND v_max))
+      INTO v_first, v_last
+      FROM etl.stage_sales_pipeline AS s;
     v_added := dwh.extend_dim_date(greatest(v_first - v_margin, v_min), least(v_last + v_margin, v_max));
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_inserted => v_added);
     RETURN NULL;

@@ -12,6 +12,10 @@
 --     Loaded rows resolve every dimension key, with Unknown (-1) for a
 --     missing reference; the product key is the version in effect at the
 --     engage date (dwh.product_version_lookup).
+--     Into an empty table (a rebuild), the first batch sets the keys,
+--     foreign keys and indexes aside (etl.suspend_ddl) and the last batch
+--     puts them back (etl.restore_ddl): one sort or validation pass each
+--     instead of work on every row.
 -- Returns: 'more' while blocks remain, NULL when done.
 -- Tables: reads etl.stage_sales_pipeline, dwh dimensions, etl.config;
 --     writes dwh.fact_sales_performance, etl.error_log, etl.data_quality_issue,
@@ -54,6 +58,11 @@ BEGIN
     SELECT CASE WHEN c.relpages > 0 THEN c.reltuples / c.relpages ELSE 100 END
       INTO v_rows_per_block
       FROM pg_class AS c WHERE c.oid = 'etl.stage_sales_pipeline'::regclass;
+    -- A rebuild fills an empty table: set its keys, foreign keys and indexes
+    -- aside for the load, and put them back with the last batch.
+    IF v_first = 0 AND NOT EXISTS (SELECT FROM dwh.fact_sales_performance) THEN
+        PERFORM etl.suspend_ddl('dwh.fact_sales_performance');
+    END IF;
     v_last := least(v_first + greatest(1, floor(v_batch_size / greatest(v_rows_per_block, 1)))::bigint,
                     v_blocks);
 
@@ -70,7 +79,13 @@ BEGIN
                                    s.close_date, v_min, v_max)
                    WHEN s.close_value = 'NaN'::numeric OR abs(s.close_value) > v_max_value
                        THEN format('close_value %s cannot be stored (limit %s)', s.close_value, v_max_value)
-               END AS hard_reason
+               END AS hard_reason,
+               array_remove(ARRAY[
+                   CASE WHEN s.close_date < s.engage_date THEN 'close date before engage date' END,
+                   CASE WHEN st.is_won AND s.close_value IS NULL THEN 'won deal without a close value' END,
+                   CASE WHEN s.close_value < 0 THEN 'negative close value' END,
+                   CASE WHEN st.is_closed AND s.close_date IS NULL THEN 'closed deal without a close date' END
+               ], NULL) AS soft_rules
           FROM etl.stage_sales_pipeline AS s
           LEFT JOIN dwh.dim_deal_stage AS st
                  ON st.deal_stage_name = s.deal_stage AND st.deal_stage_key <> -1
@@ -99,13 +114,8 @@ BEGIN
                    'engage_date', b.engage_date, 'close_date', b.close_date,
                    'close_value', b.close_value)
           FROM batch AS b
-         CROSS JOIN LATERAL (VALUES
-             ('close date before engage date', b.close_date < b.engage_date),
-             ('won deal without a close value', b.is_won AND b.close_value IS NULL),
-             ('negative close value', b.close_value < 0),
-             ('closed deal without a close date', b.is_closed AND b.close_date IS NULL)
-         ) AS r (rule, broken)
-         WHERE b.hard_reason IS NULL AND r.broken
+         CROSS JOIN LATERAL unnest(b.soft_rules) AS r (rule)
+         WHERE b.hard_reason IS NULL AND cardinality(b.soft_rules) > 0
         RETURNING 1
     ),
     loaded AS (
@@ -134,8 +144,7 @@ BEGIN
           LEFT JOIN dwh.product_version_lookup AS v
                  ON v.product_id = b.product_id
                 AND CASE WHEN b.engage_date IS NULL THEN v.is_latest
-                         ELSE (b.engage_date::timestamp AT TIME ZONE 'UTC') >= v.lookup_from
-                          AND (b.engage_date::timestamp AT TIME ZONE 'UTC') < v.lookup_to
+                         ELSE b.engage_date >= v.lookup_first_day AND b.engage_date < v.lookup_before_day
                     END
          WHERE b.hard_reason IS NULL
         RETURNING 1
@@ -146,6 +155,10 @@ BEGIN
 
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_loaded,
                                 p_rejected => v_quarantined, p_resume_after => v_last::text);
-    RETURN CASE WHEN v_last < v_blocks THEN 'more' END;
+    IF v_last < v_blocks THEN
+        RETURN 'more';
+    END IF;
+    PERFORM etl.restore_ddl('dwh.fact_sales_performance');
+    RETURN NULL;
 END
 $fn$;

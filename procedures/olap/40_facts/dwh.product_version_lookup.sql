@@ -4,19 +4,45 @@
 --     version, so earlier dates take the first version) up to the next
 --     version's valid_from (infinity for the latest). is_latest marks the
 --     version taken by a deal without an engage date.
+--     A deal engaged on day D takes the version in effect at D 00:00 UTC,
+--     so the periods are also given as dates (first_day .. before_day), the
+--     cheap comparison for millions of deals: D 00:00 lies in [from, to)
+--     exactly when D lies in [first day starting at or after from, first
+--     day starting at or after to).
 CREATE OR REPLACE VIEW dwh.product_version_lookup AS
+WITH periods AS (
+    SELECT
+        p.product_key,
+        p.product_id,
+        p.sales_price,
+        CASE WHEN lag(p.valid_from) OVER w IS NULL THEN '-infinity'::timestamptz ELSE p.valid_from END
+            AS lookup_from,
+        coalesce(lead(p.valid_from) OVER w, 'infinity'::timestamptz) AS lookup_to,
+        lead(p.valid_from) OVER w IS NULL AS is_latest
+    FROM dwh.dim_product AS p
+    WHERE p.product_key <> -1
+    WINDOW w AS (PARTITION BY p.product_id ORDER BY p.valid_from)
+)
 SELECT
-    p.product_key,
-    p.product_id,
-    p.sales_price,
-    CASE WHEN lag(p.valid_from) OVER w IS NULL THEN '-infinity'::timestamptz ELSE p.valid_from END
-        AS lookup_from,
-    coalesce(lead(p.valid_from) OVER w, 'infinity'::timestamptz) AS lookup_to,
-    lead(p.valid_from) OVER w IS NULL AS is_latest
-FROM dwh.dim_product AS p
-WHERE p.product_key <> -1
-WINDOW w AS (PARTITION BY p.product_id ORDER BY p.valid_from);
+    periods.product_key,
+    periods.product_id,
+    periods.sales_price,
+    periods.lookup_from,
+    periods.lookup_to,
+    periods.is_latest,
+    first_day.d AS lookup_first_day,
+    before_day.d AS lookup_before_day
+FROM periods
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN ts::date::timestamp = ts THEN ts::date ELSE ts::date + 1 END AS d
+    FROM (SELECT periods.lookup_from AT TIME ZONE 'UTC' AS ts) AS t
+) AS first_day
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN ts::date::timestamp = ts THEN ts::date ELSE ts::date + 1 END AS d
+    FROM (SELECT periods.lookup_to AT TIME ZONE 'UTC' AS ts) AS t
+) AS before_day;
 
 COMMENT ON VIEW dwh.product_version_lookup IS
 'One row per product version with the period of engage dates that resolve to it (first version from '
-'-infinity, latest to infinity); is_latest: the version for deals without an engage date.';
+'-infinity, latest to infinity; as dates: lookup_first_day <= engage_date < lookup_before_day); '
+'is_latest: the version for deals without an engage date.';
