@@ -15,14 +15,16 @@ WITH periods AS (
         p.product_key,
         p.product_id,
         p.sales_price,
-        CASE WHEN lag(p.valid_from) OVER w IS NULL THEN '-infinity'::timestamptz ELSE p.valid_from END
-            AS lookup_from,
         coalesce(lead(p.valid_from) OVER w, 'infinity'::timestamptz) AS lookup_to,
-        lead(p.valid_from) OVER w IS NULL AS is_latest
+        lead(p.valid_from) OVER w IS NULL AS is_latest,
+        CASE
+            WHEN lag(p.valid_from) OVER w IS NULL THEN '-infinity'::timestamptz ELSE p.valid_from
+        END AS lookup_from
     FROM dwh.dim_product AS p
     WHERE p.product_key <> -1
     WINDOW w AS (PARTITION BY p.product_id ORDER BY p.valid_from)
 )
+
 SELECT
     periods.product_key,
     periods.product_id,
@@ -30,17 +32,12 @@ SELECT
     periods.lookup_from,
     periods.lookup_to,
     periods.is_latest,
-    first_day.d AS lookup_first_day,
-    before_day.d AS lookup_before_day
-FROM periods
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN ts::date::timestamp = ts THEN ts::date ELSE ts::date + 1 END AS d
-    FROM (SELECT periods.lookup_from AT TIME ZONE 'UTC' AS ts) AS t
-) AS first_day
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN ts::date::timestamp = ts THEN ts::date ELSE ts::date + 1 END AS d
-    FROM (SELECT periods.lookup_to AT TIME ZONE 'UTC' AS ts) AS t
-) AS before_day;
+    -- the first day starting at or after the timestamp (UTC)
+    ((periods.lookup_from AT TIME ZONE 'UTC') + interval '1 day' - interval '1 microsecond')::date
+        AS lookup_first_day,
+    ((periods.lookup_to AT TIME ZONE 'UTC') + interval '1 day' - interval '1 microsecond')::date
+        AS lookup_before_day
+FROM periods;
 
 COMMENT ON VIEW dwh.product_version_lookup IS
 'One row per product version with the period of engage dates that resolve to it (first version from '
