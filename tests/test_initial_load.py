@@ -336,3 +336,15 @@ def test_a_failing_step_fails_the_run_logs_the_error_and_can_be_resumed(loaded):
 def test_a_step_without_a_run_is_a_clear_error(loaded):
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="no etl run to work for"):
         call(loaded.olap_dsn, "CALL dwh.load_dim_account()")
+
+
+def test_the_summary_shows_the_run_its_checks_and_figures(loaded):
+    from b2bdwh.summary import summary
+
+    text = summary(loaded.olap_dsn)
+    assert "(initial_load) succeeded" in text
+    assert "pass    every source row is loaded or quarantined" in text
+    assert "FAIL" not in text
+    for title in ("Won value by regional office", "Win rate by product", "Monthly won value"):
+        assert title in text
+    assert "Central" in text and "GTX Basic" in text

@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "generate": "b2bdwh.generate",
     "import-csv": "b2bdwh.import_csv",
     "simulate": "b2bdwh.simulate",
+    "summary": "b2bdwh.summary",
 }
 
 
