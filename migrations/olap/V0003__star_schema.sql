@@ -166,3 +166,65 @@ CREATE TABLE dwh.fact_sales_monthly_aggregate (
 COMMENT ON TABLE dwh.fact_sales_monthly_aggregate IS
 'One row per close month, sales agent and product version over closed, live deals.';
 COMMENT ON COLUMN dwh.fact_sales_monthly_aggregate.month_date_key IS 'date_key of the first day of the close month.';
+
+-- What every column means, for the data dictionary.
+COMMENT ON COLUMN dwh.dim_date.date_key IS 'Surrogate key: the date as YYYYMMDD; -1 for Unknown.';
+COMMENT ON COLUMN dwh.dim_date.full_date IS 'The calendar date; NULL only for Unknown.';
+COMMENT ON COLUMN dwh.dim_date.day_of_month IS 'Day of the month, 1 to 31.';
+COMMENT ON COLUMN dwh.dim_date.day_name IS 'English day name, e.g. Monday.';
+COMMENT ON COLUMN dwh.dim_date.is_weekend IS 'Saturday or Sunday.';
+COMMENT ON COLUMN dwh.dim_date.iso_week IS 'ISO 8601 week number, 1 to 53.';
+COMMENT ON COLUMN dwh.dim_date.iso_year IS 'ISO 8601 week-numbering year (differs from year around New Year).';
+COMMENT ON COLUMN dwh.dim_date.month IS 'Month number, 1 to 12.';
+COMMENT ON COLUMN dwh.dim_date.month_name IS 'English month name, e.g. March.';
+COMMENT ON COLUMN dwh.dim_date.quarter IS 'Calendar quarter, 1 to 4.';
+COMMENT ON COLUMN dwh.dim_date.year IS 'Calendar year.';
+
+COMMENT ON COLUMN dwh.dim_account.account_key IS 'Surrogate key; -1 for Unknown (a deal without an account).';
+COMMENT ON COLUMN dwh.dim_account.account_name IS 'Company name.';
+COMMENT ON COLUMN dwh.dim_account.sector IS 'Industry, as the CRM has it.';
+COMMENT ON COLUMN dwh.dim_account.year_established IS 'Year the company was established.';
+COMMENT ON COLUMN dwh.dim_account.revenue IS 'Annual revenue, in millions of USD.';
+COMMENT ON COLUMN dwh.dim_account.employees IS 'Number of employees.';
+COMMENT ON COLUMN dwh.dim_account.office_location IS 'Country of the headquarters.';
+COMMENT ON COLUMN dwh.dim_account.updated_at IS 'When the warehouse last wrote this row.';
+
+COMMENT ON COLUMN dwh.dim_product.product_key IS 'Surrogate key of this version; -1 for Unknown.';
+COMMENT ON COLUMN dwh.dim_product.product_name IS
+'Product name (type 1: the current name is written into the current version).';
+COMMENT ON COLUMN dwh.dim_product.series IS 'Product series (tracked: a change makes a new version).';
+COMMENT ON COLUMN dwh.dim_product.is_deleted IS 'The product was deleted in the source; its last version is closed.';
+COMMENT ON COLUMN dwh.dim_product.run_id IS 'The etl run that last wrote this row.';
+COMMENT ON COLUMN dwh.dim_product.updated_at IS 'When the warehouse last wrote this row.';
+
+COMMENT ON COLUMN dwh.dim_sales_agent.sales_agent_key IS 'Surrogate key; -1 for Unknown.';
+COMMENT ON COLUMN dwh.dim_sales_agent.sales_agent_name IS 'The agent''s name.';
+COMMENT ON COLUMN dwh.dim_sales_agent.manager_name IS 'The agent''s manager.';
+COMMENT ON COLUMN dwh.dim_sales_agent.regional_office IS 'The agent''s regional office.';
+COMMENT ON COLUMN dwh.dim_sales_agent.is_deleted IS 'Deleted in the source; kept for history.';
+COMMENT ON COLUMN dwh.dim_sales_agent.run_id IS 'The etl run that last wrote this row.';
+COMMENT ON COLUMN dwh.dim_sales_agent.updated_at IS 'When the warehouse last wrote this row.';
+
+COMMENT ON COLUMN dwh.dim_deal_stage.deal_stage_key IS 'Key: 1 Prospecting, 2 Engaging, 3 Won, 4 Lost; -1 Unknown.';
+COMMENT ON COLUMN dwh.dim_deal_stage.deal_stage_name IS 'The stage as the CRM names it.';
+COMMENT ON COLUMN dwh.dim_deal_stage.stage_order IS 'Position in the pipeline (Won and Lost are both final).';
+COMMENT ON COLUMN dwh.dim_deal_stage.is_closed IS 'The deal is over: Won or Lost.';
+COMMENT ON COLUMN dwh.dim_deal_stage.is_won IS 'The deal was won.';
+
+COMMENT ON COLUMN dwh.fact_sales_performance.opportunity_id IS
+'Business key: sales_pipeline.opportunity_id in the source.';
+COMMENT ON COLUMN dwh.fact_sales_performance.account_key IS 'The customer account; -1 when the deal has none.';
+COMMENT ON COLUMN dwh.fact_sales_performance.sales_agent_key IS 'The sales agent who owns the deal.';
+COMMENT ON COLUMN dwh.fact_sales_performance.deal_stage_key IS 'The deal''s current stage.';
+COMMENT ON COLUMN dwh.fact_sales_performance.engage_date_key IS 'When the deal was engaged (YYYYMMDD); -1 if not yet.';
+COMMENT ON COLUMN dwh.fact_sales_performance.close_date_key IS 'When the deal closed (YYYYMMDD); -1 while open.';
+COMMENT ON COLUMN dwh.fact_sales_performance.is_won IS 'The deal was won (from its stage).';
+COMMENT ON COLUMN dwh.fact_sales_performance.is_closed IS 'The deal is closed, won or lost (from its stage).';
+
+COMMENT ON COLUMN dwh.fact_sales_monthly_aggregate.sales_agent_key IS 'The sales agent.';
+COMMENT ON COLUMN dwh.fact_sales_monthly_aggregate.product_key IS 'The product version the deals resolved to.';
+COMMENT ON COLUMN dwh.fact_sales_monthly_aggregate.won_deals IS 'Deals won in the month.';
+COMMENT ON COLUMN dwh.fact_sales_monthly_aggregate.lost_deals IS 'Deals lost in the month.';
+COMMENT ON COLUMN dwh.fact_sales_monthly_aggregate.won_value IS
+'Sum of the close values of the deals won in the month.';
+COMMENT ON COLUMN dwh.fact_sales_monthly_aggregate.run_id IS 'The etl run that last wrote this row.';

@@ -5,7 +5,8 @@
 --     ever execute at once.
 -- Parameters:
 --     p_run_id - the run; NULL means the run in progress, or else the latest
---                run if it failed (a retried step resumes it)
+--                run if it failed (a retried step resumes it). A failed run
+--                that a later run superseded is never resumed.
 --     p_step   - the step's procedure name, e.g. 'dwh.load_dim_product'
 --     p_table  - the table the step writes
 -- Returns: the step's etl.loading_metadata row (its resume_after survives).
@@ -27,6 +28,11 @@ BEGIN
          LIMIT 1;
     ELSE
         SELECT * INTO v_run FROM etl.run AS r WHERE r.run_id = p_run_id;
+    END IF;
+    IF v_run.status = 'failed' AND v_run.run_id <> (SELECT max(r.run_id) FROM etl.run AS r) THEN
+        RAISE EXCEPTION 'run % failed and was superseded by run %; it cannot be resumed',
+            v_run.run_id, (SELECT max(r.run_id) FROM etl.run AS r)
+            USING ERRCODE = '55000', HINT = 'Work on the latest run, or start a new one.';
     END IF;
     IF v_run.run_id IS NULL OR v_run.status = 'succeeded' THEN
         RAISE EXCEPTION 'no etl run to work for (%)',

@@ -1,6 +1,7 @@
 -- Function: etl.pipeline_lock_holder() RETURNS integer
---     The backend pid that holds the pipeline lock (a session advisory lock
---     on keys 1647469175, 1, taken by etl.begin_step), or NULL when free.
+--     The backend pid that holds this warehouse's pipeline lock (a session
+--     advisory lock on keys 1647469175, 1 in this database, taken by
+--     etl.begin_step), or NULL when free.
 -- Tables: reads pg_locks.
 CREATE OR REPLACE FUNCTION etl.pipeline_lock_holder()
 RETURNS integer
@@ -11,6 +12,8 @@ AS $fn$
     SELECT l.pid
       FROM pg_catalog.pg_locks AS l
      WHERE l.locktype = 'advisory' AND l.granted
+       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                          WHERE d.datname = pg_catalog.current_database())
        AND l.classid = 1647469175::oid AND l.objid = 1::oid AND l.objsubid = 2
      LIMIT 1;
 $fn$;

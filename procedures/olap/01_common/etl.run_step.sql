@@ -28,7 +28,7 @@ CREATE OR REPLACE PROCEDURE etl.run_step(
 LANGUAGE plpgsql
 AS $proc$
 DECLARE
-    v_step etl.loading_metadata := etl.begin_step(p_run_id, p_step, p_table);
+    v_step etl.loading_metadata;
     v_outcome text;
     v_state text;
     v_message text;
@@ -36,6 +36,9 @@ DECLARE
     v_hint text;
     v_context text;
 BEGIN
+    -- Fails here (2D000) inside a transaction block, before the lock is taken.
+    COMMIT;
+    v_step := etl.begin_step(p_run_id, p_step, p_table);
     COMMIT;
     LOOP
         BEGIN

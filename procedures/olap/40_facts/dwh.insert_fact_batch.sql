@@ -8,7 +8,8 @@
 --       close value that is NaN or beyond max_close_value;
 --       soft (loaded, and listed in etl.data_quality_issue): close date
 --       before engage date, Won without a value, a negative value, a closed
---       deal without a close date.
+--       deal without a close date, a value with fractions of a cent (stored
+--       rounded to cents).
 --     Loaded rows resolve every dimension key, with Unknown (-1) for a
 --     missing reference; the product key is the version in effect at the
 --     engage date (dwh.product_version_lookup).
@@ -78,10 +79,14 @@ BEGIN
                        THEN format('close_date %s outside the accepted range %s .. %s',
                                    s.close_date, v_min, v_max)
                    WHEN s.close_value = 'NaN'::numeric OR abs(s.close_value) > v_max_value
-                       THEN format('close_value %s cannot be stored (limit %s)', s.close_value, v_max_value)
+                        OR abs(s.close_value) >= 1e16
+                       THEN format('close_value %s cannot be stored (limit %s)', s.close_value,
+                                   least(v_max_value, 1e16 - 0.01))
                END AS hard_reason,
                array_remove(ARRAY[
                    CASE WHEN s.close_date < s.engage_date THEN 'close date before engage date' END,
+                   CASE WHEN s.close_value <> round(s.close_value, 2)
+                       THEN 'close value rounded to cents' END,
                    CASE WHEN st.is_won AND s.close_value IS NULL THEN 'won deal without a close value' END,
                    CASE WHEN s.close_value < 0 THEN 'negative close value' END,
                    CASE WHEN st.is_closed AND s.close_date IS NULL THEN 'closed deal without a close date' END

@@ -2,8 +2,9 @@
 --     Checks the warehouse after a run, records every check in
 --     etl.validation_result and returns those rows:
 --       - every staged source row was loaded or quarantined (initial load);
---       - per deal stage, source rows and close values reconcile with the
---         facts (initial load: the staged source is the run's snapshot);
+--       - per deal stage, source rows and close values (in cents, as stored)
+--         reconcile with the facts (initial load: the staged source is the
+--         run's snapshot);
 --       - dimensions hold every staged account, agent and product;
 --       - every fact key resolves to a dimension row;
 --       - SCD2: one current version per live product, none overlapping;
@@ -49,7 +50,8 @@ BEGIN
                    'deal_stage', coalesce(s.deal_stage, f.deal_stage),
                    'source_rows', s.rows, 'fact_rows', f.rows,
                    'source_value', s.value, 'fact_value', f.value)), '[]')
-          FROM (SELECT p.deal_stage, count(*) AS rows, coalesce(sum(p.close_value), 0) AS value
+          FROM (SELECT p.deal_stage, count(*) AS rows,
+                       coalesce(sum(round(p.close_value, 2)), 0) AS value
                   FROM etl.stage_sales_pipeline AS p
                  WHERE NOT EXISTS (SELECT FROM etl.error_log AS e
                                     WHERE e.run_id = p_run_id AND e.kind = 'quarantine'
