@@ -16,14 +16,15 @@ SCALE ?= 1
 # pip warns about every index folder that this machine's pip.conf names but lacks.
 PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: help venv up down env status migrate demo test lint lock clean
+.PHONY: help venv up down env status migrate demo test lint lock clean airflow
 
 help:
-	@echo "make demo     cluster up, migrate, generate the source at scale $(SCALE), show a summary"
+	@echo "make demo     cluster up, migrate, source at scale $(SCALE), initial load through Airflow, summary"
 	@echo "make test     run the test suite (pytest with pgTAP)"
 	@echo "make lint     sqlfluff over migrations/ and procedures/, ruff over Python"
 	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
 	@echo "make migrate  apply migrations and procedures to both databases"
+	@echo "make airflow  Airflow standalone (UI on http://127.0.0.1:8080) with dags/ and both connections"
 	@echo 'eval "$$(make -s env)"  export PGHOST, PGPORT, PGUSER, B2B_OLTP_DSN, B2B_OLAP_DSN'
 
 $(STAMP): requirements.lock pyproject.toml
@@ -54,6 +55,14 @@ migrate: venv up
 
 demo: migrate
 	@$(WITH_ENV) $(BIN)/b2bdwh generate --scale $(SCALE)
+	@$(WITH_ENV) $(BIN)/b2bdwh airflow test dwh_initial_load
+	@$(WITH_ENV) $(BIN)/b2bdwh summary
+
+# Airflow UI on http://127.0.0.1:8080: user admin, password in
+# .airflow/simple_auth_manager_passwords.json.generated. Its components start
+# `airflow` from PATH, hence the venv first on it.
+airflow: migrate
+	@$(WITH_ENV) eval "$$($(BIN)/b2bdwh airflow env)" && PATH="$(CURDIR)/$(BIN):$$PATH" exec airflow standalone
 
 test: venv up
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)

@@ -1,0 +1,192 @@
+"""The DAGs in dags/, parsed by Airflow's DagBag: no database, no scheduler.
+
+Every DAG file follows the house rules (STYLE.md, Airflow): it imports cleanly,
+reads like configuration, and each task is one SQLExecuteQueryOperator whose SQL
+is exactly `CALL <the procedure its task id names>(...)`, on the warehouse
+connection, with autocommit. Task ids are the procedure names themselves
+(`dwh.load_dim_account`): Airflow 3 accepts dots in task ids (only task group ids
+refuse them), so the mapping is the identity. dwh_initial_load is checked against
+etl.run_initial_load, the entry point whose steps it runs one task each.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS_FOLDER = ROOT / "dags"
+PROCEDURES = ROOT / "procedures" / "olap"
+DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
+
+WAREHOUSE_CONN_ID = "b2b_sales_olap"
+CALL = re.compile(r"^\s*CALL\s+(\w+\.\w+)\s*\((.*)\)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# A step that must never run twice: retrying it starts another run.
+NO_RETRY = {"etl.start_run"}
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Airflow's DagBag over dags/, with Airflow configured in a scratch AIRFLOW_HOME (Airflow
+    reads its configuration when first imported, so the environment is set before that)."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_HOME", str(home))
+        mp.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_FOLDER))
+        mp.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        mp.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
+        mp.delenv("AIRFLOW_CONFIG", raising=False)
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+def dags_of(dagbag: Any, path: Path) -> list[Any]:
+    return [dag for dag in dagbag.dags.values() if Path(dag.fileloc) == path]
+
+
+def procedure_of(task: Any) -> str:
+    """The procedure a task calls, asserting its SQL is one CALL and nothing else."""
+    assert isinstance(task.sql, str), f"{task.task_id}: one CALL per task, not a list of statements"
+    match = CALL.match(task.sql)
+    assert match, f"{task.task_id}: SQL is not a single CALL: {task.sql!r}"
+    assert ";" not in match.group(2), f"{task.task_id}: more than one statement: {task.sql!r}"
+    return match.group(1)
+
+
+def chain_of(dag: Any) -> list[str]:
+    """The DAG's task ids in order, asserting they form one straight chain."""
+    roots = [t for t in dag.tasks if not t.upstream_task_ids]
+    assert len(roots) == 1, f"{dag.dag_id}: one first task expected, found {roots}"
+    order = [roots[0]]
+    while order[-1].downstream_task_ids:
+        assert len(order[-1].downstream_task_ids) == 1, (
+            f"{dag.dag_id}: {order[-1].task_id} fans out; the steps serialise on the pipeline "
+            "lock, so the DAG is a straight chain"
+        )
+        order.append(dag.get_task(next(iter(order[-1].downstream_task_ids))))
+    assert len(order) == len(dag.tasks), f"{dag.dag_id}: tasks outside the chain"
+    return [t.task_id for t in order]
+
+
+def test_dags_folder_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert DAG_FILES, "no DAG files in dags/"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_each_dag_file_defines_one_dag_named_after_it(dagbag, path):
+    assert [dag.dag_id for dag in dags_of(dagbag, path)] == [path.stem]
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_each_dag_reads_like_configuration(dagbag, path):
+    (dag,) = dags_of(dagbag, path)
+    assert dag.tags, "tags"
+    assert dag.doc_md and dag.doc_md == ast.get_docstring(ast.parse(path.read_text()), clean=False)
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.start_date is not None and dag.start_date.tzinfo is not None
+    assert dag.start_date < datetime.now(UTC), "a fixed start_date in the past"
+    assert dag.default_args.get("retries", 0) >= 1, "default_args give retries"
+    assert len(path.read_text().splitlines()) <= 80, "a DAG file stays short"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_each_task_calls_exactly_the_procedure_its_id_names(dagbag, path):
+    (dag,) = dags_of(dagbag, path)
+    for task in dag.tasks:
+        assert type(task).__name__ == "SQLExecuteQueryOperator", task.task_id
+        procedure = procedure_of(task)
+        assert task.task_id == procedure
+        schema, name = procedure.split(".")
+        assert list(PROCEDURES.glob(f"*/{procedure}.sql")), f"no procedures/olap/*/{procedure}.sql"
+        assert schema in ("etl", "dwh") and name
+        assert task.conn_id == WAREHOUSE_CONN_ID, task.task_id
+        assert task.autocommit is True, f"{task.task_id}: procedures commit, so autocommit"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_values_reach_the_sql_only_through_parameters(dagbag, path):
+    (dag,) = dags_of(dagbag, path)
+    for task in dag.tasks:
+        assert "{{" not in task.sql and "{%" not in task.sql, f"{task.task_id}: templated SQL"
+        placeholders = set(PLACEHOLDER.findall(task.sql))
+        assert placeholders == set(task.parameters or {}), task.task_id
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_every_step_retries_except_starting_a_run(dagbag, path):
+    (dag,) = dags_of(dagbag, path)
+    for task in dag.tasks:
+        if task.task_id in NO_RETRY:
+            assert task.retries == 0, f"{task.task_id}: a retry would start a second run"
+        else:
+            assert task.retries >= 1, task.task_id
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_each_dag_is_one_straight_chain_from_starting_a_run(dagbag, path):
+    (dag,) = dags_of(dagbag, path)
+    assert chain_of(dag)[0] == "etl.start_run"
+
+
+def entry_point_steps(procedure: str) -> list[str]:
+    """The procedures an entry point calls, in order: what its DAG must run."""
+    (path,) = PROCEDURES.glob(f"*/{procedure}.sql")
+    body = path.read_text().split("$proc$")[1]
+    return re.findall(r"^\s*CALL\s+(\w+\.\w+)\s*\(", body, re.MULTILINE)
+
+
+def test_initial_load_runs_the_steps_of_etl_run_initial_load_in_order(dagbag):
+    dag = dagbag.dags["dwh_initial_load"]
+    steps = entry_point_steps("etl.run_initial_load")
+    assert steps == [
+        "etl.start_run",
+        "etl.extract_source",
+        "dwh.load_dim_date",
+        "dwh.load_dim_account",
+        "dwh.load_dim_sales_agent",
+        "dwh.load_dim_product",
+        "dwh.load_fact_sales_performance",
+        "dwh.load_fact_sales_monthly_aggregate",
+        "etl.validate_run",
+        "etl.finish_run",
+    ]
+    assert chain_of(dag) == steps
+
+
+def test_initial_load_starts_an_initial_load_run_with_the_batch_size_param(dagbag):
+    dag = dagbag.dags["dwh_initial_load"]
+    start = dag.get_task("etl.start_run")
+    assert re.match(r"CALL etl\.start_run\('initial_load', %\(batch_size\)s", start.sql)
+    assert start.parameters == {"batch_size": "{{ params.batch_size }}"}
+    assert dag.params["batch_size"] is None, "default None: etl.config decides"
+    assert dag.render_template_as_native_obj, "None and numbers reach psycopg as themselves"
+
+
+def test_initial_load_batch_size_param_accepts_positive_integers_only(dagbag):
+    from airflow.sdk import Param
+    from airflow.sdk.exceptions import ParamValidationError
+
+    param = dagbag.dags["dwh_initial_load"].params.get_param("batch_size")
+    for good in (None, 1, 50_000):
+        assert Param(good, **param.schema).resolve() == good
+    for bad in (0, -5, "many", 1.5):
+        with pytest.raises(ParamValidationError):
+            Param(bad, **param.schema).resolve()
+
+
+def test_initial_load_steps_work_for_the_run_that_start_run_created(dagbag):
+    dag = dagbag.dags["dwh_initial_load"]
+    for task in dag.tasks:
+        if task.task_id == "etl.start_run":
+            continue
+        assert task.sql == f"CALL {task.task_id}(%(run_id)s::bigint)"
+        assert "xcom_pull(task_ids='etl.start_run')" in task.parameters["run_id"]
