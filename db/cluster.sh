@@ -42,9 +42,9 @@ require_bin() {
     [ "$ver" -ge 15 ] || die "PostgreSQL $ver found in $BIN; version 15 or newer is needed."
 }
 
-# Run a command as the cluster's OS owner.
+# Run a command as the cluster's OS owner (from /, which it can always enter).
 as_owner() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # Where the data lives: .pgdata in the checkout. When root and the postgres
