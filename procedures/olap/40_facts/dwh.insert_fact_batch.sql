@@ -154,9 +154,9 @@ BEGIN
          WHERE b.hard_reason IS NULL
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM loaded),
-           (SELECT count(*) FROM quarantined)
-      INTO v_in, v_loaded, v_quarantined;
+    SELECT (SELECT count(*) FROM loaded), (SELECT count(*) FROM quarantined)
+      INTO v_loaded, v_quarantined;
+    v_in := v_loaded + v_quarantined;  -- every row of the batch is one or the other
 
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_loaded,
                                 p_rejected => v_quarantined, p_resume_after => v_last::text);
