@@ -42,11 +42,11 @@ BEGIN
      WHERE m.loading_metadata_id = p_loading_metadata_id AND r.run_id = m.run_id;
     PERFORM pg_catalog.pg_advisory_unlock(1647469175, 1);
     COMMIT;
-    IF p_detail IS NULL THEN
+    IF nullif(p_detail, '') IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_message,
-            HINT = coalesce(p_hint, 'See etl.error_log; fix the cause and call the step again to resume.');
+            HINT = coalesce(nullif(p_hint, ''), 'See etl.error_log; fix the cause and call the step again to resume.');
     END IF;
     RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_message, DETAIL = p_detail,
-        HINT = coalesce(p_hint, 'See etl.error_log; fix the cause and call the step again to resume.');
+        HINT = coalesce(nullif(p_hint, ''), 'See etl.error_log; fix the cause and call the step again to resume.');
 END
 $proc$;

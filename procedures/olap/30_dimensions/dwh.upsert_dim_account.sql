@@ -2,9 +2,10 @@
 --     Unit of dwh.load_dim_account (SCD type 1). Inserts staged accounts
 --     that are new, overwrites the attributes of those that changed (and
 --     revives one that was marked deleted), in business-key order so that a
---     rebuild gives the same surrogate keys. Unchanged rows are not touched.
+--     rebuild gives the same surrogate keys, and marks the rows the window
+--     deleted (etl.stage_deleted) as deleted. Unchanged rows are not touched.
 -- Returns: NULL (done).
--- Tables: reads etl.stage_accounts; writes dwh.dim_account.
+-- Tables: reads etl.stage_accounts, etl.stage_deleted; writes dwh.dim_account.
 CREATE OR REPLACE FUNCTION dwh.upsert_dim_account(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -15,6 +16,7 @@ DECLARE
     v_in bigint;
     v_inserted bigint;
     v_updated bigint;
+    v_deleted bigint;
 BEGIN
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
@@ -43,9 +45,15 @@ BEGIN
     SELECT count(*) FILTER (WHERE u.inserted), count(*) FILTER (WHERE NOT u.inserted)
       INTO v_inserted, v_updated
       FROM upserted AS u;
+    -- Rows deleted in the source: marked, never erased.
+    UPDATE dwh.dim_account AS d
+       SET is_deleted = true, run_id = v_run_id, updated_at = clock_timestamp()
+      FROM etl.stage_deleted AS x
+     WHERE x.table_name = 'accounts' AND d.account_id = x.row_key::integer AND NOT d.is_deleted;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
     SELECT count(*) INTO v_in FROM etl.stage_accounts;
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted,
-                                p_updated => v_updated);
+                                p_updated => v_updated, p_deleted => v_deleted);
     RETURN NULL;
 END
 $fn$;

@@ -1,11 +1,12 @@
 -- Procedure: dwh.load_fact_sales_monthly_aggregate(p_run_id bigint)
---     Rebuilds the monthly aggregate from the facts in one transaction, so
---     readers see the old table or the new one, never a mix (unit:
---     dwh.rebuild_monthly_aggregate).
+--     Brings the monthly aggregate up to date with the facts in one
+--     transaction: all of it after an initial load, only the groups the
+--     window's deals left or entered after an incremental one, which also
+--     marks the window applied (unit: dwh.rebuild_monthly_aggregate).
 -- Parameters:
 --     p_run_id - the run; NULL means the run in progress
--- Tables: reads dwh.fact_sales_performance, dwh.dim_date; writes
---     dwh.fact_sales_monthly_aggregate.
+-- Tables: reads dwh.fact_sales_performance, etl.touched_group; writes
+--     dwh.fact_sales_monthly_aggregate, etl.touched_group, etl.run.
 -- Commits: once. Safe to re-run: yes.
 CREATE OR REPLACE PROCEDURE dwh.load_fact_sales_monthly_aggregate(p_run_id bigint DEFAULT NULL)
 LANGUAGE plpgsql

@@ -2,19 +2,20 @@
 --     The monthly aggregate computed from the fact table: one row per close
 --     month, sales agent and product version over closed, live deals. The
 --     aggregate step copies it; validation compares the table against it;
---     filters on its grouping columns are pushed below the GROUP BY.
+--     filters on its grouping columns are pushed below the GROUP BY, onto
+--     the fact table's (sales_agent_key, product_key, close_month_key)
+--     index, so one group is recomputed from its own deals only.
 CREATE OR REPLACE VIEW dwh.monthly_aggregate_from_facts AS
 SELECT
-    d.month_start_key AS month_date_key,
+    f.close_month_key AS month_date_key,
     f.sales_agent_key,
     f.product_key,
     (count(*) FILTER (WHERE f.is_won))::integer AS won_deals,
     (count(*) FILTER (WHERE NOT f.is_won))::integer AS lost_deals,
     coalesce(sum(f.close_value) FILTER (WHERE f.is_won), 0)::numeric(18, 2) AS won_value
 FROM dwh.fact_sales_performance AS f
-INNER JOIN dwh.dim_date AS d ON f.close_date_key = d.date_key
 WHERE f.is_closed AND NOT f.is_deleted
-GROUP BY d.month_start_key, f.sales_agent_key, f.product_key;
+GROUP BY f.close_month_key, f.sales_agent_key, f.product_key;
 
 COMMENT ON VIEW dwh.monthly_aggregate_from_facts IS
 'dwh.fact_sales_monthly_aggregate recomputed from the facts: what the table must equal.';

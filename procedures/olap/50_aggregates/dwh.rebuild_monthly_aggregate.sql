@@ -1,32 +1,69 @@
 -- Function: dwh.rebuild_monthly_aggregate(p_loading_metadata_id bigint) RETURNS text
---     Unit of dwh.load_fact_sales_monthly_aggregate: replaces the aggregate
---     with dwh.monthly_aggregate_from_facts, in the caller's transaction.
+--     Unit of dwh.load_fact_sales_monthly_aggregate, in one transaction, so
+--     readers see the aggregate before or after, never in between.
+--     Initial load: replaces the whole aggregate with
+--     dwh.monthly_aggregate_from_facts.
+--     Incremental update: recomputes only the groups in etl.touched_group
+--     (each from its own deals, through the fact table's group index), then
+--     marks the run's window applied: the snapshot and the star schema move
+--     together, and a crash before this commit means the next run applies
+--     the same window again, whole.
 -- Returns: NULL (done).
--- Tables: writes dwh.fact_sales_monthly_aggregate.
+-- Tables: reads dwh.fact_sales_performance, etl.touched_group; writes
+--     dwh.fact_sales_monthly_aggregate, etl.touched_group, etl.run.
 CREATE OR REPLACE FUNCTION dwh.rebuild_monthly_aggregate(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_run_id bigint;
+    v_run etl.run;
+    v_groups bigint;
     v_deleted bigint;
     v_inserted bigint;
 BEGIN
-    SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
+    SELECT r.* INTO v_run
+      FROM etl.run AS r JOIN etl.loading_metadata AS m USING (run_id)
      WHERE m.loading_metadata_id = p_loading_metadata_id;
-    DELETE FROM dwh.fact_sales_monthly_aggregate;
+
+    IF v_run.pipeline = 'initial_load' THEN
+        DELETE FROM dwh.fact_sales_monthly_aggregate;
+        GET DIAGNOSTICS v_deleted = ROW_COUNT;
+        INSERT INTO dwh.fact_sales_monthly_aggregate (
+            month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
+        )
+        SELECT a.month_date_key, a.sales_agent_key, a.product_key, a.won_deals, a.lost_deals,
+               a.won_value, v_run.run_id
+          FROM dwh.monthly_aggregate_from_facts AS a
+         ORDER BY a.month_date_key, a.sales_agent_key, a.product_key;
+        GET DIAGNOSTICS v_inserted = ROW_COUNT;
+        PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_inserted,
+                                    p_inserted => v_inserted, p_deleted => v_deleted);
+        RETURN NULL;
+    END IF;
+
+    SELECT count(*) INTO v_groups FROM etl.touched_group;
+    DELETE FROM dwh.fact_sales_monthly_aggregate AS a
+     USING etl.touched_group AS t
+     WHERE a.month_date_key = t.month_date_key AND a.sales_agent_key = t.sales_agent_key
+       AND a.product_key = t.product_key;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
     INSERT INTO dwh.fact_sales_monthly_aggregate (
         month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
     )
     SELECT a.month_date_key, a.sales_agent_key, a.product_key, a.won_deals, a.lost_deals,
-           a.won_value, v_run_id
-      FROM dwh.monthly_aggregate_from_facts AS a
-     ORDER BY a.month_date_key, a.sales_agent_key, a.product_key;
+           a.won_value, v_run.run_id
+      FROM etl.touched_group AS t
+     CROSS JOIN LATERAL (
+         SELECT * FROM dwh.monthly_aggregate_from_facts AS f
+          WHERE f.month_date_key = t.month_date_key AND f.sales_agent_key = t.sales_agent_key
+            AND f.product_key = t.product_key
+     ) AS a;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
-    PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_inserted, p_inserted => v_inserted,
-                                p_deleted => v_deleted);
+    DELETE FROM etl.touched_group;
+    UPDATE etl.run SET window_applied = true WHERE run_id = v_run.run_id;
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_groups,
+                                p_inserted => v_inserted, p_deleted => v_deleted);
     RETURN NULL;
 END
 $fn$;

@@ -1,6 +1,8 @@
 -- Function: etl.close_run(p_loading_metadata_id bigint) RETURNS text
---     Unit of etl.finish_run. Marks the run succeeded, or refuses (55000)
---     while one of its steps has not succeeded or it was never validated.
+--     Unit of etl.finish_run. Marks the run succeeded (an initial load's
+--     snapshot becomes the start of the next incremental window), or refuses
+--     (55000) while one of its steps has not succeeded or it was never
+--     validated.
 -- Returns: NULL (done).
 -- Tables: reads etl.loading_metadata, etl.validation_result; writes etl.run.
 CREATE OR REPLACE FUNCTION etl.close_run(p_loading_metadata_id bigint)
@@ -27,8 +29,12 @@ BEGIN
         RAISE EXCEPTION 'run % cannot finish: it was not validated', v_run_id
             USING ERRCODE = '55000', HINT = 'CALL etl.validate_run();';
     END IF;
+    -- An initial load's snapshot is applied once the whole rebuild is: the
+    -- next incremental window starts there. (An incremental run marks its
+    -- window applied in the transaction that applies it.)
     UPDATE etl.run
-       SET status = 'succeeded', finished_at = clock_timestamp(), message = NULL
+       SET status = 'succeeded', finished_at = clock_timestamp(), message = NULL,
+           window_applied = window_applied OR pipeline = 'initial_load'
      WHERE run_id = v_run_id;
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_updated => 1);
     RETURN NULL;

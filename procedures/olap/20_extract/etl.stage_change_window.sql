@@ -1,0 +1,104 @@
+-- Function: etl.stage_change_window(p_loading_metadata_id bigint) RETURNS text
+--     Unit of etl.pull_change_window. In one remote transaction (one source
+--     snapshot, read first), pulls exactly the changes of the transactions
+--     that this snapshot sees and the last applied snapshot did not (as PgQ
+--     does: a transaction that started earlier and committed later is
+--     caught, whatever its change ids), and stages the net effect of the
+--     window: per row, its last change (changes to one row are serialised
+--     by its row lock, so change_id orders them): the row image for I and
+--     U into etl.stage_<table>, the key for D into etl.stage_deleted.
+--     The last applied snapshot is the newest of the latest successful
+--     initial load and the incremental runs after it whose window was
+--     applied. This run's snapshot is stored with the window; it counts as
+--     applied only when the aggregate step applies it.
+-- Returns: NULL (done).
+-- Raises: 55000 without a successful initial load, or when the window
+--     holds a T change (a source table was emptied: generate, import-csv).
+-- Tables: reads src.source_snapshot, src.change_log, etl.run; writes
+--     etl.change_window, etl.stage_*, etl.run.
+CREATE OR REPLACE FUNCTION etl.stage_change_window(p_loading_metadata_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run_id bigint;
+    v_initial etl.run;
+    v_previous pg_snapshot;
+    v_snapshot text;
+    v_taken_at timestamptz;
+    v_changes bigint;
+    v_replaced text;
+BEGIN
+    SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
+     WHERE m.loading_metadata_id = p_loading_metadata_id;
+    SELECT r.* INTO v_initial FROM etl.run AS r
+     WHERE r.pipeline = 'initial_load' ORDER BY r.run_id DESC LIMIT 1;
+    IF v_initial.run_id IS NULL OR v_initial.status <> 'succeeded' THEN
+        RAISE EXCEPTION 'no incremental update without a successful initial load (latest: %)',
+            coalesce('run ' || v_initial.run_id || ', ' || v_initial.status, 'none')
+            USING ERRCODE = '55000', HINT = 'CALL etl.run_initial_load();';
+    END IF;
+    SELECT r.source_snapshot INTO v_previous FROM etl.run AS r
+     WHERE r.window_applied AND r.run_id >= v_initial.run_id
+     ORDER BY r.run_id DESC LIMIT 1;
+
+    -- The snapshot first: the remote transaction's snapshot is taken by its first query.
+    SELECT s.snapshot, s.taken_at INTO v_snapshot, v_taken_at FROM src.source_snapshot AS s;
+    TRUNCATE etl.change_window, etl.stage_accounts, etl.stage_products, etl.stage_sales_agents,
+             etl.stage_sales_pipeline, etl.stage_deleted;
+    INSERT INTO etl.change_window
+    SELECT c.* FROM src.change_log AS c
+     WHERE c.txid >= pg_snapshot_xmin(v_previous)
+       AND NOT pg_visible_in_snapshot(c.txid, v_previous);
+    GET DIAGNOSTICS v_changes = ROW_COUNT;
+
+    SELECT string_agg(DISTINCT w.table_name, ', ') INTO v_replaced
+      FROM etl.change_window AS w WHERE w.operation = 'T';
+    IF v_replaced IS NOT NULL THEN
+        RAISE EXCEPTION 'the source was replaced since the last load (% emptied)', v_replaced
+            USING ERRCODE = '55000',
+                  HINT = 'b2bdwh generate or import-csv replaced it: CALL etl.run_initial_load();';
+    END IF;
+
+    WITH last_change AS MATERIALIZED (
+        SELECT DISTINCT ON (w.table_name, w.row_key) w.*
+          FROM etl.change_window AS w
+         ORDER BY w.table_name, w.row_key, w.change_id DESC
+    ),
+    accounts AS (
+        INSERT INTO etl.stage_accounts
+        SELECT r.* FROM last_change AS l
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_accounts, l.row_data) AS r
+         WHERE l.table_name = 'accounts' AND l.operation <> 'D'
+    ),
+    products AS (
+        INSERT INTO etl.stage_products
+        SELECT r.* FROM last_change AS l
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_products, l.row_data) AS r
+         WHERE l.table_name = 'products' AND l.operation <> 'D'
+    ),
+    agents AS (
+        INSERT INTO etl.stage_sales_agents
+        SELECT r.* FROM last_change AS l
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_sales_agents, l.row_data) AS r
+         WHERE l.table_name = 'sales_agents' AND l.operation <> 'D'
+    ),
+    deals AS (
+        INSERT INTO etl.stage_sales_pipeline
+        SELECT r.* FROM last_change AS l
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_sales_pipeline, l.row_data) AS r
+         WHERE l.table_name = 'sales_pipeline' AND l.operation <> 'D'
+    )
+    INSERT INTO etl.stage_deleted (table_name, row_key, deleted_at)
+    SELECT l.table_name, l.row_key, l.changed_at FROM last_change AS l WHERE l.operation = 'D';
+    ANALYZE etl.stage_sales_pipeline;
+
+    UPDATE etl.run
+       SET source_snapshot = v_snapshot::pg_snapshot, source_snapshot_at = v_taken_at,
+           changes_in_window = v_changes
+     WHERE run_id = v_run_id;
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_changes, p_inserted => v_changes);
+    RETURN NULL;
+END
+$fn$;

@@ -1,0 +1,38 @@
+-- Function: etl.report_applied_position(p_loading_metadata_id bigint) RETURNS text
+--     Unit of etl.purge_change_log: writes this warehouse's row of the
+--     source's cdc.consumer: the xmin of the last applied snapshot (every
+--     change of an older transaction is applied) and the retention from
+--     etl.config. Only ever moves forward.
+-- Returns: NULL (done).
+-- Tables: reads etl.run, etl.config; writes src.cdc_consumer.
+CREATE OR REPLACE FUNCTION etl.report_applied_position(p_loading_metadata_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_name text := etl.config_value('consumer_name');
+    v_retention interval := etl.config_value('change_retention')::interval;
+    v_xmin xid8;
+    v_reported bigint;
+BEGIN
+    SELECT pg_snapshot_xmin(r.source_snapshot) INTO v_xmin
+      FROM etl.run AS r
+     WHERE r.window_applied
+     ORDER BY r.run_id DESC LIMIT 1;
+    IF v_xmin IS NULL THEN
+        RETURN NULL;
+    END IF;
+    UPDATE src.cdc_consumer AS c
+       SET applied_xmin = v_xmin, retention = v_retention, reported_at = clock_timestamp()
+     WHERE c.consumer_name = v_name AND c.applied_xmin <= v_xmin;
+    GET DIAGNOSTICS v_reported = ROW_COUNT;
+    IF v_reported = 0 AND NOT EXISTS (SELECT FROM src.cdc_consumer AS c WHERE c.consumer_name = v_name) THEN
+        INSERT INTO src.cdc_consumer (consumer_name, applied_xmin, retention, reported_at)
+        VALUES (v_name, v_xmin, v_retention, clock_timestamp());
+        v_reported := 1;
+    END IF;
+    PERFORM etl.add_step_counts(p_loading_metadata_id, p_updated => v_reported);
+    RETURN NULL;
+END
+$fn$;
