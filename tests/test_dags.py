@@ -144,6 +144,12 @@ def entry_point_steps(procedure: str) -> list[str]:
     return re.findall(r"^\s*CALL\s+(\w+\.\w+)\s*\(", body, re.MULTILINE)
 
 
+PIPELINES = {
+    "dwh_initial_load": ("initial_load", "etl.run_initial_load"),
+    "dwh_incremental_update": ("incremental_update", "etl.run_incremental_update"),
+}
+
+
 def test_initial_load_runs_the_steps_of_etl_run_initial_load_in_order(dagbag):
     dag = dagbag.dags["dwh_initial_load"]
     steps = entry_point_steps("etl.run_initial_load")
@@ -162,10 +168,39 @@ def test_initial_load_runs_the_steps_of_etl_run_initial_load_in_order(dagbag):
     assert chain_of(dag) == steps
 
 
-def test_initial_load_starts_an_initial_load_run_with_the_batch_size_param(dagbag):
-    dag = dagbag.dags["dwh_initial_load"]
+def test_incremental_update_runs_the_steps_of_etl_run_incremental_update_in_order(dagbag):
+    dag = dagbag.dags["dwh_incremental_update"]
+    steps = entry_point_steps("etl.run_incremental_update")
+    assert steps == [
+        "etl.start_run",
+        "etl.pull_change_window",
+        "dwh.load_dim_date",
+        "dwh.load_dim_account",
+        "dwh.load_dim_sales_agent",
+        "dwh.load_dim_product",
+        "dwh.load_fact_sales_performance",
+        "dwh.load_fact_sales_monthly_aggregate",
+        "etl.validate_run",
+        "etl.purge_change_log",
+        "etl.finish_run",
+    ]
+    assert chain_of(dag) == steps
+
+
+def test_incremental_update_is_scheduled_every_fifteen_minutes_without_catchup(dagbag):
+    from datetime import timedelta
+
+    dag = dagbag.dags["dwh_incremental_update"]
+    assert dag.timetable.delta == timedelta(minutes=15), dag.timetable
+    assert dag.catchup is False and dag.max_active_runs == 1
+
+
+@pytest.mark.parametrize("dag_id", sorted(PIPELINES))
+def test_each_pipeline_starts_its_run_with_the_batch_size_param(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    pipeline, _entry = PIPELINES[dag_id]
     start = dag.get_task("etl.start_run")
-    assert re.match(r"CALL etl\.start_run\('initial_load', %\(batch_size\)s", start.sql)
+    assert re.match(rf"CALL etl\.start_run\('{pipeline}', %\(batch_size\)s", start.sql)
     assert start.parameters == {"batch_size": "{{ params.batch_size }}"}
     assert dag.params["batch_size"] is None, "default None: etl.config decides"
     assert dag.render_template_as_native_obj, "None and numbers reach psycopg as themselves"
@@ -183,8 +218,9 @@ def test_initial_load_batch_size_param_accepts_positive_integers_only(dagbag):
             Param(bad, **param.schema).resolve()
 
 
-def test_initial_load_steps_work_for_the_run_that_start_run_created(dagbag):
-    dag = dagbag.dags["dwh_initial_load"]
+@pytest.mark.parametrize("dag_id", sorted(PIPELINES))
+def test_each_pipeline_works_for_the_run_that_start_run_created(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
     for task in dag.tasks:
         if task.task_id == "etl.start_run":
             continue
