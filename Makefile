@@ -13,13 +13,15 @@ CLUSTER := bash db/cluster.sh
 # Every recipe line that talks to the database runs with the cluster's settings.
 WITH_ENV := eval "$$($(CLUSTER) env)" &&
 SCALE ?= 1
+CHANGES ?= 300
 # pip warns about every index folder that this machine's pip.conf names but lacks.
 PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
 .PHONY: help venv up down env status migrate demo test lint lock clean airflow
 
 help:
-	@echo "make demo     cluster up, migrate, source at scale $(SCALE), initial load through Airflow, summary"
+	@echo "make demo     cluster up, migrate, source at scale $(SCALE), initial load and, after $(CHANGES)"
+	@echo "             simulated CRM changes, incremental update, both through Airflow"
 	@echo "make test     run the test suite (pytest with pgTAP)"
 	@echo "make lint     sqlfluff over migrations/ and procedures/, ruff over Python"
 	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
@@ -56,6 +58,10 @@ migrate: venv up
 demo: migrate
 	@$(WITH_ENV) $(BIN)/b2bdwh generate --scale $(SCALE)
 	@$(WITH_ENV) $(BIN)/b2bdwh airflow test dwh_initial_load
+	@$(WITH_ENV) $(BIN)/b2bdwh summary
+	@echo; echo "The CRM keeps working: $(CHANGES) changes, then the incremental update."
+	@$(WITH_ENV) $(BIN)/b2bdwh simulate --changes $(CHANGES)
+	@$(WITH_ENV) $(BIN)/b2bdwh airflow test dwh_incremental_update
 	@$(WITH_ENV) $(BIN)/b2bdwh summary
 
 # Airflow UI on http://127.0.0.1:8080: user admin, password in

@@ -23,6 +23,20 @@ CHECKS = """
 SELECT CASE WHEN passed THEN 'pass' ELSE 'FAIL' END, check_name, actual
   FROM etl.validation_result WHERE run_id = %s ORDER BY validation_id
 """
+WINDOW = """
+SELECT table_name, count(*) FILTER (WHERE operation = 'I'), count(*) FILTER (WHERE operation = 'U'),
+       count(*) FILTER (WHERE operation = 'D'), count(DISTINCT txid)
+  FROM etl.change_window GROUP BY 1 ORDER BY 1
+"""
+NEW_VERSIONS = """
+SELECT p.product_name, p.series, p.sales_price,
+       to_char(p.valid_from, 'YYYY-MM-DD HH24:MI:SS'),
+       CASE WHEN p.is_current THEN '' ELSE to_char(p.valid_to, 'YYYY-MM-DD HH24:MI:SS') END,
+       CASE WHEN p.is_current THEN 'current' WHEN p.is_deleted THEN 'deleted' ELSE 'closed' END
+  FROM dwh.dim_product p
+ WHERE p.run_id = %s AND p.valid_from > '-infinity'
+ ORDER BY p.product_id, p.valid_from
+"""
 FIGURES = {
     "Won value by regional office": """
         SELECT g.regional_office, sum(a.won_deals), sum(a.won_value)
@@ -88,6 +102,14 @@ def summary(dsn: str) -> str:
         out.append(
             table(("step", "status", "in", "inserted", "updated", "rejected", "seconds"), steps)
         )
+        if pipeline == "incremental_update":
+            window = conn.execute(WINDOW).fetchall()
+            out += ["", "Source changes applied:"]
+            out.append(table(("table", "inserts", "updates", "deletes", "transactions"), window))
+            versions = conn.execute(NEW_VERSIONS, (run_id,)).fetchall()
+            out += ["", "Product versions this run wrote:"]
+            headers = ("product", "series", "list price", "valid from", "valid to", "now")
+            out.append(table(headers, versions))
         checks = conn.execute(CHECKS, (run_id,)).fetchall()
         out += ["", "Validation:", table(("result", "check", "found"), checks)]
         for title, query in FIGURES.items():
