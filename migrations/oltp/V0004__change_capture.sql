@@ -28,7 +28,9 @@ COMMENT ON COLUMN cdc.change_log.table_name IS 'accounts, products, sales_agents
 COMMENT ON COLUMN cdc.change_log.operation IS
 'I insert, U update, D delete, T truncate (the table was emptied: the warehouse needs an initial load).';
 COMMENT ON COLUMN cdc.change_log.row_key IS 'The row''s primary key, as text; NULL for T.';
-COMMENT ON COLUMN cdc.change_log.row_data IS 'The row after the change (I, U) or before it (D), as jsonb.';
+COMMENT ON COLUMN cdc.change_log.row_data IS
+'The row after the change, as jsonb, for I and U of products (their versions follow transactions); '
+'NULL otherwise: the warehouse reads changed rows from the source.';
 COMMENT ON COLUMN cdc.change_log.changed_at IS 'When the statement that made the change ran (clock time).';
 
 -- Transactions that emptied a source table: their own re-inserts are not

@@ -4,9 +4,9 @@
 --     that this snapshot sees and the last applied snapshot did not (as PgQ
 --     does: a transaction that started earlier and committed later is
 --     caught, whatever its change ids), and stages the net effect of the
---     window: per row, its last change (changes to one row are serialised
---     by its row lock, so change_id orders them): the row image for I and
---     U into etl.stage_<table>, the key for D into etl.stage_deleted.
+--     window: every changed row as that same snapshot has it, read by key
+--     from the source, into etl.stage_<table>; the keys whose last change
+--     is a delete into etl.stage_deleted.
 --     The last applied snapshot is the newest of the latest successful
 --     initial load and the incremental runs after it whose window was
 --     applied. This run's snapshot is stored with the window; it counts as
@@ -14,7 +14,8 @@
 -- Returns: NULL (done).
 -- Raises: 55000 without a successful initial load, or when the window
 --     holds a T change (a source table was emptied: generate, import-csv).
--- Tables: reads src.source_snapshot, src.change_log, etl.run; writes
+-- Tables: reads src.source_snapshot, src.change_log, src.accounts,
+--     src.products, src.sales_agents, src.sales_pipeline, etl.run; writes
 --     etl.change_window, etl.stage_*, etl.run.
 CREATE OR REPLACE FUNCTION etl.stage_change_window(p_loading_metadata_id bigint)
 RETURNS text
@@ -61,37 +62,28 @@ BEGIN
                   HINT = 'b2bdwh generate or import-csv replaced it: CALL etl.run_initial_load();';
     END IF;
 
-    WITH last_change AS MATERIALIZED (
-        SELECT DISTINCT ON (w.table_name, w.row_key) w.*
-          FROM etl.change_window AS w
-         ORDER BY w.table_name, w.row_key, w.change_id DESC
-    ),
-    accounts AS (
-        INSERT INTO etl.stage_accounts
-        SELECT r.* FROM last_change AS l
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_accounts, l.row_data) AS r
-         WHERE l.table_name = 'accounts' AND l.operation <> 'D'
-    ),
-    products AS (
-        INSERT INTO etl.stage_products
-        SELECT r.* FROM last_change AS l
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_products, l.row_data) AS r
-         WHERE l.table_name = 'products' AND l.operation <> 'D'
-    ),
-    agents AS (
-        INSERT INTO etl.stage_sales_agents
-        SELECT r.* FROM last_change AS l
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_sales_agents, l.row_data) AS r
-         WHERE l.table_name = 'sales_agents' AND l.operation <> 'D'
-    ),
-    deals AS (
-        INSERT INTO etl.stage_sales_pipeline
-        SELECT r.* FROM last_change AS l
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::etl.stage_sales_pipeline, l.row_data) AS r
-         WHERE l.table_name = 'sales_pipeline' AND l.operation <> 'D'
-    )
+    -- Deleted rows: those whose last change in the window is a delete
+    -- (changes to one row are serialised by its row lock: change_id orders them).
     INSERT INTO etl.stage_deleted (table_name, row_key, deleted_at)
-    SELECT l.table_name, l.row_key, l.changed_at FROM last_change AS l WHERE l.operation = 'D';
+    SELECT l.table_name, l.row_key, l.changed_at
+      FROM (SELECT DISTINCT ON (w.table_name, w.row_key) w.*
+              FROM etl.change_window AS w
+             ORDER BY w.table_name, w.row_key, w.change_id DESC) AS l
+     WHERE l.operation = 'D';
+
+    -- Every other changed row as this snapshot has it: its net state.
+    INSERT INTO etl.stage_accounts
+    SELECT a.* FROM src.accounts AS a
+     WHERE a.account_id = ANY (etl.window_keys('accounts')::integer[]);
+    INSERT INTO etl.stage_products
+    SELECT p.* FROM src.products AS p
+     WHERE p.product_id = ANY (etl.window_keys('products')::integer[]);
+    INSERT INTO etl.stage_sales_agents
+    SELECT g.* FROM src.sales_agents AS g
+     WHERE g.sales_agent_id = ANY (etl.window_keys('sales_agents')::integer[]);
+    INSERT INTO etl.stage_sales_pipeline
+    SELECT p.* FROM src.sales_pipeline AS p
+     WHERE p.opportunity_id = ANY (etl.window_keys('sales_pipeline'));
     ANALYZE etl.stage_sales_pipeline;
 
     UPDATE etl.run

@@ -24,7 +24,10 @@ BEGIN
                     max(s.close_date) FILTER (WHERE s.close_date BETWEEN v_min AND v_max))
       INTO v_first, v_last
       FROM etl.stage_sales_pipeline AS s;
-    v_added := dwh.extend_dim_date(greatest(v_first - v_margin, v_min), least(v_last + v_margin, v_max));
+    -- No staged date, nothing to add (greatest/least would ignore the NULLs).
+    v_added := CASE WHEN v_first IS NULL THEN 0
+                    ELSE dwh.extend_dim_date(greatest(v_first - v_margin, v_min),
+                                             least(v_last + v_margin, v_max)) END;
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_inserted => v_added);
     RETURN NULL;
 END

@@ -15,13 +15,13 @@ FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_truncate();
 
 CREATE OR REPLACE TRIGGER capture_insert AFTER INSERT ON public.products
 REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id');
+FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id', 'images');
 CREATE OR REPLACE TRIGGER capture_update AFTER UPDATE ON public.products
 REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id');
+FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id', 'images');
 CREATE OR REPLACE TRIGGER capture_delete AFTER DELETE ON public.products
 REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id');
+FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id', 'images');
 CREATE OR REPLACE TRIGGER capture_truncate AFTER TRUNCATE ON public.products
 FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_truncate();
 
