@@ -14,6 +14,18 @@ import dbtools
 from b2bdwh import generate
 
 SCALE = 0.2
+# The initial load's steps after etl.start_run, in order.
+STEPS = [
+    "etl.extract_source",
+    "dwh.load_dim_date",
+    "dwh.load_dim_account",
+    "dwh.load_dim_sales_agent",
+    "dwh.load_dim_product",
+    "dwh.load_fact_sales_performance",
+    "dwh.load_fact_sales_monthly_aggregate",
+    "etl.validate_run",
+    "etl.finish_run",
+]
 
 # The warehouse's content, without lineage columns that differ between runs.
 STATE_QUERIES = {
@@ -122,17 +134,7 @@ def test_every_step_leaves_a_trace(loaded):
             "SELECT step, status, rows_in, finished_at >= started_at FROM etl.loading_metadata"
             " WHERE run_id = (SELECT max(run_id) FROM etl.run) ORDER BY loading_metadata_id"
         ).fetchall()
-    assert [s[0] for s in steps] == [
-        "etl.extract_source",
-        "dwh.load_dim_date",
-        "dwh.load_dim_account",
-        "dwh.load_dim_sales_agent",
-        "dwh.load_dim_product",
-        "dwh.load_fact_sales_performance",
-        "dwh.load_fact_sales_monthly_aggregate",
-        "etl.validate_run",
-        "etl.finish_run",
-    ]
+    assert [s[0] for s in steps] == STEPS
     assert all(status == "succeeded" and ended for _s, status, _n, ended in steps)
     fact_step = next(s for s in steps if s[0] == "dwh.load_fact_sales_performance")
     assert fact_step[2] == round(8800 * SCALE)
@@ -315,17 +317,7 @@ def test_a_failing_step_fails_the_run_logs_the_error_and_can_be_resumed(loaded):
     assert error[0] == "etl.extract_source" and error[1] == "42P01"
     assert "stage_products" in error[2] and "etl.stage_source" in error[3]
     # Calling the failed step again resumes the run; the rest follows.
-    for step in [
-        "etl.extract_source",
-        "dwh.load_dim_date",
-        "dwh.load_dim_account",
-        "dwh.load_dim_sales_agent",
-        "dwh.load_dim_product",
-        "dwh.load_fact_sales_performance",
-        "dwh.load_fact_sales_monthly_aggregate",
-        "etl.validate_run",
-        "etl.finish_run",
-    ]:
+    for step in STEPS:
         call(loaded.olap_dsn, f"CALL {step}()")
     assert scalar(loaded.olap_dsn, "SELECT status FROM etl.run WHERE run_id = %s", (run_id,)) == (
         "succeeded"

@@ -1,53 +1,42 @@
 -- Triggers: change capture on the four source tables (cdc.capture_changes,
--- cdc.capture_truncate). Statement level with transition tables: a bulk
--- statement pays one trigger call. Redeployed with the functions they call.
-CREATE OR REPLACE TRIGGER capture_insert AFTER INSERT ON public.accounts
-REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('account_id');
-CREATE OR REPLACE TRIGGER capture_update AFTER UPDATE ON public.accounts
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('account_id');
-CREATE OR REPLACE TRIGGER capture_delete AFTER DELETE ON public.accounts
-REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('account_id');
-CREATE OR REPLACE TRIGGER capture_truncate AFTER TRUNCATE ON public.accounts
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_truncate();
-
-CREATE OR REPLACE TRIGGER capture_insert AFTER INSERT ON public.products
-REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id', 'images');
-CREATE OR REPLACE TRIGGER capture_update AFTER UPDATE ON public.products
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id', 'images');
-CREATE OR REPLACE TRIGGER capture_delete AFTER DELETE ON public.products
-REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('product_id', 'images');
-CREATE OR REPLACE TRIGGER capture_truncate AFTER TRUNCATE ON public.products
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_truncate();
-
-CREATE OR REPLACE TRIGGER capture_insert AFTER INSERT ON public.sales_agents
-REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('sales_agent_id');
-CREATE OR REPLACE TRIGGER capture_update AFTER UPDATE ON public.sales_agents
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('sales_agent_id');
-CREATE OR REPLACE TRIGGER capture_delete AFTER DELETE ON public.sales_agents
-REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('sales_agent_id');
-CREATE OR REPLACE TRIGGER capture_truncate AFTER TRUNCATE ON public.sales_agents
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_truncate();
-
-CREATE OR REPLACE TRIGGER capture_insert AFTER INSERT ON public.sales_pipeline
-REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('opportunity_id');
-CREATE OR REPLACE TRIGGER capture_update AFTER UPDATE ON public.sales_pipeline
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('opportunity_id');
-CREATE OR REPLACE TRIGGER capture_delete AFTER DELETE ON public.sales_pipeline
-REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes('opportunity_id');
-CREATE OR REPLACE TRIGGER capture_truncate AFTER TRUNCATE ON public.sales_pipeline
-FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_truncate();
+-- cdc.capture_truncate) and the purge on cdc.consumer (cdc.purge_consumed).
+-- Statement level with transition tables: a bulk statement pays one trigger
+-- call. Products are captured with their images (their versions follow each
+-- transaction). Redeployed with the functions they call.
+DO $triggers$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN
+        SELECT * FROM (VALUES
+            ('accounts', 'account_id', NULL),
+            ('products', 'product_id', 'images'),
+            ('sales_agents', 'sales_agent_id', NULL),
+            ('sales_pipeline', 'opportunity_id', NULL)
+        ) AS t (table_name, key_column, images)
+    LOOP
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER capture_insert AFTER INSERT ON public.%I
+             REFERENCING NEW TABLE AS new_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes(%L%s)',
+            v.table_name, v.key_column, coalesce(', ' || quote_literal(v.images), ''));
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER capture_update AFTER UPDATE ON public.%I
+             REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes(%L%s)',
+            v.table_name, v.key_column, coalesce(', ' || quote_literal(v.images), ''));
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER capture_delete AFTER DELETE ON public.%I
+             REFERENCING OLD TABLE AS old_rows
+             FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_changes(%L)',
+            v.table_name, v.key_column);
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER capture_truncate AFTER TRUNCATE ON public.%I
+             FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture_truncate()',
+            v.table_name);
+    END LOOP;
+END
+$triggers$;
 
 CREATE OR REPLACE TRIGGER purge_consumed AFTER INSERT OR UPDATE ON cdc.consumer
 FOR EACH ROW EXECUTE FUNCTION cdc.purge_consumed();
