@@ -44,11 +44,15 @@ CREATE TABLE etl.touched_group (
     month_date_key integer NOT NULL,
     sales_agent_key integer NOT NULL,
     product_key integer NOT NULL,
+    refreshed_by_run bigint,
     PRIMARY KEY (month_date_key, sales_agent_key, product_key)
 );
 COMMENT ON TABLE etl.touched_group IS
-'(month, agent, product version) groups of the monthly aggregate that changed deals left or entered, '
-'waiting for the aggregate step to recompute them.';
+'(month, agent, product version) groups of the monthly aggregate that changed deals left or entered: '
+'pending (refreshed_by_run NULL) until the aggregate step recomputes them, then kept for that run''s '
+'validation.';
+COMMENT ON COLUMN etl.touched_group.refreshed_by_run IS
+'The run whose aggregate step recomputed the group; NULL while it waits.';
 
 ALTER TABLE etl.run ADD COLUMN window_applied boolean NOT NULL DEFAULT FALSE;
 ALTER TABLE etl.run ADD COLUMN changes_in_window bigint;

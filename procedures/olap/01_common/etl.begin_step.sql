@@ -10,8 +10,9 @@
 --     p_step   - the step's procedure name, e.g. 'dwh.load_dim_product'
 --     p_table  - the table the step writes
 -- Returns: the step's etl.loading_metadata row (its resume_after survives).
--- Raises: 55000 when there is no run to work for; 55P03 when another step
---     holds the pipeline lock.
+-- Raises: 55000 when there is no run to work for, or its staging was lost
+--     (etl.assert_stage_intact); 55P03 when another step holds the pipeline
+--     lock.
 CREATE OR REPLACE FUNCTION etl.begin_step(p_run_id bigint, p_step text, p_table text)
 RETURNS etl.loading_metadata
 LANGUAGE plpgsql
@@ -41,6 +42,8 @@ BEGIN
             USING ERRCODE = '55000',
                   HINT = 'Start one: CALL etl.run_initial_load(); or CALL etl.start_run(''initial_load'');';
     END IF;
+
+    PERFORM etl.assert_stage_intact(v_run.run_id, p_step);
 
     IF NOT pg_try_advisory_lock(1647469175, 1) THEN
         RAISE EXCEPTION 'another pipeline step is executing (backend pid %)', etl.pipeline_lock_holder()

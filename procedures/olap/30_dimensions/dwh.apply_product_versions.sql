@@ -11,6 +11,11 @@
 --     absent or deleted before it or a tracked attribute differs; a delete
 --     closes the version in effect and marks it deleted. Each version is
 --     valid from its event's changed_at to the next such event.
+--     Safe to apply the same window again (a run that died before marking
+--     it applied is followed by one that pulls it again, maybe with more):
+--     the state before a product's first event is the version in effect
+--     when the window began, and versions are written over their own
+--     earlier copies, matched by product and valid_from.
 -- Returns: NULL (done).
 -- Tables: reads etl.stage_products, etl.change_window, etl.run; writes
 --     dwh.dim_product.
@@ -42,7 +47,9 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- One event per (product, transaction), with the state before it.
+    -- One event per (product, transaction), with the state before it. Before
+    -- the product's first event, the state is the version in effect when the
+    -- window began (not the current one: the window may be applied again).
     IF to_regclass('pg_temp.product_event') IS NOT NULL THEN
         DROP TABLE pg_temp.product_event;
     END IF;
@@ -60,6 +67,7 @@ BEGIN
     ordered AS (
         SELECT e.*,
                row_number() OVER w AS n,
+               min(e.changed_at) OVER w AS window_start,
                lag(NOT e.is_delete) OVER w AS live_before,
                lag(e.series) OVER w AS series_before,
                lag(e.sales_price) OVER w AS price_before
@@ -67,12 +75,18 @@ BEGIN
         WINDOW w AS (PARTITION BY e.product_id ORDER BY e.changed_at)
     )
     SELECT o.product_id, o.is_delete, o.product_name, o.series, o.sales_price, o.changed_at,
-           -- before the first event, the state is the current version's
-           CASE WHEN o.n = 1 THEN c.product_key IS NOT NULL ELSE o.live_before END AS live_before,
-           CASE WHEN o.n = 1 THEN c.series ELSE o.series_before END AS series_before,
-           CASE WHEN o.n = 1 THEN c.sales_price ELSE o.price_before END AS price_before
+           b.product_key AS version_before_window,
+           coalesce(b.valid_to >= o.window_start, false) AS live_into_window,
+           CASE WHEN o.n = 1 THEN coalesce(b.valid_to >= o.window_start, false)
+                ELSE o.live_before END AS live_before,
+           CASE WHEN o.n = 1 THEN b.series ELSE o.series_before END AS series_before,
+           CASE WHEN o.n = 1 THEN b.sales_price ELSE o.price_before END AS price_before
       FROM ordered AS o
-      LEFT JOIN dwh.dim_product AS c ON c.product_id = o.product_id AND c.is_current;
+      LEFT JOIN LATERAL (
+          SELECT d.* FROM dwh.dim_product AS d
+           WHERE d.product_id = o.product_id AND d.valid_from < o.window_start
+           ORDER BY d.valid_from DESC LIMIT 1
+      ) AS b ON true;
 
     -- Keep the events that start or end a version.
     DELETE FROM product_event AS e
@@ -81,32 +95,45 @@ BEGIN
                           OR (e.series, e.sales_price) IS DISTINCT FROM (e.series_before, e.price_before)
                 END);
 
-    -- Close the current versions at their product's first boundary.
+    -- The version in effect when the window began ends at the first boundary.
     UPDATE dwh.dim_product AS d
-       SET valid_to = b.changed_at, is_current = false, run_id = v_run.run_id,
-           updated_at = clock_timestamp(),
-           is_deleted = b.is_delete
-      FROM (SELECT DISTINCT ON (e.product_id) e.product_id, e.changed_at, e.is_delete
-              FROM product_event AS e ORDER BY e.product_id, e.changed_at) AS b
-     WHERE d.product_id = b.product_id AND d.is_current;
+       SET valid_to = f.changed_at, is_current = false, is_deleted = f.is_delete,
+           run_id = v_run.run_id, updated_at = clock_timestamp()
+      FROM (SELECT DISTINCT ON (e.product_id) e.*
+              FROM product_event AS e ORDER BY e.product_id, e.changed_at) AS f
+     WHERE d.product_key = f.version_before_window AND f.live_into_window;
     GET DIAGNOSTICS v_closed = ROW_COUNT;
 
-    -- Open a version at each event that is not a delete, up to the next boundary.
-    INSERT INTO dwh.dim_product (
-        product_id, product_name, series, sales_price, valid_from, valid_to, is_current,
-        is_deleted, run_id
-    )
-    SELECT v.product_id, v.product_name, v.series, v.sales_price, v.changed_at,
-           coalesce(v.next_at, 'infinity'), v.next_at IS NULL, coalesce(v.next_is_delete, false),
-           v_run.run_id
+    -- Each event that is not a delete is a version up to the next boundary:
+    -- written over the same version of an earlier attempt, inserted otherwise.
+    CREATE TEMPORARY TABLE product_version ON COMMIT DROP AS
+    SELECT v.product_id, v.product_name, v.series, v.sales_price, v.changed_at AS valid_from,
+           coalesce(v.next_at, 'infinity') AS valid_to, v.next_at IS NULL AS is_current,
+           coalesce(v.next_is_delete, false) AS is_deleted
       FROM (SELECT e.*,
                    lead(e.changed_at) OVER w AS next_at,
                    lead(e.is_delete) OVER w AS next_is_delete
               FROM product_event AS e
             WINDOW w AS (PARTITION BY e.product_id ORDER BY e.changed_at)) AS v
-     WHERE NOT v.is_delete
-     ORDER BY v.product_id, v.changed_at;
+     WHERE NOT v.is_delete;
+    UPDATE dwh.dim_product AS d
+       SET product_name = v.product_name, series = v.series, sales_price = v.sales_price,
+           valid_to = v.valid_to, is_current = v.is_current, is_deleted = v.is_deleted,
+           run_id = v_run.run_id, updated_at = clock_timestamp()
+      FROM product_version AS v
+     WHERE d.product_id = v.product_id AND d.valid_from = v.valid_from;
+    INSERT INTO dwh.dim_product (
+        product_id, product_name, series, sales_price, valid_from, valid_to, is_current,
+        is_deleted, run_id
+    )
+    SELECT v.product_id, v.product_name, v.series, v.sales_price, v.valid_from, v.valid_to,
+           v.is_current, v.is_deleted, v_run.run_id
+      FROM product_version AS v
+     WHERE NOT EXISTS (SELECT FROM dwh.dim_product AS d
+                        WHERE d.product_id = v.product_id AND d.valid_from = v.valid_from)
+     ORDER BY v.product_id, v.valid_from;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    DROP TABLE product_version;
 
     -- Type 1: the name as the window left it, in the current version.
     UPDATE dwh.dim_product AS d

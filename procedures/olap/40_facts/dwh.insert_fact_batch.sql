@@ -50,19 +50,6 @@ BEGIN
     SELECT r.* INTO v_run FROM etl.run AS r WHERE r.run_id = v_step.run_id;
     v_incremental := v_run.pipeline = 'incremental_update';
     v_first := coalesce(v_step.resume_after::bigint, 0);
-    -- Unlogged staging is emptied by a server crash: never resume from nothing.
-    IF v_blocks < v_first OR (
-           v_blocks = 0 AND NOT v_incremental
-           AND NOT EXISTS (SELECT FROM etl.stage_accounts)
-           AND NOT EXISTS (SELECT FROM etl.stage_products)
-           AND NOT EXISTS (SELECT FROM etl.stage_sales_agents)
-           AND EXISTS (SELECT FROM etl.loading_metadata AS e
-                        WHERE e.run_id = v_step.run_id AND e.step = 'etl.extract_source'
-                          AND e.rows_in > 0)) THEN
-        RAISE EXCEPTION 'the staged source of run % is gone (the server restarted?)', v_step.run_id
-            USING ERRCODE = '55000', HINT = 'Start the run again.';
-    END IF;
-
     IF v_first = 0 AND v_incremental THEN
         -- Deals deleted in the source: marked, never erased.
         WITH retired AS (
@@ -76,7 +63,8 @@ BEGIN
         touched AS (
             INSERT INTO etl.touched_group (month_date_key, sales_agent_key, product_key)
             SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_key FROM retired AS t
-            ON CONFLICT DO NOTHING
+            ON CONFLICT (month_date_key, sales_agent_key, product_key)
+            DO UPDATE SET refreshed_by_run = NULL
         )
         SELECT count(*) INTO v_deleted FROM retired;
     ELSIF v_first = 0 AND NOT EXISTS (SELECT FROM dwh.fact_sales_performance) THEN
@@ -171,7 +159,8 @@ BEGIN
             INSERT INTO etl.touched_group (month_date_key, sales_agent_key, product_key)
             SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_key
               FROM (SELECT * FROM replaced UNION ALL SELECT * FROM retired) AS t
-            ON CONFLICT DO NOTHING
+            ON CONFLICT (month_date_key, sales_agent_key, product_key)
+            DO UPDATE SET refreshed_by_run = NULL
         )
         SELECT (SELECT count(*) FROM replaced) INTO v_replaced;
     END IF;
@@ -194,7 +183,8 @@ BEGIN
         SELECT DISTINCT l.close_month_key, l.sales_agent_key, l.product_key
           FROM loaded AS l
          WHERE v_incremental
-        ON CONFLICT DO NOTHING
+        ON CONFLICT (month_date_key, sales_agent_key, product_key)
+        DO UPDATE SET refreshed_by_run = NULL
     )
     SELECT count(*) INTO v_loaded FROM loaded;
 

@@ -3,8 +3,9 @@
 --     readers see the aggregate before or after, never in between.
 --     Initial load: replaces the whole aggregate with
 --     dwh.monthly_aggregate_from_facts.
---     Incremental update: recomputes only the groups in etl.touched_group
---     (each from its own deals, through the fact table's group index), then
+--     Incremental update: recomputes only the pending groups of
+--     etl.touched_group (each from its own deals, through the fact table's
+--     group index), keeps them marked with the run for its validation, then
 --     marks the run's window applied: the snapshot and the star schema move
 --     together, and a crash before this commit means the next run applies
 --     the same window again, whole.
@@ -42,10 +43,13 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    SELECT count(*) INTO v_groups FROM etl.touched_group;
+    -- Groups kept for an earlier run's validation are done with.
+    DELETE FROM etl.touched_group AS t WHERE t.refreshed_by_run < v_run.run_id;
+    SELECT count(*) INTO v_groups FROM etl.touched_group AS t WHERE t.refreshed_by_run IS NULL;
     DELETE FROM dwh.fact_sales_monthly_aggregate AS a
      USING etl.touched_group AS t
-     WHERE a.month_date_key = t.month_date_key AND a.sales_agent_key = t.sales_agent_key
+     WHERE t.refreshed_by_run IS NULL
+       AND a.month_date_key = t.month_date_key AND a.sales_agent_key = t.sales_agent_key
        AND a.product_key = t.product_key;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
     INSERT INTO dwh.fact_sales_monthly_aggregate (
@@ -58,9 +62,10 @@ BEGIN
          SELECT * FROM dwh.monthly_aggregate_from_facts AS f
           WHERE f.month_date_key = t.month_date_key AND f.sales_agent_key = t.sales_agent_key
             AND f.product_key = t.product_key
-     ) AS a;
+     ) AS a
+     WHERE t.refreshed_by_run IS NULL;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
-    DELETE FROM etl.touched_group;
+    UPDATE etl.touched_group SET refreshed_by_run = v_run.run_id WHERE refreshed_by_run IS NULL;
     UPDATE etl.run SET window_applied = true WHERE run_id = v_run.run_id;
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_groups,
                                 p_inserted => v_inserted, p_deleted => v_deleted);
