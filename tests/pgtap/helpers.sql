@@ -195,3 +195,83 @@ AS $fn$
              WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped
                AND col_description(a.attrelid, a.attnum) IS NULL) AS m;
 $fn$;
+
+-- tests.new_window(): empties the change window and everything staged from
+-- it, as etl.stage_change_window does first, so that a test can build the
+-- next window by hand.
+CREATE OR REPLACE FUNCTION tests.new_window()
+RETURNS void
+LANGUAGE sql
+AS $fn$
+    TRUNCATE etl.change_window, etl.stage_accounts, etl.stage_products, etl.stage_sales_agents,
+             etl.stage_sales_pipeline, etl.stage_deleted;
+$fn$;
+
+-- tests.capture(table, operation, key, txid, changed_at, row_data): one change
+-- appended to etl.change_window as the source's capture logs it (change ids
+-- in call order; row_data only for I and U of products).
+CREATE OR REPLACE FUNCTION tests.capture(
+    p_table text,
+    p_operation text,
+    p_row_key text,
+    p_txid bigint,
+    p_changed_at timestamptz,
+    p_row_data jsonb DEFAULT NULL
+)
+RETURNS void
+LANGUAGE sql
+AS $fn$
+    INSERT INTO etl.change_window (change_id, txid, table_name, operation, row_key, row_data, changed_at)
+    SELECT coalesce(max(w.change_id), 0) + 1, p_txid::text::xid8, p_table, p_operation, p_row_key,
+           p_row_data, p_changed_at
+      FROM etl.change_window AS w;
+$fn$;
+
+-- tests.capture_product(operation, product_id, txid, changed_at, name, series,
+-- price): one product change in etl.change_window, with the new image for I
+-- and U (none for D), as cdc.capture_changes logs it.
+CREATE OR REPLACE FUNCTION tests.capture_product(
+    p_operation text,
+    p_product_id integer,
+    p_txid bigint,
+    p_changed_at timestamptz,
+    p_product_name text DEFAULT NULL,
+    p_series text DEFAULT NULL,
+    p_sales_price numeric DEFAULT NULL
+)
+RETURNS void
+LANGUAGE sql
+AS $fn$
+    SELECT tests.capture(
+        'products', p_operation, p_product_id::text, p_txid, p_changed_at,
+        CASE WHEN p_operation <> 'D' THEN jsonb_build_object(
+            'product_id', p_product_id, 'product_name', p_product_name, 'series', p_series,
+            'sales_price', p_sales_price) END);
+$fn$;
+
+-- tests.source_dbname(): the database the foreign server b2b_sales_source
+-- reads, for a second session there (tests.second_session(name, tests.source_dbname())).
+CREATE OR REPLACE FUNCTION tests.source_dbname()
+RETURNS text
+LANGUAGE sql
+STABLE
+AS $fn$
+    SELECT substr(o, length('dbname=') + 1)
+      FROM pg_foreign_server AS s, unnest(s.srvoptions) AS o
+     WHERE s.srvname = 'b2b_sales_source' AND o LIKE 'dbname=%';
+$fn$;
+
+-- tests.attempt(sql): runs a statement, keeping what it did when it succeeds
+-- and nothing when it fails (a subtransaction); returns NULL or the error's
+-- SQLSTATE. For a sequence of units whose end state is what is asserted.
+CREATE OR REPLACE FUNCTION tests.attempt(p_sql text)
+RETURNS text
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    EXECUTE p_sql;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END
+$fn$;

@@ -50,6 +50,11 @@ BEGIN
     SELECT r.* INTO v_run FROM etl.run AS r WHERE r.run_id = v_step.run_id;
     v_incremental := v_run.pipeline = 'incremental_update';
     v_first := coalesce(v_step.resume_after::bigint, 0);
+    IF v_blocks < v_first THEN
+        RAISE EXCEPTION 'the stage of run % is shorter than where its fact step stopped', v_run.run_id
+            USING ERRCODE = '55000', HINT = 'Start the run again.';
+    END IF;
+
     IF v_first = 0 AND v_incremental THEN
         -- Deals deleted in the source: marked, never erased.
         WITH retired AS (

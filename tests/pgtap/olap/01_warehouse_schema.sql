@@ -3,7 +3,7 @@
 -- the foreign tables onto the source, every pipeline routine, and the
 -- comments a user reads in psql's \d+.
 BEGIN;
-SELECT plan(134);
+SELECT plan(146);
 
 -- Schemas ------------------------------------------------------------------
 SELECT has_schema('dwh', 'the warehouse has a dwh schema for the star schema');
@@ -37,9 +37,15 @@ SELECT columns_are('dwh', 'dim_deal_stage', ARRAY[
 ], 'dim_deal_stage has the stage, its order and whether it is closed or won');
 SELECT columns_are('dwh', 'fact_sales_performance', ARRAY[
     'opportunity_id', 'account_key', 'product_key', 'sales_agent_key', 'deal_stage_key',
-    'engage_date_key', 'close_date_key', 'close_value', 'list_price', 'is_won', 'is_closed',
+    'engage_date_key', 'close_date_key', 'close_month_key', 'close_value', 'list_price', 'is_won', 'is_closed',
     'days_to_close', 'is_deleted', 'run_id'
-], 'the opportunity fact has a key to each dimension, its dates, value and measures');
+], 'the opportunity fact has a key to each dimension, its dates and close month, value and measures');
+SELECT is(
+    (SELECT a.attgenerated::text FROM pg_attribute AS a
+      WHERE a.attrelid = 'dwh.fact_sales_performance'::regclass AND a.attname = 'close_month_key'),
+    's',
+    'close_month_key is a stored generated column (derived from close_date_key, never written by the load)'
+);
 SELECT columns_are('dwh', 'fact_sales_monthly_aggregate', ARRAY[
     'month_date_key', 'sales_agent_key', 'product_key', 'won_deals', 'lost_deals', 'won_value', 'run_id'
 ], 'the monthly aggregate has its grain (month, agent, product) and its measures');
@@ -202,6 +208,10 @@ SELECT has_table('etl', 'stage_accounts', 'accounts are staged in etl.stage_acco
 SELECT has_table('etl', 'stage_products', 'products are staged in etl.stage_products');
 SELECT has_table('etl', 'stage_sales_agents', 'sales agents are staged in etl.stage_sales_agents');
 SELECT has_table('etl', 'stage_sales_pipeline', 'opportunities are staged in etl.stage_sales_pipeline');
+SELECT has_table('etl', 'change_window', 'an incremental run''s changes are pulled into etl.change_window');
+SELECT has_table('etl', 'stage_deleted', 'the keys a window deleted are staged in etl.stage_deleted');
+SELECT has_table('etl', 'touched_group', 'aggregate groups waiting for their refresh are kept in etl.touched_group');
+SELECT has_column('etl', 'run', 'window_applied', 'etl.run records whether a run''s window is applied');
 
 SELECT columns_are('etl', 'loading_metadata', ARRAY[
     'loading_metadata_id', 'run_id', 'step', 'table_name', 'status', 'rows_in', 'rows_inserted',
@@ -244,8 +254,13 @@ SELECT ok(
 );
 
 -- Foreign tables onto the source ---------------------------------------------------
-SELECT foreign_tables_are('src', ARRAY['accounts', 'products', 'sales_agents', 'sales_pipeline', 'source_snapshot'],
-                          'src holds foreign tables for the four source tables and its snapshot');
+SELECT foreign_tables_are('src', ARRAY['accounts', 'products', 'sales_agents', 'sales_pipeline', 'source_snapshot',
+                                 'change_log', 'cdc_consumer'],
+                          'src holds foreign tables for the four source tables, its snapshot, its change log and its readers'' positions');
+SELECT columns_are('src', 'change_log', ARRAY[
+    'change_id', 'txid', 'table_name', 'operation', 'row_key', 'row_data', 'changed_at'
+], 'src.change_log has the source change log''s columns');
+SELECT col_type_is('src', 'change_log', 'txid', 'xid8', 'src.change_log reads the writing transaction as xid8 (for snapshot visibility)');
 SELECT is(
     (SELECT array_agg(DISTINCT s.srvname::text) FROM pg_foreign_table AS t
        JOIN pg_foreign_server AS s ON s.oid = t.ftserver
@@ -276,6 +291,10 @@ SELECT is_procedure('etl', 'run_step', ARRAY['bigint', 'text', 'text', 'regproc'
                     'etl.run_step(run, step, table, unit) is a procedure');
 SELECT is_procedure('etl', 'end_step', ARRAY['bigint', 'text', 'text', 'text', 'text', 'text'],
                     'etl.end_step is a procedure');
+SELECT is_procedure('etl', 'run_incremental_update', ARRAY['integer'],
+                    'etl.run_incremental_update(batch size) is a procedure');
+SELECT is_procedure('etl', 'pull_change_window', ARRAY['bigint'], 'etl.pull_change_window(run) is a procedure');
+SELECT is_procedure('etl', 'purge_change_log', ARRAY['bigint'], 'etl.purge_change_log(run) is a procedure');
 
 -- Units of work (functions: they never commit) and helpers ------------------------------
 SELECT function_returns('etl', 'stage_source', ARRAY['bigint'], 'text', 'etl.stage_source(step) is a unit returning text');
@@ -289,6 +308,10 @@ SELECT function_returns('dwh', 'apply_product_versions', ARRAY['bigint'], 'text'
 SELECT function_returns('dwh', 'insert_fact_batch', ARRAY['bigint'], 'text', 'dwh.insert_fact_batch(step) is a unit returning text');
 SELECT function_returns('dwh', 'rebuild_monthly_aggregate', ARRAY['bigint'], 'text',
                         'dwh.rebuild_monthly_aggregate(step) is a unit returning text');
+SELECT function_returns('etl', 'stage_change_window', ARRAY['bigint'], 'text',
+                        'etl.stage_change_window(step) is a unit returning text');
+SELECT function_returns('etl', 'report_applied_position', ARRAY['bigint'], 'text',
+                        'etl.report_applied_position(step) is a unit returning text');
 SELECT function_returns('etl', 'check_run', ARRAY['bigint'], 'text', 'etl.check_run(step) is a unit returning text');
 SELECT function_returns('etl', 'close_run', ARRAY['bigint'], 'text', 'etl.close_run(step) is a unit returning text');
 SELECT function_returns('etl', 'validate', ARRAY['bigint'], 'setof etl.validation_result',

@@ -218,15 +218,22 @@ SELECT results_eq(
     'the product step counts 2 in, 2 inserted'
 );
 
--- Run 5, incremental: product 1's price changes, product 2 is renamed, product 3 is new.
+-- Run 5, incremental: product 1's price changes, product 2 is renamed, product 3
+-- is new. Versions come from the window's changes (etl.change_window), each
+-- valid from its transaction's changed_at; the stage holds the net state.
 SELECT tests.end_run();
 SELECT product_key AS p2_key FROM dwh.dim_product WHERE product_id = 2 \gset
-UPDATE etl.stage_products SET sales_price = 600 WHERE product_id = 1;
-UPDATE etl.stage_products SET product_name = 'MG Special Edition' WHERE product_id = 2;
-INSERT INTO etl.stage_products (product_id, product_name, series, sales_price) VALUES (3, 'GTK 500', 'GTK', 26768);
+SELECT tests.new_window();
+--                           op   id txid  changed_at             name                  series  price
+SELECT tests.capture_product('U', 1, 5001, '2017-06-15 12:00+00', 'GTX Basic',          'GTX',  600);
+SELECT tests.capture_product('U', 2, 5002, '2017-06-15 12:30+00', 'MG Special Edition', 'MG',   55);
+SELECT tests.capture_product('I', 3, 5003, '2017-06-15 13:00+00', 'GTK 500',            'GTK',  26768);
+INSERT INTO etl.stage_products (product_id, product_name, series, sales_price) VALUES
+(1, 'GTX Basic', 'GTX', 600), (2, 'MG Special Edition', 'MG', 55), (3, 'GTK 500', 'GTK', 26768);
 SELECT tests.open_step('incremental_update', 'dwh.load_dim_product', 'dwh.dim_product') AS prd2 \gset
 SELECT tests.running_run() AS run5 \gset
-UPDATE etl.run SET source_snapshot_at = '2017-06-15 12:00+00' WHERE run_id = :run5;
+-- The run's snapshot time is not a version's start: the change's own time is.
+UPDATE etl.run SET source_snapshot_at = '2017-12-31 00:00+00' WHERE run_id = :run5;
 SELECT dwh.apply_product_versions(:prd2);
 
 SELECT results_eq(
@@ -234,7 +241,7 @@ SELECT results_eq(
        WHERE product_id = 1 ORDER BY valid_from$$,
     $$VALUES (550::numeric, '-infinity'::timestamptz, '2017-06-15 12:00+00'::timestamptz, false),
              (600::numeric, '2017-06-15 12:00+00'::timestamptz, 'infinity'::timestamptz, true)$$,
-    'a price change closes the current version at the run''s source snapshot time and opens a new one there'
+    'a price change closes the current version at the change''s time (changed_at) and opens a new one there'
 );
 SELECT results_eq(
     $$SELECT product_key, product_name, valid_from, is_current FROM dwh.dim_product WHERE product_id = 2$$,
@@ -243,13 +250,13 @@ SELECT results_eq(
 );
 SELECT results_eq(
     $$SELECT valid_from, valid_to, is_current, run_id FROM dwh.dim_product WHERE product_id = 3$$,
-    format('VALUES (%L::timestamptz, %L::timestamptz, true, %s::bigint)', '2017-06-15 12:00+00', 'infinity', :run5),
-    'a product new in an incremental run starts at the run''s source snapshot time'
+    format('VALUES (%L::timestamptz, %L::timestamptz, true, %s::bigint)', '2017-06-15 13:00+00', 'infinity', :run5),
+    'a product new in an incremental run starts at its insert''s changed_at'
 );
 SELECT results_eq(
     $$SELECT rows_in, rows_inserted, rows_updated FROM etl.loading_metadata WHERE loading_metadata_id = $$ || :prd2,
     $$VALUES (3::bigint, 2::bigint, 2::bigint)$$,
-    'the product step counts 3 in, 2 versions inserted, 2 updated (one closed, one renamed)'
+    'the product step counts 3 changes in, 2 versions inserted, 2 updated (one closed, one renamed)'
 );
 
 -- Run 6, incremental: product 2 was deleted (its version closed) and is back;
@@ -257,10 +264,13 @@ SELECT results_eq(
 SELECT tests.end_run();
 UPDATE dwh.dim_product SET valid_to = '2017-08-01 00:00+00', is_current = false, is_deleted = true
  WHERE product_id = 2;
-UPDATE etl.stage_products SET series = 'GTK Pro' WHERE product_id = 3;
+SELECT tests.new_window();
+SELECT tests.capture_product('I', 2, 6001, '2017-09-01 00:00+00', 'MG Special Edition', 'MG',      55);
+SELECT tests.capture_product('U', 3, 6002, '2017-09-01 00:00+00', 'GTK 500',            'GTK Pro', 26768);
+INSERT INTO etl.stage_products (product_id, product_name, series, sales_price) VALUES
+(2, 'MG Special Edition', 'MG', 55), (3, 'GTK 500', 'GTK Pro', 26768);
 SELECT tests.open_step('incremental_update', 'dwh.load_dim_product', 'dwh.dim_product') AS prd3 \gset
 SELECT tests.running_run() AS run6 \gset
-UPDATE etl.run SET source_snapshot_at = '2017-09-01 00:00+00' WHERE run_id = :run6;
 SELECT dwh.apply_product_versions(:prd3);
 
 SELECT results_eq(
@@ -272,7 +282,7 @@ SELECT results_eq(
 );
 SELECT results_eq(
     $$SELECT series, valid_from, is_current FROM dwh.dim_product WHERE product_id = 3 ORDER BY valid_from$$,
-    $$VALUES ('GTK'::text, '2017-06-15 12:00+00'::timestamptz, false),
+    $$VALUES ('GTK'::text, '2017-06-15 13:00+00'::timestamptz, false),
              ('GTK Pro', '2017-09-01 00:00+00', true)$$,
     'a series change makes a new version too'
 );
@@ -283,16 +293,16 @@ SELECT is(
 SELECT is_empty(
     $$SELECT product_id FROM dwh.dim_product WHERE product_key <> -1
        GROUP BY product_id HAVING count(*) FILTER (WHERE is_current) <> 1$$,
-    'after all these changes every staged product has exactly one current version'
+    'after all these changes every product has exactly one current version'
 );
 SELECT is(
     (SELECT count(*)::integer FROM dwh.dim_product WHERE product_key <> -1), 6,
     'the history holds six versions: two of product 1, two of 2, two of 3'
 );
-SELECT is(dwh.apply_product_versions(:prd3), NULL, 'applying the same stage again is harmless');
+SELECT is(dwh.apply_product_versions(:prd3), NULL, 'applying the same window again is harmless');
 SELECT is(
     (SELECT count(*)::integer FROM dwh.dim_product WHERE product_key <> -1), 6,
-    'applying the same stage again makes no new version'
+    'applying the same window again makes no new version'
 );
 
 -- The calendar: dwh.date_key, dwh.extend_dim_date ---------------------------------------

@@ -292,7 +292,8 @@ SELECT tests.open_step('initial_load', 'etl.extract_source', 'etl.stage_*') AS x
 UPDATE etl.loading_metadata SET rows_in = 10, status = 'succeeded' WHERE loading_metadata_id = :x3;
 SELECT tests.open_step('initial_load', 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance') AS f3 \gset
 SELECT throws_ok(
-    format('SELECT dwh.insert_fact_batch(%s)', :f3), '55000', NULL,
+    format($q$SELECT etl.begin_step(%s, 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance')$q$,
+           tests.running_run()), '55000', NULL,
     'an empty stage after an extract that read rows is refused (55000): the unlogged stage was lost'
 );
 SELECT tests.end_run();

@@ -224,9 +224,16 @@ UPDATE dwh.fact_sales_performance SET is_deleted = false WHERE opportunity_id IN
 SELECT throws_ok('SELECT * FROM etl.validate(-42)', '22023', 'run -42 does not exist',
                  'validating a run that does not exist is an error (22023)');
 SELECT tests.end_run();
+-- An incremental run whose window deleted deal A8 and changed A2's value: its
+-- stage holds only the changed deal (the initial load's stage is set aside).
+CREATE TEMPORARY TABLE initial_stage ON COMMIT DROP AS SELECT * FROM etl.stage_sales_pipeline;
+DELETE FROM etl.stage_sales_pipeline;
+SELECT tests.stage_deal('A2', 'Won', '2017-01-12', '2017-02-20', 600, 2, 1, 1);
+INSERT INTO etl.stage_deleted (table_name, row_key, deleted_at) VALUES ('sales_pipeline', 'A8', now());
 SELECT tests.open_step('incremental_update', 'etl.validate_run', 'etl.validation_result') AS val2 \gset
 SELECT tests.running_run() AS run2 \gset
-UPDATE dwh.fact_sales_performance SET is_deleted = true WHERE opportunity_id = 'A8';
+SELECT tests.run_unit('incremental_update', 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance',
+                      'dwh.insert_fact_batch');
 SELECT tests.run_unit('incremental_update', 'dwh.load_fact_sales_monthly_aggregate',
                       'dwh.fact_sales_monthly_aggregate', 'dwh.rebuild_monthly_aggregate');
 SELECT set_eq(
@@ -234,9 +241,13 @@ SELECT set_eq(
     $$VALUES ('every fact key resolves to a dimension row', true),
              ('every live product has exactly one current version', true),
              ('product versions never overlap', true),
-             ('monthly aggregate equals its recomputation from the facts', true)$$,
-    'an incremental run is checked on the warehouse alone (its stage is not the whole source)'
+             ('refreshed aggregate groups equal their recomputation from the facts', true),
+             ('every changed deal is loaded as in the source, quarantined or deleted', true)$$,
+    'an incremental run is checked on what its window touched (its stage is not the whole source): five checks pass'
 );
+DELETE FROM etl.stage_deleted;
+DELETE FROM etl.stage_sales_pipeline;
+INSERT INTO etl.stage_sales_pipeline SELECT * FROM initial_stage;
 SELECT is(
     (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 7,
     'validating one run leaves another run''s results alone'
