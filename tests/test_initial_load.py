@@ -340,3 +340,24 @@ def test_the_summary_shows_the_run_its_checks_and_figures(loaded):
     for title in ("Won value by regional office", "Win rate by product", "Monthly won value"):
         assert title in text
     assert "Central" in text and "GTX Basic" in text
+
+
+def test_a_run_between_steps_is_not_taken_over_but_can_be_abandoned(loaded):
+    """Steps called one by one (as Airflow does) leave the run between steps: a second
+    caller is refused, not allowed to supersede it; a DBA can give it up explicitly."""
+    reference = warehouse_state(loaded.olap_dsn)
+    with psycopg.connect(loaded.olap_dsn, autocommit=True) as conn:
+        run_id = conn.execute("CALL etl.start_run('initial_load')").fetchone()[0]
+        conn.execute("CALL etl.extract_source(%s)", (run_id,))
+    with pytest.raises(
+        psycopg.errors.LockNotAvailable, match=f"initial_load run {run_id} is between"
+    ):
+        call(loaded.olap_dsn, "CALL etl.run_incremental_update()")
+    assert scalar(loaded.olap_dsn, "SELECT status FROM etl.run WHERE run_id = %s", (run_id,)) == (
+        "running"
+    )
+    call(loaded.olap_dsn, f"CALL etl.abandon_run({run_id})")
+    message = scalar(loaded.olap_dsn, "SELECT message FROM etl.run WHERE run_id = %s", (run_id,))
+    assert message.startswith("abandoned by ")
+    call(loaded.olap_dsn, "CALL etl.run_initial_load()")
+    assert warehouse_state(loaded.olap_dsn) == reference

@@ -56,6 +56,12 @@ COMMENT ON COLUMN etl.touched_group.refreshed_by_run IS
 
 ALTER TABLE etl.run ADD COLUMN window_applied boolean NOT NULL DEFAULT FALSE;
 ALTER TABLE etl.run ADD COLUMN changes_in_window bigint;
+ALTER TABLE etl.run ADD COLUMN driver_pid integer;
+ALTER TABLE etl.run ADD COLUMN driver_started_at timestamptz;
+COMMENT ON COLUMN etl.run.driver_pid IS
+'The backend running the whole run in one call (etl.run_initial_load, etl.run_incremental_update); NULL '
+'when its steps are called one by one (Airflow).';
+COMMENT ON COLUMN etl.run.driver_started_at IS 'When that backend started: with its pid, who it is.';
 COMMENT ON COLUMN etl.run.window_applied IS
 'The run''s snapshot is applied to the star schema (set in the transaction that applies it): the next '
 'incremental window starts after it.';
@@ -63,7 +69,11 @@ COMMENT ON COLUMN etl.run.changes_in_window IS 'Changes the incremental run pull
 
 INSERT INTO etl.config (key, value, description) VALUES
 ('change_retention', '7 days', 'How long the source keeps changes after the warehouse applied them.'),
-('consumer_name', 'b2b_sales_olap', 'The name this warehouse reports its position under in cdc.consumer.');
+('consumer_name', 'b2b_sales_olap', 'The name this warehouse reports its position under in cdc.consumer.'),
+(
+    'run_idle_timeout', '30 minutes',
+    'A running run idle between steps for longer than this counts as abandoned: a new run replaces it.'
+);
 
 -- One batch of opportunities on its way into the fact table, with its keys
 -- resolved and its data-quality verdict: written once, read by each of the

@@ -30,6 +30,7 @@ DECLARE
     v_taken_at timestamptz;
     v_changes bigint;
     v_replaced text;
+    v_keys text[];
 BEGIN
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
@@ -71,19 +72,21 @@ BEGIN
              ORDER BY w.table_name, w.row_key, w.change_id DESC) AS l
      WHERE l.operation = 'D';
 
-    -- Every other changed row as this snapshot has it: its net state.
+    -- Every other changed row as this snapshot has it: its net state. The keys
+    -- go as one array parameter each, which postgres_fdw sends to the source
+    -- (a function call in the condition would keep it here, row by row).
+    v_keys := etl.window_keys('accounts');
     INSERT INTO etl.stage_accounts
-    SELECT a.* FROM src.accounts AS a
-     WHERE a.account_id = ANY (etl.window_keys('accounts')::integer[]);
+    SELECT a.* FROM src.accounts AS a WHERE a.account_id = ANY (v_keys::integer[]);
+    v_keys := etl.window_keys('products');
     INSERT INTO etl.stage_products
-    SELECT p.* FROM src.products AS p
-     WHERE p.product_id = ANY (etl.window_keys('products')::integer[]);
+    SELECT p.* FROM src.products AS p WHERE p.product_id = ANY (v_keys::integer[]);
+    v_keys := etl.window_keys('sales_agents');
     INSERT INTO etl.stage_sales_agents
-    SELECT g.* FROM src.sales_agents AS g
-     WHERE g.sales_agent_id = ANY (etl.window_keys('sales_agents')::integer[]);
+    SELECT g.* FROM src.sales_agents AS g WHERE g.sales_agent_id = ANY (v_keys::integer[]);
+    v_keys := etl.window_keys('sales_pipeline');
     INSERT INTO etl.stage_sales_pipeline
-    SELECT p.* FROM src.sales_pipeline AS p
-     WHERE p.opportunity_id = ANY (etl.window_keys('sales_pipeline'));
+    SELECT p.* FROM src.sales_pipeline AS p WHERE p.opportunity_id = ANY (v_keys);
     ANALYZE etl.stage_sales_pipeline;
 
     UPDATE etl.run

@@ -20,7 +20,7 @@ AS $proc$
 DECLARE
     v_run_id bigint;
 BEGIN
-    CALL etl.start_run('incremental_update', p_batch_size, v_run_id);
+    CALL etl.start_run('incremental_update', p_batch_size, v_run_id, p_in_one_call => true);
     CALL etl.pull_change_window(v_run_id);
     CALL dwh.load_dim_date(v_run_id);
     CALL dwh.load_dim_account(v_run_id);

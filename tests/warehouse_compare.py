@@ -1,0 +1,651 @@
+"""Shared helpers for the incremental-update tests: calling the pipeline, a second
+warehouse on the same source, and comparing warehouses by business keys.
+
+Three views of a warehouse:
+
+- `live_content`: what a user sees of the source through it: the current
+  attributes of live dimension members by business key, every live fact by
+  opportunity_id (dimension keys translated to business keys, the product by
+  product_id), the monthly aggregate summed per (month, agent, product_id).
+  Surrogate keys and the choice of product version are left out, so an
+  incrementally maintained warehouse and a fresh initial load of the same
+  source must agree on it exactly. `source_content` computes the same view
+  straight from the source tables.
+- `consistency_problems`: rules the incremental warehouse must keep on its own
+  (the aggregate equals its recomputation from the facts, SCD2 periods, the
+  product version a fact resolves to, no live fact on a deleted member).
+- `exact_state`: every row, deleted ones and product history included, with
+  surrogate keys translated (a product version is (product_id, valid_from));
+  two warehouses that applied the same windows of the same source must be
+  equal on it, whatever happened to their runs.
+
+`PausePoint` stops a pipeline run at a chosen point (the start of a step, or
+a statement on a table) on an advisory lock the test holds, so that the test
+can act while it waits, terminate its backend, or let it go on.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+import dbtools
+from b2bdwh import migrate
+
+# Deal stages the warehouse knows; any other stage is quarantined.
+KNOWN_STAGES = ("Prospecting", "Engaging", "Won", "Lost")
+
+
+# --- calling ---------------------------------------------------------------------------------
+
+
+def call(dsn: str, statement: str, params: tuple | None = None) -> None:
+    """Run one statement on its own autocommit connection (how psql users CALL procedures)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+def fetch(dsn: str, query: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def scalar(dsn: str, query: str, params: tuple = ()) -> Any:
+    rows = fetch(dsn, query, params)
+    return rows[0][0] if rows else None
+
+
+def run_incremental(dsn: str, batch_size: int | None = None) -> None:
+    if batch_size is None:
+        call(dsn, "CALL etl.run_incremental_update()")
+    else:
+        call(dsn, "CALL etl.run_incremental_update(%s)", (batch_size,))
+
+
+def run_initial(dsn: str) -> None:
+    call(dsn, "CALL etl.run_initial_load()")
+
+
+def last_run(dsn: str) -> tuple:
+    """(run_id, pipeline, status, message) of the newest run."""
+    return fetch(
+        dsn, "SELECT run_id, pipeline, status, message FROM etl.run ORDER BY run_id DESC LIMIT 1"
+    )[0]
+
+
+# --- more warehouses on one source ------------------------------------------------------------
+
+
+def attach_warehouse(oltp_dsn: str, label: str) -> tuple[str, str]:
+    """A new, empty warehouse whose foreign server reads the existing source at oltp_dsn:
+    (database name, dsn). Drop it with dbtools.drop_database(name)."""
+    safe = re.sub(r"\W", "_", label)[-28:]
+    name = f"b2bdwh_x_{safe}_{dbtools.RUN_TAG}".lower()
+    dsn = dbtools.create_database(name, dbtools.olap_template())
+    placeholders = migrate.source_placeholders(oltp_dsn)
+    migrate.migrate(dbtools.target("olap", dsn, **placeholders), say=lambda _line: None)
+    return name, dsn
+
+
+def set_config(dsn: str, key: str, value: str) -> None:
+    call(dsn, "UPDATE etl.config SET value = %s WHERE key = %s", (value, key))
+
+
+# --- the live content: what a fresh initial load must agree on -------------------------------
+
+
+@dataclass
+class Content:
+    """A warehouse (or the source) as business keys and attributes."""
+
+    accounts: dict[int, tuple]
+    agents: dict[int, tuple]
+    products: dict[int, tuple]  # current version of each live product: name, series, price
+    facts: dict[str, tuple]
+    aggregate: dict[tuple, tuple]  # (month key, agent id, product id) -> won, lost, won value
+
+
+FACT_COLUMNS = (
+    "account_id",
+    "product_id",
+    "sales_agent_id",
+    "deal_stage",
+    "engage_date_key",
+    "close_date_key",
+    "close_month_key",
+    "close_value",
+    "is_won",
+    "is_closed",
+    "days_to_close",
+)
+
+LIVE_QUERIES = {
+    "accounts": """
+        SELECT account_id, account_name, sector, year_established, revenue, employees,
+               office_location, parent_account_id
+          FROM dwh.dim_account WHERE account_key <> -1 AND NOT is_deleted""",
+    "agents": """
+        SELECT sales_agent_id, sales_agent_name, manager_name, regional_office
+          FROM dwh.dim_sales_agent WHERE sales_agent_key <> -1 AND NOT is_deleted""",
+    "products": """
+        SELECT product_id, product_name, series, sales_price
+          FROM dwh.dim_product WHERE product_key <> -1 AND is_current AND NOT is_deleted""",
+    "facts": """
+        SELECT f.opportunity_id, a.account_id, p.product_id, g.sales_agent_id, st.deal_stage_name,
+               f.engage_date_key, f.close_date_key, f.close_month_key, f.close_value, f.is_won,
+               f.is_closed, f.days_to_close
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_account AS a USING (account_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+          JOIN dwh.dim_deal_stage AS st USING (deal_stage_key)
+         WHERE NOT f.is_deleted""",
+    "aggregate": """
+        SELECT m.month_date_key, g.sales_agent_id, p.product_id, sum(m.won_deals)::integer,
+               sum(m.lost_deals)::integer, sum(m.won_value)
+          FROM dwh.fact_sales_monthly_aggregate AS m
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+         GROUP BY 1, 2, 3""",
+}
+
+# The same view computed from the source tables (stage names outside KNOWN_STAGES are
+# quarantined by the warehouse, so they are no facts).
+SOURCE_QUERIES = {
+    "accounts": """
+        SELECT account_id, account_name, sector, year_established, revenue, employees,
+               office_location, parent_account_id
+          FROM public.accounts""",
+    "agents": "SELECT sales_agent_id, sales_agent_name, manager_name, regional_office"
+    " FROM public.sales_agents",
+    "products": "SELECT product_id, product_name, series, sales_price FROM public.products",
+    "facts": """
+        SELECT opportunity_id, account_id, product_id, sales_agent_id, deal_stage,
+               coalesce(to_char(engage_date, 'YYYYMMDD')::integer, -1),
+               coalesce(to_char(close_date, 'YYYYMMDD')::integer, -1),
+               coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
+               round(close_value, 2), deal_stage = 'Won', deal_stage IN ('Won', 'Lost'),
+               close_date - engage_date
+          FROM public.sales_pipeline
+         WHERE deal_stage IN ('Prospecting', 'Engaging', 'Won', 'Lost')""",
+    "aggregate": """
+        SELECT coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
+               sales_agent_id, product_id,
+               count(*) FILTER (WHERE deal_stage = 'Won')::integer,
+               count(*) FILTER (WHERE deal_stage = 'Lost')::integer,
+               coalesce(sum(round(close_value, 2)) FILTER (WHERE deal_stage = 'Won'), 0)
+          FROM public.sales_pipeline
+         WHERE deal_stage IN ('Won', 'Lost')
+         GROUP BY 1, 2, 3""",
+}
+
+
+def _content(dsn: str, queries: dict[str, str]) -> Content:
+    with psycopg.connect(dsn) as conn:
+        parts: dict[str, dict] = {}
+        for name, query in queries.items():
+            rows = conn.execute(query).fetchall()
+            if name == "aggregate":
+                parts[name] = {tuple(r[:3]): tuple(r[3:]) for r in rows}
+            else:
+                parts[name] = {r[0]: tuple(r[1:]) for r in rows}
+    return Content(**parts)
+
+
+def live_content(olap_dsn: str) -> Content:
+    return _content(olap_dsn, LIVE_QUERIES)
+
+
+def source_content(oltp_dsn: str) -> Content:
+    return _content(oltp_dsn, SOURCE_QUERIES)
+
+
+def _show(value: object) -> str:
+    return repr(value) if not isinstance(value, Decimal) else str(value)
+
+
+def dict_differences(
+    what: str, actual: dict, expected: dict, *, labels: tuple[str, str], limit: int = 8
+) -> list[str]:
+    """Readable differences between two keyed dicts (numbers compare by value)."""
+    out: list[str] = []
+    missing = sorted((k for k in expected if k not in actual), key=str)
+    extra = sorted((k for k in actual if k not in expected), key=str)
+    differ = sorted((k for k in expected if k in actual and actual[k] != expected[k]), key=str)
+    a_label, e_label = labels
+    if missing:
+        out.append(
+            f"{what}: {len(missing)} in {e_label} but not in {a_label}: "
+            + ", ".join(f"{k!r}={expected[k]!r}" for k in missing[:limit])
+        )
+    if extra:
+        out.append(
+            f"{what}: {len(extra)} in {a_label} but not in {e_label}: "
+            + ", ".join(f"{k!r}={actual[k]!r}" for k in extra[:limit])
+        )
+    for k in differ[:limit]:
+        out.append(f"{what} {k!r}: {a_label} {actual[k]!r} != {e_label} {expected[k]!r}")
+    if len(differ) > limit:
+        out.append(f"{what}: ... {len(differ) - limit} more differing")
+    return out
+
+
+def content_differences(
+    actual: Content, expected: Content, labels: tuple[str, str] = ("incremental", "fresh load")
+) -> list[str]:
+    out: list[str] = []
+    for f in fields(Content):
+        out += dict_differences(
+            f.name, getattr(actual, f.name), getattr(expected, f.name), labels=labels
+        )
+    return out
+
+
+def assert_same_live_content(incremental_dsn: str, fresh_dsn: str, oltp_dsn: str) -> None:
+    """The incremental warehouse shows the same live content as a fresh initial load of the
+    same source, and both show the source itself."""
+    incremental = live_content(incremental_dsn)
+    fresh = live_content(fresh_dsn)
+    source = source_content(oltp_dsn)
+    problems = content_differences(incremental, fresh)
+    problems += content_differences(incremental, source, ("incremental", "source"))
+    problems += content_differences(fresh, source, ("fresh load", "source"))
+    assert not problems, "warehouses disagree:\n  " + "\n  ".join(problems)
+
+
+# --- rules the incremental warehouse keeps on its own ---------------------------------------
+
+CONSISTENCY_CHECKS = {
+    # The aggregate is exactly the closed, live facts counted per group: a group applied
+    # twice, missed or left behind shows here.
+    "aggregate row differs from its recomputation from the facts": """
+        WITH recomputed AS (
+            SELECT close_month_key AS month_date_key, sales_agent_key, product_key,
+                   count(*) FILTER (WHERE is_won)::integer AS won_deals,
+                   count(*) FILTER (WHERE NOT is_won)::integer AS lost_deals,
+                   coalesce(sum(close_value) FILTER (WHERE is_won), 0) AS won_value
+              FROM dwh.fact_sales_performance
+             WHERE is_closed AND NOT is_deleted
+             GROUP BY 1, 2, 3
+        )
+        SELECT coalesce(a.month_date_key, r.month_date_key),
+               coalesce(a.sales_agent_key, r.sales_agent_key),
+               coalesce(a.product_key, r.product_key),
+               (a.won_deals, a.lost_deals, a.won_value)::text AS stored,
+               (r.won_deals, r.lost_deals, r.won_value)::text AS recomputed
+          FROM dwh.fact_sales_monthly_aggregate AS a
+          FULL JOIN recomputed AS r
+            ON (r.month_date_key, r.sales_agent_key, r.product_key)
+             = (a.month_date_key, a.sales_agent_key, a.product_key)
+         WHERE (a.won_deals, a.lost_deals, a.won_value)
+               IS DISTINCT FROM (r.won_deals, r.lost_deals, r.won_value)""",
+    "product version with an empty or reversed period": """
+        SELECT product_key, product_id, valid_from::text, valid_to::text
+          FROM dwh.dim_product WHERE product_key <> -1 AND NOT valid_from < valid_to""",
+    "product with more than one current version": """
+        SELECT product_id, count(*) FROM dwh.dim_product
+         WHERE product_key <> -1 AND is_current GROUP BY 1 HAVING count(*) > 1""",
+    "current version marked deleted": """
+        SELECT product_key, product_id FROM dwh.dim_product WHERE is_current AND is_deleted""",
+    # Versions follow each other without gaps, except after a delete.
+    "product versions not contiguous (and not after a delete)": """
+        SELECT product_id, product_key, valid_to::text, next_from::text
+          FROM (SELECT product_id, product_key, valid_to, is_deleted,
+                       lead(valid_from) OVER (PARTITION BY product_id ORDER BY valid_from)
+                           AS next_from
+                  FROM dwh.dim_product WHERE product_key <> -1) AS v
+         WHERE next_from IS NOT NULL
+           AND (CASE WHEN is_deleted THEN next_from < valid_to ELSE next_from <> valid_to END)""",
+    "overlapping product versions": """
+        SELECT a.product_id, a.product_key, b.product_key
+          FROM dwh.dim_product AS a JOIN dwh.dim_product AS b
+            ON a.product_id = b.product_id AND a.product_key < b.product_key
+           AND tstzrange(a.valid_from, a.valid_to) && tstzrange(b.valid_from, b.valid_to)""",
+    # A deal with an engage date takes the version in effect at that day (00:00 UTC); the
+    # first version when the date is earlier than all versions.
+    "fact with an engage date not on the version in effect then": """
+        SELECT f.opportunity_id, f.product_key, e.expected
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_product AS p ON p.product_key = f.product_key
+          CROSS JOIN LATERAL (
+              SELECT coalesce(
+                  (SELECT v.product_key FROM dwh.dim_product AS v
+                    WHERE v.product_id = p.product_id
+                      AND v.valid_from <= to_date(f.engage_date_key::text, 'YYYYMMDD')::timestamp
+                                          AT TIME ZONE 'UTC'
+                    ORDER BY v.valid_from DESC LIMIT 1),
+                  (SELECT v.product_key FROM dwh.dim_product AS v
+                    WHERE v.product_id = p.product_id ORDER BY v.valid_from LIMIT 1)) AS expected
+          ) AS e
+         WHERE NOT f.is_deleted AND f.engage_date_key <> -1 AND f.product_key <> -1
+           AND e.expected <> f.product_key""",
+    "fact list price is not its product version's price": """
+        SELECT f.opportunity_id, f.list_price, p.sales_price
+          FROM dwh.fact_sales_performance AS f JOIN dwh.dim_product AS p USING (product_key)
+         WHERE NOT f.is_deleted AND f.product_key <> -1
+           AND f.list_price IS DISTINCT FROM p.sales_price""",
+    "live fact on a deleted account or agent, or on a deleted product": """
+        SELECT f.opportunity_id
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_account AS a USING (account_key)
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+         WHERE NOT f.is_deleted
+           AND (a.is_deleted OR g.is_deleted
+                OR (f.product_key <> -1 AND NOT EXISTS (
+                        SELECT FROM dwh.dim_product AS c
+                         WHERE c.product_id = p.product_id AND c.is_current)))""",
+}
+
+
+# Checks of what the latest run wrote (call right after a run).
+LATEST_RUN_CHECKS = {
+    # A deal without an engage date takes the version current when its fact is written.
+    "fact without an engage date written by the latest run, not on the latest version": """
+        SELECT f.opportunity_id, f.product_key, l.product_key AS latest
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_product AS p USING (product_key)
+          CROSS JOIN LATERAL (
+              SELECT v.product_key FROM dwh.dim_product AS v
+               WHERE v.product_id = p.product_id ORDER BY v.valid_from DESC LIMIT 1) AS l
+         WHERE f.run_id = (SELECT max(run_id) FROM etl.run) AND NOT f.is_deleted
+           AND f.engage_date_key = -1 AND f.product_key <> -1 AND l.product_key <> f.product_key""",
+}
+
+
+def latest_run_problems(olap_dsn: str, limit: int = 8) -> list[str]:
+    out: list[str] = []
+    with psycopg.connect(olap_dsn) as conn:
+        for name, query in LATEST_RUN_CHECKS.items():
+            rows = conn.execute(query).fetchall()
+            if rows:
+                out.append(f"{name}: {len(rows)} rows, e.g. {rows[:limit]}")
+    return out
+
+
+def consistency_problems(olap_dsn: str, limit: int = 8) -> list[str]:
+    out: list[str] = []
+    with psycopg.connect(olap_dsn) as conn:
+        for name, query in CONSISTENCY_CHECKS.items():
+            rows = conn.execute(query).fetchall()
+            if rows:
+                out.append(f"{name}: {len(rows)} rows, e.g. {rows[:limit]}")
+    return out
+
+
+def assert_consistent(olap_dsn: str) -> None:
+    problems = consistency_problems(olap_dsn)
+    assert not problems, "inconsistent warehouse:\n  " + "\n  ".join(problems)
+
+
+def product_histories(olap_dsn: str) -> dict[int, list[tuple]]:
+    """Per product_id, its versions in valid_from order: (series, sales_price, is_current,
+    is_deleted)."""
+    out: dict[int, list[tuple]] = {}
+    for product_id, *version in fetch(
+        olap_dsn,
+        "SELECT product_id, series, sales_price, is_current, is_deleted FROM dwh.dim_product"
+        " WHERE product_key <> -1 ORDER BY product_id, valid_from",
+    ):
+        out.setdefault(product_id, []).append(tuple(version))
+    return out
+
+
+def history_differences(actual: dict[int, list[tuple]], expected: dict[int, list[tuple]]) -> list:
+    """Product histories against expected ones given as (series, price, status) per version,
+    status 'current', 'closed' (by the next version) or 'deleted' (closed by a source delete:
+    that version must be marked deleted; whether older versions of a product deleted later
+    are marked too is left open)."""
+    out = []
+    for pid in sorted(set(actual) | set(expected)):
+        got, want = actual.get(pid, []), expected.get(pid, [])
+        ok = len(got) == len(want) and all(
+            (g[0], g[1], g[2]) == (w[0], w[1], w[2] == "current")
+            and (w[2] != "deleted" or g[3])
+            and (w[2] != "current" or not g[3])
+            for g, w in zip(got, want, strict=False)
+        )
+        if not ok:
+            out.append(f"product {pid}: versions {got} expected {want}")
+    return out
+
+
+def deleted_members(olap_dsn: str) -> dict[str, set]:
+    """Business keys the warehouse keeps marked deleted: deals, accounts, agents; and products
+    without a current version."""
+    return {
+        "sales_pipeline": {
+            r[0]
+            for r in fetch(
+                olap_dsn,
+                "SELECT opportunity_id FROM dwh.fact_sales_performance WHERE is_deleted",
+            )
+        },
+        "accounts": {
+            r[0] for r in fetch(olap_dsn, "SELECT account_id FROM dwh.dim_account WHERE is_deleted")
+        },
+        "sales_agents": {
+            r[0]
+            for r in fetch(
+                olap_dsn, "SELECT sales_agent_id FROM dwh.dim_sales_agent WHERE is_deleted"
+            )
+        },
+        "products": {
+            r[0]
+            for r in fetch(
+                olap_dsn,
+                "SELECT product_id FROM dwh.dim_product WHERE product_key <> -1"
+                " GROUP BY 1 HAVING NOT bool_or(is_current)",
+            )
+        },
+    }
+
+
+# --- the exact state: twin warehouses that applied the same windows -------------------------
+
+EXACT_QUERIES = {
+    "accounts": """
+        SELECT account_id, account_name, sector, year_established, revenue, employees,
+               office_location, parent_account_id, is_deleted
+          FROM dwh.dim_account WHERE account_key <> -1""",
+    "agents": """
+        SELECT sales_agent_id, sales_agent_name, manager_name, regional_office, is_deleted
+          FROM dwh.dim_sales_agent WHERE sales_agent_key <> -1""",
+    "product_versions": """
+        SELECT (product_id, valid_from)::text, valid_to::text, product_name, series, sales_price,
+               is_current, is_deleted
+          FROM dwh.dim_product WHERE product_key <> -1""",
+    "facts": """
+        SELECT f.opportunity_id, a.account_id, (p.product_id, p.valid_from)::text,
+               g.sales_agent_id, f.deal_stage_key, f.engage_date_key, f.close_date_key,
+               f.close_value, f.list_price, f.is_won, f.is_closed, f.days_to_close, f.is_deleted
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_account AS a USING (account_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)""",
+    "aggregate": """
+        SELECT (m.month_date_key, g.sales_agent_id, p.product_id, p.valid_from)::text,
+               m.won_deals, m.lost_deals, m.won_value
+          FROM dwh.fact_sales_monthly_aggregate AS m
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+          JOIN dwh.dim_product AS p USING (product_key)""",
+    "dim_date": "SELECT 'range', count(*), min(date_key), max(date_key) FROM dwh.dim_date",
+}
+
+
+def exact_state(olap_dsn: str) -> dict[str, dict]:
+    with psycopg.connect(olap_dsn) as conn:
+        return {
+            name: {r[0]: tuple(r[1:]) for r in conn.execute(query).fetchall()}
+            for name, query in EXACT_QUERIES.items()
+        }
+
+
+def assert_same_exact_state(actual_dsn: str, twin_dsn: str) -> None:
+    actual, twin = exact_state(actual_dsn), exact_state(twin_dsn)
+    problems: list[str] = []
+    for name in EXACT_QUERIES:
+        problems += dict_differences(
+            name, actual[name], twin[name], labels=("interrupted", "uninterrupted twin")
+        )
+    assert not problems, "the twins differ:\n  " + "\n  ".join(problems)
+
+
+# --- pausing and killing a run ---------------------------------------------------------------
+
+PAUSE_SETUP = """
+CREATE SCHEMA IF NOT EXISTS tests;
+CREATE SEQUENCE IF NOT EXISTS tests.pause_calls;
+-- Trigger arguments: the advisory lock to wait for, and from which call on to wait.
+CREATE OR REPLACE FUNCTION tests.pause_here() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('tests.pause_calls') >= TG_ARGV[1]::bigint THEN
+        PERFORM pg_advisory_lock(TG_ARGV[0]::bigint);
+        PERFORM pg_advisory_unlock(TG_ARGV[0]::bigint);
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
+
+class BackgroundCall:
+    """A statement run on its own autocommit connection in a thread; `outcome` is 'finished'
+    or the psycopg error it raised. `pid` is its backend."""
+
+    def __init__(self, dsn: str, statement: str, params: tuple | None = None) -> None:
+        self.outcome: object = None
+        self.pid: int | None = None
+        self._started = threading.Event()
+
+        def work() -> None:
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    self.pid = conn.info.backend_pid
+                    self._started.set()
+                    conn.execute(statement, params)
+                self.outcome = "finished"
+            except psycopg.Error as exc:
+                self.outcome = exc
+            finally:
+                self._started.set()
+
+        self.thread = threading.Thread(target=work, daemon=True)
+        self.thread.start()
+        self._started.wait(30)
+
+    def join(self, timeout: float = 120) -> object:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the background call did not end"
+        return self.outcome
+
+
+class PausePoint:
+    """A place where a run of the warehouse at dsn waits for an advisory lock this object
+    holds: at the start of a step (`at_step`: its etl.loading_metadata row is inserted,
+    after begin_step took the pipeline lock, before the unit runs), or after a statement on
+    a table (`on_statement`), from its `from_call`-th time on."""
+
+    def __init__(self, dsn: str, lock_key: int = 770_001) -> None:
+        self.dsn = dsn
+        self.lock_key = lock_key
+        self.triggers: list[tuple[str, str]] = []
+        self.holder = psycopg.connect(dsn, autocommit=True)
+        self.holder.execute(PAUSE_SETUP)
+        self.holder.execute("ALTER SEQUENCE tests.pause_calls RESTART")
+        self.held = False
+
+    def at_step(self, step: str) -> PausePoint:
+        name = f"pause_{len(self.triggers)}"
+        self.holder.execute(
+            sql.SQL(
+                "CREATE TRIGGER {} AFTER INSERT ON etl.loading_metadata FOR EACH ROW"
+                " WHEN (NEW.step = {}) EXECUTE FUNCTION tests.pause_here({}, '1')"
+            ).format(sql.Identifier(name), sql.Literal(step), sql.Literal(str(self.lock_key)))
+        )
+        self.triggers.append((name, "etl.loading_metadata"))
+        return self
+
+    def on_statement(self, table: str, event: str = "INSERT", from_call: int = 1) -> PausePoint:
+        name = f"pause_{len(self.triggers)}"
+        schema, rel = table.split(".")
+        self.holder.execute(
+            sql.SQL(
+                "CREATE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT"
+                " EXECUTE FUNCTION tests.pause_here({}, {})"
+            ).format(
+                sql.Identifier(name),
+                sql.SQL(event),
+                sql.Identifier(schema, rel),
+                sql.Literal(str(self.lock_key)),
+                sql.Literal(str(from_call)),
+            )
+        )
+        self.triggers.append((name, table))
+        return self
+
+    def hold(self) -> None:
+        self.holder.execute("SELECT pg_advisory_lock(%s)", (self.lock_key,))
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.holder.execute("SELECT pg_advisory_unlock(%s)", (self.lock_key,))
+            self.held = False
+
+    def waiting_pid(self) -> int | None:
+        row = self.holder.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = 0 AND objid = %s AND objsubid = 1",
+            (self.lock_key,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def wait_until_paused(self, call_: BackgroundCall | None = None, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.waiting_pid()
+            if pid is not None:
+                return pid
+            if call_ is not None and not call_.thread.is_alive():
+                raise AssertionError(f"the run ended before the pause point: {call_.outcome!r}")
+            time.sleep(0.02)
+        raise AssertionError("the run never reached the pause point")
+
+    def kill(self, pid: int) -> None:
+        """Terminate the paused backend, wait until it is gone, then let go of the lock."""
+        self.holder.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 30
+        while self.holder.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, f"backend {pid} did not exit"
+            time.sleep(0.02)
+        self.release()
+
+    def remove(self) -> None:
+        self.release()
+        for name, table in self.triggers:
+            schema, rel = table.split(".")
+            self.holder.execute(
+                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                    sql.Identifier(name), sql.Identifier(schema, rel)
+                )
+            )
+        self.triggers.clear()
+
+    def close(self) -> None:
+        self.remove()
+        self.holder.close()
+
+
+def keys_missing(expected: Iterable, present: set) -> list:
+    return sorted((k for k in expected if k not in present), key=str)
