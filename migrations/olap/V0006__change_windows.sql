@@ -38,21 +38,28 @@ CREATE UNLOGGED TABLE etl.stage_deleted (
 );
 COMMENT ON TABLE etl.stage_deleted IS 'Source rows deleted by the current window (their last change is D).';
 
--- Aggregate groups whose deals changed and that are not refreshed yet.
--- Logged: a crash between the fact and aggregate steps must not forget them.
+-- What changed deals add to or take from each group of the monthly
+-- aggregate, until the aggregate step applies it. Logged: a crash between
+-- the fact and aggregate steps must not lose it.
 CREATE TABLE etl.touched_group (
     month_date_key integer NOT NULL,
     sales_agent_key integer NOT NULL,
     product_key integer NOT NULL,
+    won_deals_delta integer NOT NULL DEFAULT 0,
+    lost_deals_delta integer NOT NULL DEFAULT 0,
+    won_value_delta numeric(18, 2) NOT NULL DEFAULT 0,
     refreshed_by_run bigint,
     PRIMARY KEY (month_date_key, sales_agent_key, product_key)
 );
 COMMENT ON TABLE etl.touched_group IS
-'(month, agent, product version) groups of the monthly aggregate that changed deals left or entered: '
-'pending (refreshed_by_run NULL) until the aggregate step recomputes them, then kept for that run''s '
-'validation.';
+'(month, agent, product version) groups of the monthly aggregate that changed deals left or entered, '
+'with what they add or take away: pending (refreshed_by_run NULL) until the aggregate step applies '
+'them, then kept for that run''s validation.';
+COMMENT ON COLUMN etl.touched_group.won_deals_delta IS 'Won deals the changes add (negative: take away).';
+COMMENT ON COLUMN etl.touched_group.lost_deals_delta IS 'Lost deals the changes add (negative: take away).';
+COMMENT ON COLUMN etl.touched_group.won_value_delta IS 'Won value the changes add (negative: take away).';
 COMMENT ON COLUMN etl.touched_group.refreshed_by_run IS
-'The run whose aggregate step recomputed the group; NULL while it waits.';
+'The run whose aggregate step applied the group; NULL while it waits.';
 
 ALTER TABLE etl.run ADD COLUMN window_applied boolean NOT NULL DEFAULT FALSE;
 ALTER TABLE etl.run ADD COLUMN changes_in_window bigint;
@@ -70,6 +77,10 @@ COMMENT ON COLUMN etl.run.changes_in_window IS 'Changes the incremental run pull
 INSERT INTO etl.config (key, value, description) VALUES
 ('change_retention', '7 days', 'How long the source keeps changes after the warehouse applied them.'),
 ('consumer_name', 'b2b_sales_olap', 'The name this warehouse reports its position under in cdc.consumer.'),
+(
+    'validation_sample_groups', '50',
+    'Aggregate groups an incremental run recomputes from their deals to check them (a bounded spot check).'
+),
 (
     'run_idle_timeout', '30 minutes',
     'A running run idle between steps for longer than this counts as abandoned: a new run replaces it.'
@@ -92,3 +103,18 @@ CREATE UNLOGGED TABLE etl.fact_batch (
 );
 COMMENT ON TABLE etl.fact_batch IS
 'The batch of opportunities the fact step is working on (emptied at each batch).';
+
+-- What one fact batch takes from (-1) and adds to (+1) the aggregate: the
+-- old facts it replaces or retires and the new ones it inserts. Folded into
+-- etl.touched_group at the end of the batch, in the batch's transaction.
+CREATE UNLOGGED TABLE etl.fact_contribution (
+    sign smallint NOT NULL,
+    month_date_key integer NOT NULL,
+    sales_agent_key integer NOT NULL,
+    product_key integer NOT NULL,
+    is_closed boolean NOT NULL,
+    is_won boolean NOT NULL,
+    close_value numeric(18, 2)
+);
+COMMENT ON TABLE etl.fact_contribution IS
+'The current fact batch''s old (-1) and new (+1) facts, as the aggregate sees them (emptied at each batch).';

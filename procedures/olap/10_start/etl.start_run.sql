@@ -20,7 +20,7 @@ CREATE OR REPLACE PROCEDURE etl.start_run(
     p_pipeline text,
     p_batch_size integer DEFAULT NULL,
     INOUT p_run_id bigint DEFAULT NULL,
-    p_in_one_call boolean DEFAULT false
+    p_in_one_call boolean DEFAULT FALSE
 )
 LANGUAGE plpgsql
 AS $proc$

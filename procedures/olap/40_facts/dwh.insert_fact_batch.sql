@@ -17,12 +17,13 @@
 --     foreign keys and indexes aside (etl.suspend_ddl), the last puts them
 --     back (etl.restore_ddl). An incremental update replaces the facts of
 --     the batch's deals (a quarantined deal's fact is retired: is_deleted),
---     first marks the window's deleted deals deleted, and records the
---     aggregate groups it left or entered in etl.touched_group.
+--     first marks the window's deleted deals deleted, and adds what the old
+--     facts took from and the new ones give to each aggregate group to
+--     etl.touched_group (dwh.fold_fact_contributions).
 -- Returns: 'more' while blocks remain, NULL when done.
 -- Tables: reads etl.stage_sales_pipeline, etl.stage_deleted, dwh dimensions,
 --     etl.config; writes etl.fact_batch, dwh.fact_sales_performance,
---     etl.error_log, etl.data_quality_issue, etl.touched_group,
+--     etl.error_log, etl.data_quality_issue, etl.fact_contribution, etl.touched_group,
 --     etl.loading_metadata (counts and resume_after, with the batch).
 CREATE OR REPLACE FUNCTION dwh.insert_fact_batch(p_loading_metadata_id bigint)
 RETURNS text
@@ -55,6 +56,7 @@ BEGIN
             USING ERRCODE = '55000', HINT = 'Start the run again.';
     END IF;
 
+    TRUNCATE etl.fact_contribution;
     IF v_first = 0 AND v_incremental THEN
         -- Deals deleted in the source: marked, never erased.
         WITH retired AS (
@@ -63,14 +65,10 @@ BEGIN
               FROM etl.stage_deleted AS d
              WHERE d.table_name = 'sales_pipeline' AND f.opportunity_id = d.row_key
                AND NOT f.is_deleted
-            RETURNING f.close_month_key, f.sales_agent_key, f.product_key
+            RETURNING -1, f.close_month_key, f.sales_agent_key, f.product_key, f.is_closed, f.is_won,
+                      f.close_value
         ),
-        touched AS (
-            INSERT INTO etl.touched_group (month_date_key, sales_agent_key, product_key)
-            SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_key FROM retired AS t
-            ON CONFLICT (month_date_key, sales_agent_key, product_key)
-            DO UPDATE SET refreshed_by_run = NULL
-        )
+        taken AS (INSERT INTO etl.fact_contribution SELECT * FROM retired)
         SELECT count(*) INTO v_deleted FROM retired;
     ELSIF v_first = 0 AND NOT EXISTS (SELECT FROM dwh.fact_sales_performance) THEN
         -- A rebuild fills an empty table: set its keys, foreign keys and
@@ -150,7 +148,8 @@ BEGIN
             DELETE FROM dwh.fact_sales_performance AS f
              USING etl.fact_batch AS b
              WHERE f.opportunity_id = b.opportunity_id AND b.hard_reason IS NULL
-            RETURNING f.close_month_key, f.sales_agent_key, f.product_key
+            RETURNING -1, f.close_month_key, f.sales_agent_key, f.product_key,
+                      f.is_closed AND NOT f.is_deleted, f.is_won, f.close_value
         ),
         retired AS (
             UPDATE dwh.fact_sales_performance AS f
@@ -158,14 +157,12 @@ BEGIN
               FROM etl.fact_batch AS b
              WHERE f.opportunity_id = b.opportunity_id AND b.hard_reason IS NOT NULL
                AND NOT f.is_deleted
-            RETURNING f.close_month_key, f.sales_agent_key, f.product_key
+            RETURNING -1, f.close_month_key, f.sales_agent_key, f.product_key, f.is_closed, f.is_won,
+                      f.close_value
         ),
-        touched AS (
-            INSERT INTO etl.touched_group (month_date_key, sales_agent_key, product_key)
-            SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_key
-              FROM (SELECT * FROM replaced UNION ALL SELECT * FROM retired) AS t
-            ON CONFLICT (month_date_key, sales_agent_key, product_key)
-            DO UPDATE SET refreshed_by_run = NULL
+        taken AS (
+            INSERT INTO etl.fact_contribution
+            SELECT * FROM replaced UNION ALL SELECT * FROM retired
         )
         SELECT (SELECT count(*) FROM replaced) INTO v_replaced;
     END IF;
@@ -181,17 +178,14 @@ BEGIN
                b.is_won, b.is_closed, b.close_date - b.engage_date, false, v_run.run_id
           FROM etl.fact_batch AS b
          WHERE b.hard_reason IS NULL
-        RETURNING close_month_key, sales_agent_key, product_key
+        RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value
     ),
-    touched AS (
-        INSERT INTO etl.touched_group (month_date_key, sales_agent_key, product_key)
-        SELECT DISTINCT l.close_month_key, l.sales_agent_key, l.product_key
-          FROM loaded AS l
-         WHERE v_incremental
-        ON CONFLICT (month_date_key, sales_agent_key, product_key)
-        DO UPDATE SET refreshed_by_run = NULL
-    )
+    added AS (INSERT INTO etl.fact_contribution SELECT * FROM loaded WHERE v_incremental)
     SELECT count(*) INTO v_loaded FROM loaded;
+
+    IF v_incremental THEN
+        PERFORM dwh.fold_fact_contributions();
+    END IF;
 
     PERFORM etl.add_step_counts(
         p_loading_metadata_id,

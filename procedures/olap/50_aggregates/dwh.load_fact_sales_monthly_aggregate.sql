@@ -1,8 +1,8 @@
 -- Procedure: dwh.load_fact_sales_monthly_aggregate(p_run_id bigint)
 --     Brings the monthly aggregate up to date with the facts in one
---     transaction: all of it after an initial load, only the groups the
---     window's deals left or entered after an incremental one, which also
---     marks the window applied (unit: dwh.rebuild_monthly_aggregate).
+--     transaction: all of it after an initial load; after an incremental
+--     one, the deltas of the groups the window's deals left or entered,
+--     which also marks the window applied (unit: dwh.rebuild_monthly_aggregate).
 -- Parameters:
 --     p_run_id - the run; NULL means the run in progress
 -- Tables: reads dwh.fact_sales_performance, etl.touched_group; writes

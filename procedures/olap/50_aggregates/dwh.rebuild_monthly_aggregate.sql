@@ -3,14 +3,15 @@
 --     readers see the aggregate before or after, never in between.
 --     Initial load: replaces the whole aggregate with
 --     dwh.monthly_aggregate_from_facts.
---     Incremental update: recomputes only the pending groups of
---     etl.touched_group (each from its own deals, through the fact table's
---     group index), keeps them marked with the run for its validation, then
---     marks the run's window applied: the snapshot and the star schema move
+--     Incremental update: adds the pending deltas of etl.touched_group to
+--     their groups (what changed deals took away and brought: exact, and
+--     proportional to the changes), drops groups left without closed deals,
+--     keeps the groups marked with the run for its validation, then marks
+--     the run's window applied: the snapshot and the star schema move
 --     together, and a crash before this commit means the next run applies
 --     the same window again, whole.
 -- Returns: NULL (done).
--- Tables: reads dwh.fact_sales_performance, etl.touched_group; writes
+-- Tables: reads dwh.fact_sales_performance (initial load), etl.touched_group; writes
 --     dwh.fact_sales_monthly_aggregate, etl.touched_group, etl.run.
 CREATE OR REPLACE FUNCTION dwh.rebuild_monthly_aggregate(p_loading_metadata_id bigint)
 RETURNS text
@@ -46,25 +47,26 @@ BEGIN
     -- Groups kept for an earlier run's validation are done with.
     DELETE FROM etl.touched_group AS t WHERE t.refreshed_by_run < v_run.run_id;
     SELECT count(*) INTO v_groups FROM etl.touched_group AS t WHERE t.refreshed_by_run IS NULL;
+    INSERT INTO dwh.fact_sales_monthly_aggregate AS a (
+        month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
+    )
+    SELECT t.month_date_key, t.sales_agent_key, t.product_key, t.won_deals_delta,
+           t.lost_deals_delta, t.won_value_delta, v_run.run_id
+      FROM etl.touched_group AS t
+     WHERE t.refreshed_by_run IS NULL
+    ON CONFLICT (month_date_key, sales_agent_key, product_key) DO UPDATE
+       SET won_deals = a.won_deals + excluded.won_deals,
+           lost_deals = a.lost_deals + excluded.lost_deals,
+           won_value = a.won_value + excluded.won_value,
+           run_id = excluded.run_id;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    -- A group left without closed deals has no row.
     DELETE FROM dwh.fact_sales_monthly_aggregate AS a
      USING etl.touched_group AS t
      WHERE t.refreshed_by_run IS NULL
        AND a.month_date_key = t.month_date_key AND a.sales_agent_key = t.sales_agent_key
-       AND a.product_key = t.product_key;
+       AND a.product_key = t.product_key AND a.won_deals = 0 AND a.lost_deals = 0;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
-    INSERT INTO dwh.fact_sales_monthly_aggregate (
-        month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
-    )
-    SELECT a.month_date_key, a.sales_agent_key, a.product_key, a.won_deals, a.lost_deals,
-           a.won_value, v_run.run_id
-      FROM etl.touched_group AS t
-     CROSS JOIN LATERAL (
-         SELECT * FROM dwh.monthly_aggregate_from_facts AS f
-          WHERE f.month_date_key = t.month_date_key AND f.sales_agent_key = t.sales_agent_key
-            AND f.product_key = t.product_key
-     ) AS a
-     WHERE t.refreshed_by_run IS NULL;
-    GET DIAGNOSTICS v_inserted = ROW_COUNT;
     UPDATE etl.touched_group SET refreshed_by_run = v_run.run_id WHERE refreshed_by_run IS NULL;
     UPDATE etl.run SET window_applied = true WHERE run_id = v_run.run_id;
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_groups,

@@ -219,6 +219,12 @@ SELECT is(
     'a fact deleted after the aggregate was built fails the aggregate check'
 );
 UPDATE dwh.fact_sales_performance SET is_deleted = false WHERE opportunity_id IN ('A4', 'A8');
+-- Incremental runs maintain the aggregate by deltas: start them from a consistent one.
+DELETE FROM dwh.fact_sales_monthly_aggregate;
+INSERT INTO dwh.fact_sales_monthly_aggregate (
+    month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
+)
+SELECT m.*, :run1 FROM dwh.monthly_aggregate_from_facts AS m;
 
 -- Other runs ---------------------------------------------------------------------------------
 SELECT throws_ok('SELECT * FROM etl.validate(-42)', '22023', 'run -42 does not exist',
