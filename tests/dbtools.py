@@ -133,3 +133,28 @@ def fresh_warehouse(label: str) -> Warehouse:
     placeholders = migrate.source_placeholders(oltp_dsn)
     migrate.migrate(target("olap", olap_dsn, **placeholders), say=lambda _line: None)
     return Warehouse(oltp_name, oltp_dsn, olap_name, olap_dsn)
+
+
+def query(dsn: str, sql_text: str, params: tuple | dict = ()) -> list[tuple]:
+    """All rows of one query, in a connection of its own."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql_text, params).fetchall()
+
+
+def scalar(dsn: str, sql_text: str, params: tuple | dict = ()) -> object:
+    """The first column of the first row of one query."""
+    return query(dsn, sql_text, params)[0][0]
+
+
+def source_fingerprint(dsn: str) -> dict[str, tuple[int, str]]:
+    """Rows and md5 of every column of every row, per source table, in key order."""
+    from b2bdwh import source
+
+    return {
+        table: query(
+            dsn,
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY {columns[0]}), ''))"
+            f" FROM public.{table} t",
+        )[0]
+        for table, columns in source.SOURCE_TABLES.items()
+    }

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+import dbtools
 from b2bdwh import generate, source
 from b2bdwh.db import CliError
 
@@ -32,25 +33,7 @@ EXPECTED_PRODUCTS = [
 ]
 
 
-def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def scalar(dsn: str, sql: str, params: tuple = ()) -> object:
-    return query(dsn, sql, params)[0][0]
-
-
-def fingerprint(dsn: str) -> dict[str, tuple[int, str]]:
-    """Rows and md5 of every column of every row, per table, in key order."""
-    result = {}
-    for table, columns in source.SOURCE_TABLES.items():
-        result[table] = query(
-            dsn,
-            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY {columns[0]}), ''))"
-            f" FROM public.{table} t",
-        )[0]
-    return result
+query, scalar, fingerprint = dbtools.query, dbtools.scalar, dbtools.source_fingerprint
 
 
 def catalog(dsn: str) -> list[tuple]:

@@ -17,6 +17,7 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 
+import dbtools
 from b2bdwh import generate, simulate, source
 from b2bdwh.db import CliError
 
@@ -49,24 +50,7 @@ KIND_ROWS = {
 }
 
 
-def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def scalar(dsn: str, sql: str, params: tuple = ()) -> object:
-    return query(dsn, sql, params)[0][0]
-
-
-def fingerprint(dsn: str) -> dict[str, tuple[int, str]]:
-    result = {}
-    for table, columns in source.SOURCE_TABLES.items():
-        result[table] = query(
-            dsn,
-            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY {columns[0]}), ''))"
-            f" FROM public.{table} t",
-        )[0]
-    return result
+query, scalar, fingerprint = dbtools.query, dbtools.scalar, dbtools.source_fingerprint
 
 
 @pytest.fixture(scope="module", autouse=True)
