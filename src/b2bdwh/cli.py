@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "import-csv": "b2bdwh.import_csv",
     "simulate": "b2bdwh.simulate",
     "summary": "b2bdwh.summary",
+    "status": "b2bdwh.status",
     "airflow": "b2bdwh.airflow_run",
 }
 

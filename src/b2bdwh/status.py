@@ -1,0 +1,237 @@
+"""`b2bdwh status`: is the warehouse healthy? Recent runs, the latest run's steps, the lag
+behind the source, failed checks, recent errors and quarantined rows.
+
+Exits 2, naming the reason, when the latest run failed, when the oldest source change not
+yet applied is older than --max-lag, or when the lag cannot be measured: usable as a
+health check (exit 0 means healthy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from dataclasses import dataclass, field
+
+import psycopg
+
+from b2bdwh import settings
+from b2bdwh.db import CliError, connect
+from b2bdwh.summary import table
+
+HELP = "print recent runs, lag behind the source, failed checks and errors; exit 2 if unhealthy"
+
+UNHEALTHY = 2
+DEFAULT_MAX_LAG = "3600"
+
+RUNS = """
+SELECT run_id, pipeline, status, started_at, coalesce(finished_at, clock_timestamp()) - started_at,
+       coalesce(message, '')
+  FROM (SELECT r.*, row_number() OVER (PARTITION BY r.pipeline ORDER BY r.run_id DESC) AS n
+          FROM etl.run AS r) AS r
+ WHERE n <= %s
+ ORDER BY pipeline, run_id DESC
+"""
+LATEST_RUN = """
+SELECT run_id, pipeline, status, coalesce(message, '') FROM etl.run ORDER BY run_id DESC LIMIT 1
+"""
+STEPS = """
+SELECT step, status, rows_in, rows_inserted, rows_updated, rows_deleted, rows_rejected,
+       round(extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::numeric, 2)
+  FROM etl.loading_metadata WHERE run_id = %s ORDER BY loading_metadata_id
+"""
+# The last applied snapshot: the next incremental window starts after it.
+APPLIED = """
+SELECT run_id, source_snapshot::text, pg_snapshot_xmin(source_snapshot)::text
+  FROM etl.run WHERE window_applied ORDER BY run_id DESC LIMIT 1
+"""
+# Source changes that snapshot did not see: the incremental update's own rule. The xmin bound
+# goes to the source as a parameter; the visibility test runs here on what comes back.
+BACKLOG = """
+SELECT count(*), min(c.changed_at), (SELECT s.taken_at FROM src.source_snapshot AS s)
+  FROM src.change_log AS c
+ WHERE c.txid >= %(xmin)s::xid8 AND NOT pg_visible_in_snapshot(c.txid, %(snapshot)s::pg_snapshot)
+"""
+FAILED_CHECKS = """
+SELECT v.run_id, v.check_name, coalesce(v.expected, ''), coalesce(v.actual, '')
+  FROM etl.validation_result AS v
+ WHERE NOT v.passed AND v.run_id = ANY (%s)
+ ORDER BY v.run_id DESC, v.validation_id
+"""
+ERRORS = """
+SELECT to_char(e.logged_at, 'YYYY-MM-DD HH24:MI:SS'), e.run_id, e.procedure_name,
+       coalesce(e.sqlstate, ''), left(regexp_replace(e.message, '\\s+', ' ', 'g'), 80)
+  FROM etl.error_log AS e WHERE e.kind = 'error'
+ ORDER BY e.error_id DESC LIMIT 10
+"""
+QUARANTINE = """
+SELECT count(*),
+       count(*) FILTER (WHERE e.run_id >= (SELECT max(r.run_id) FROM etl.run AS r
+                                            WHERE r.pipeline = 'initial_load'
+                                              AND r.status = 'succeeded'))
+  FROM etl.error_log AS e WHERE e.kind = 'quarantine'
+"""
+
+
+@dataclass
+class Lag:
+    """How far the warehouse is behind the source."""
+
+    backlog: int | None = None
+    oldest: dt.datetime | None = None
+    age: dt.timedelta | None = None
+    applied_run: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Status:
+    text: str
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_max_lag(conn: psycopg.Connection, value: str) -> dt.timedelta:
+    """Seconds ('3600', '90.5') or a PostgreSQL interval ('1 hour', '15 min')."""
+    try:
+        return dt.timedelta(seconds=float(value))
+    except ValueError:
+        pass
+    try:
+        with conn.transaction():
+            return conn.execute("SELECT %s::interval", (value,)).fetchone()[0]
+    except psycopg.DataError as exc:
+        raise CliError(
+            f"--max-lag {value!r}: expected seconds or an interval such as '15 minutes'"
+        ) from exc
+
+
+def duration(value: dt.timedelta | None) -> str:
+    if value is None:
+        return ""
+    seconds = value.total_seconds()
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def measure_lag(conn: psycopg.Connection) -> Lag:
+    applied = conn.execute(APPLIED).fetchone()
+    if applied is None:
+        return Lag(error="no run has applied a snapshot of the source yet")
+    run_id, snapshot, xmin = applied
+    try:
+        with conn.transaction():
+            backlog, oldest, source_now = conn.execute(
+                BACKLOG, {"xmin": xmin, "snapshot": snapshot}
+            ).fetchone()
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        return Lag(applied_run=run_id, error=f"cannot read the source's change log: {first_line}")
+    # Age by the source's clock: changed_at was written by it.
+    age = (source_now - oldest) if oldest is not None else dt.timedelta(0)
+    return Lag(backlog=backlog, oldest=oldest, age=age, applied_run=run_id)
+
+
+def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3) -> Status:
+    """The report and the reasons it is unhealthy (none: healthy)."""
+    out: list[str] = []
+    problems: list[str] = []
+    with connect(dsn, autocommit=True) as conn:
+        threshold = parse_max_lag(conn, max_lag)
+        latest = conn.execute(LATEST_RUN).fetchone()
+        if latest is None:
+            return Status(
+                "The warehouse has no run yet: CALL etl.run_initial_load();",
+                ["no run yet: the warehouse was never loaded"],
+            )
+        run_id, pipeline, run_status, message = latest
+        if run_status == "failed":
+            problems.append(
+                f"the latest run {run_id} ({pipeline}) failed" + (f": {message}" if message else "")
+            )
+
+        runs = conn.execute(RUNS, (runs_per_pipeline,)).fetchall()
+        out.append(f"Recent runs (last {runs_per_pipeline} of each pipeline):")
+        out.append(
+            table(
+                ("run", "pipeline", "status", "started", "duration", "message"),
+                [
+                    (r[0], r[1], r[2], f"{r[3]:%Y-%m-%d %H:%M:%S}", duration(r[4]), r[5][:70])
+                    for r in runs
+                ],
+            )
+        )
+
+        out += ["", f"Steps of run {run_id} ({pipeline}, {run_status}):"]
+        steps = conn.execute(STEPS, (run_id,)).fetchall()
+        headers = ("step", "status", "in", "inserted", "updated", "deleted", "rejected", "seconds")
+        out.append(table(headers, steps) if steps else "  (no step yet)")
+
+        lag = measure_lag(conn)
+        out += ["", "Lag behind the source:"]
+        if lag.error:
+            out.append(f"  unknown: {lag.error}")
+            problems.append(f"the lag cannot be measured: {lag.error}")
+        elif lag.backlog == 0:
+            out.append(f"  none: every committed source change is applied (run {lag.applied_run})")
+        else:
+            out.append(
+                f"  {lag.backlog:,} source change(s) not applied yet; the oldest, from "
+                f"{lag.oldest:%Y-%m-%d %H:%M:%S}, is {duration(lag.age)} old"
+                f" (last applied: run {lag.applied_run})"
+            )
+            if lag.age is not None and lag.age > threshold:
+                problems.append(
+                    f"lag {duration(lag.age)} exceeds --max-lag {duration(threshold)}"
+                    f" ({lag.backlog:,} change(s) waiting)"
+                )
+
+        checks = conn.execute(FAILED_CHECKS, ([r[0] for r in runs],)).fetchall()
+        out += ["", "Failed validations of these runs:"]
+        out.append(table(("run", "check", "expected", "found"), checks) if checks else "  none")
+
+        errors = conn.execute(ERRORS).fetchall()
+        out += ["", "Recent errors (etl.error_log, last 10):"]
+        headers = ("logged", "run", "procedure", "sqlstate", "message")
+        out.append(table(headers, errors) if errors else "  none")
+
+        total, current = conn.execute(QUARANTINE).fetchone()
+        out += [
+            "",
+            f"Quarantined rows: {current:,} since the latest successful initial load"
+            f" ({total:,} in the whole log)",
+        ]
+
+    out.append("")
+    if problems:
+        out += ["UNHEALTHY:"] + [f"  - {p}" for p in problems]
+    else:
+        out.append(f"Healthy (max lag {duration(threshold)}).")
+    return Status("\n".join(out), problems)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-lag",
+        default=DEFAULT_MAX_LAG,
+        metavar="LAG",
+        help="unhealthy when the oldest unapplied source change is older than this: seconds "
+        "or an interval such as '15 minutes' (default: 3600 s)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs of each pipeline to list (default: 3)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    result = status(settings.olap_dsn(), args.max_lag, args.runs)
+    print(result.text)
+    return UNHEALTHY if result.problems else 0

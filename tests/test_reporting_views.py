@@ -1,0 +1,218 @@
+"""The reporting views on a loaded warehouse agree with direct queries on the SOURCE tables,
+after an initial load and an incremental update that deleted deals; each view is timed
+(printed, never asserted)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+import dbtools
+from b2bdwh.generate import generate
+from b2bdwh.simulate import simulate
+
+SCALE = float(os.environ.get("B2B_REPORT_SCALE", "1"))
+VIEWS = [
+    "dwh.v_sales_by_month",
+    "dwh.v_agent_performance",
+    "dwh.v_product_performance",
+    "dwh.v_pipeline_by_stage",
+    "dwh.v_account_performance",
+]
+
+
+def call(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture(scope="module")
+def loaded(warehouse: dbtools.Warehouse) -> dbtools.Warehouse:
+    """Initial load, simulated CRM changes plus a few won deals deleted, incremental update."""
+    generate(warehouse.oltp_dsn, SCALE)
+    call(warehouse.olap_dsn, "CALL etl.run_initial_load()")
+    simulate(warehouse.oltp_dsn, 300, seed=11)
+    call(
+        warehouse.oltp_dsn,
+        "DELETE FROM sales_pipeline WHERE opportunity_id IN (SELECT opportunity_id"
+        " FROM sales_pipeline WHERE deal_stage = 'Won' ORDER BY opportunity_id LIMIT 5)",
+    )
+    call(warehouse.olap_dsn, "CALL etl.run_incremental_update()")
+    return warehouse
+
+
+def source(loaded: dbtools.Warehouse, sql_text: str) -> list[tuple]:
+    return dbtools.query(loaded.oltp_dsn, sql_text)
+
+
+def view(loaded: dbtools.Warehouse, sql_text: str) -> list[tuple]:
+    return dbtools.query(loaded.olap_dsn, sql_text)
+
+
+def test_the_incremental_run_deleted_deals_and_quarantined_nothing(loaded):
+    [(status, pipeline)] = view(
+        loaded, "SELECT status, pipeline FROM etl.run ORDER BY run_id DESC LIMIT 1"
+    )
+    assert (status, pipeline) == ("succeeded", "incremental_update")
+    deleted = dbtools.scalar(
+        loaded.olap_dsn, "SELECT count(*) FROM dwh.fact_sales_performance WHERE is_deleted"
+    )
+    assert deleted >= 5
+    # Every source deal is a fact: the comparisons below may use the source as it is.
+    quarantined = dbtools.scalar(
+        loaded.olap_dsn, "SELECT count(*) FROM etl.error_log WHERE kind = 'quarantine'"
+    )
+    assert quarantined == 0
+
+
+def test_sales_by_month_agrees_with_the_source(loaded):
+    expected = source(
+        loaded,
+        """SELECT date_trunc('month', close_date)::date,
+                  count(*) FILTER (WHERE deal_stage = 'Won'),
+                  count(*) FILTER (WHERE deal_stage = 'Lost'),
+                  coalesce(sum(close_value) FILTER (WHERE deal_stage = 'Won'), 0)::numeric(18, 2)
+             FROM sales_pipeline WHERE deal_stage IN ('Won', 'Lost')
+            GROUP BY 1 ORDER BY 1""",
+    )
+    actual = view(
+        loaded,
+        "SELECT month_start, won_deals, lost_deals, won_value FROM dwh.v_sales_by_month"
+        " ORDER BY month_start",
+    )
+    assert actual == expected
+    for _month, won, lost, _value, rate in view(
+        loaded,
+        "SELECT month_start, won_deals, lost_deals, won_value, win_rate FROM dwh.v_sales_by_month",
+    ):
+        assert rate == round(Decimal(won) / (won + lost), 4)
+
+
+def test_agent_performance_agrees_with_the_source(loaded):
+    expected = source(
+        loaded,
+        """SELECT a.sales_agent_name, a.manager_name, a.regional_office,
+                  count(p.*) FILTER (WHERE p.deal_stage = 'Won')::integer,
+                  count(p.*) FILTER (WHERE p.deal_stage = 'Lost')::integer,
+                  coalesce(sum(p.close_value) FILTER (WHERE p.deal_stage = 'Won'), 0)
+                      ::numeric(18, 2)
+             FROM sales_agents a LEFT JOIN sales_pipeline p USING (sales_agent_id)
+            GROUP BY a.sales_agent_id ORDER BY a.sales_agent_id""",
+    )
+    actual = view(
+        loaded,
+        "SELECT sales_agent_name, manager_name, regional_office, won_deals, lost_deals, won_value"
+        " FROM dwh.v_agent_performance ORDER BY sales_agent_id",
+    )
+    assert actual == expected
+
+
+def test_product_performance_agrees_with_the_source(loaded):
+    expected = source(
+        loaded,
+        """SELECT r.product_id, r.product_name, r.sales_price, count(p.*)::integer,
+                  count(p.*) FILTER (WHERE p.deal_stage IN ('Prospecting', 'Engaging'))::integer,
+                  count(p.*) FILTER (WHERE p.deal_stage = 'Won')::integer,
+                  count(p.*) FILTER (WHERE p.deal_stage = 'Lost')::integer,
+                  coalesce(sum(p.close_value) FILTER (WHERE p.deal_stage = 'Won'), 0)
+                      ::numeric(18, 2)
+             FROM products r LEFT JOIN sales_pipeline p USING (product_id)
+            GROUP BY r.product_id ORDER BY r.product_id""",
+    )
+    actual = view(
+        loaded,
+        "SELECT product_id, product_name, current_list_price, deals, open_deals, won_deals,"
+        " lost_deals, won_value FROM dwh.v_product_performance ORDER BY product_id",
+    )
+    assert actual == expected
+    # The discount is measured against the list price of each deal's own version.
+    [(direct,)] = view(
+        loaded,
+        """SELECT round(avg((v.sales_price - f.close_value) / v.sales_price), 4)
+             FROM dwh.fact_sales_performance f JOIN dwh.dim_product v USING (product_key)
+            WHERE f.is_won AND NOT f.is_deleted AND v.sales_price > 0 AND v.product_id = 1""",
+    )
+    assert view(
+        loaded, "SELECT avg_discount_rate FROM dwh.v_product_performance WHERE product_id = 1"
+    ) == [(direct,)]
+
+
+def test_pipeline_by_stage_agrees_with_the_source(loaded):
+    expected = source(
+        loaded,
+        """SELECT deal_stage, count(*)::integer,
+                  count(*) FILTER (WHERE engage_date IS NULL)::integer,
+                  min(engage_date)
+             FROM sales_pipeline WHERE deal_stage IN ('Prospecting', 'Engaging')
+            GROUP BY 1 ORDER BY 1 DESC""",
+    )
+    actual = view(
+        loaded,
+        "SELECT deal_stage_name, open_deals, deals_without_engage_date, oldest_engage_date"
+        " FROM dwh.v_pipeline_by_stage ORDER BY stage_order",
+    )
+    assert actual == expected
+    [(as_of, max_age, oldest)] = view(
+        loaded,
+        "SELECT as_of_date, max_age_days, oldest_engage_date FROM dwh.v_pipeline_by_stage"
+        " WHERE deal_stage_name = 'Engaging'",
+    )
+    assert max_age == (as_of - oldest).days
+
+
+def test_account_performance_agrees_with_the_source(loaded):
+    expected = source(
+        loaded,
+        """SELECT a.account_name, count(p.*)::integer,
+                  count(p.*) FILTER (WHERE p.deal_stage IN ('Prospecting', 'Engaging'))::integer,
+                  count(p.*) FILTER (WHERE p.deal_stage = 'Won')::integer,
+                  count(p.*) FILTER (WHERE p.deal_stage = 'Lost')::integer,
+                  coalesce(sum(p.close_value) FILTER (WHERE p.deal_stage = 'Won'), 0)
+                      ::numeric(18, 2)
+             FROM accounts a LEFT JOIN sales_pipeline p USING (account_id)
+            GROUP BY a.account_id ORDER BY a.account_id""",
+    )
+    actual = view(
+        loaded,
+        "SELECT account_name, deals, open_deals, won_deals, lost_deals, won_value"
+        " FROM dwh.v_account_performance WHERE account_key <> -1 ORDER BY account_id",
+    )
+    assert actual == expected
+    without_account = dbtools.scalar(
+        loaded.oltp_dsn, "SELECT count(*) FROM sales_pipeline WHERE account_id IS NULL"
+    )
+    unknown = view(loaded, "SELECT deals FROM dwh.v_account_performance WHERE account_key = -1")
+    assert unknown == ([(without_account,)] if without_account else [])
+
+
+def test_deleted_deals_count_nowhere(loaded):
+    live = dbtools.scalar(loaded.oltp_dsn, "SELECT count(*) FROM sales_pipeline")
+    facts = dbtools.scalar(loaded.olap_dsn, "SELECT count(*) FROM dwh.fact_sales_performance")
+    [(accounts, products)] = view(
+        loaded,
+        "SELECT (SELECT sum(deals) FROM dwh.v_account_performance),"
+        " (SELECT sum(deals) FROM dwh.v_product_performance)",
+    )
+    assert facts > live
+    assert accounts == products == live
+
+
+def test_time_each_view(loaded, capsys):
+    rows = dbtools.scalar(loaded.olap_dsn, "SELECT count(*) FROM dwh.fact_sales_performance")
+    lines = [f"view timings over {rows:,} facts (scale {SCALE:g}), median of 5 runs:"]
+    with psycopg.connect(loaded.olap_dsn) as conn:
+        for name in VIEWS:
+            conn.execute(f"SELECT * FROM {name}").fetchall()  # warm the cache
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                count = len(conn.execute(f"SELECT * FROM {name}").fetchall())
+                times.append(time.perf_counter() - started)
+            lines.append(f"  {name:<26} {statistics.median(times) * 1000:8.1f} ms  {count:>6} rows")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
