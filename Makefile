@@ -17,13 +17,14 @@ CHANGES ?= 300
 # pip warns about every index folder that this machine's pip.conf names but lacks.
 PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: help venv up down env status migrate demo test lint lock clean airflow
+.PHONY: help venv up down env status migrate demo test lint lock clean airflow bench
 
 help:
 	@echo "make demo     cluster up, migrate, source at scale $(SCALE), initial load and, after $(CHANGES)"
 	@echo "             simulated CRM changes, incremental update, both through Airflow"
 	@echo "make test     run the test suite (pytest with pgTAP)"
 	@echo "make lint     sqlfluff over migrations/ and procedures/, ruff over Python"
+	@echo "make bench    benchmarks (SCALE=100 by default), table in bench/out/ (not part of make test)"
 	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
 	@echo "make migrate  apply migrations and procedures to both databases"
 	@echo "make airflow  Airflow standalone (UI on http://127.0.0.1:8080) with dags/ and both connections"
@@ -73,10 +74,18 @@ airflow: migrate
 test: venv up
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
+# make bench: not part of make test. SCALE defaults to 100 here (the demo's default of 1
+# is kept unless SCALE is given on the command line or in the environment).
+BENCH_SCALE = $(if $(filter command line environment,$(origin SCALE)),$(SCALE),100)
+BENCH_ARGS ?=
+
+bench: venv up
+	@$(WITH_ENV) $(BIN)/python bench/run.py --scale $(BENCH_SCALE) $(BENCH_ARGS)
+
 lint: venv
 	$(BIN)/sqlfluff lint migrations procedures
-	$(BIN)/ruff check src tests dags
-	$(BIN)/ruff format --check src tests dags
+	$(BIN)/ruff check src tests dags bench
+	$(BIN)/ruff format --check src tests dags bench
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -1,0 +1,89 @@
+"""Smoke test of `make bench`: the whole benchmark at a tiny scale, on a real database.
+
+It checks that every figure is there and every ratio is positive, not the figures
+themselves (a tiny scale says nothing about speed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = f"smoke{os.getpid()}"
+
+
+def test_bench_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--scale",
+        "0.05",
+        "--compare-scale",
+        "0.1",
+        "--changes",
+        "100",
+        "--pgbench-seconds",
+        "2",
+        "--bulk-rows",
+        "300",
+        "--bulk-repeats",
+        "1",
+        "--db-tag",
+        TAG,
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    md = (out / "bench_scale_0_05.md").read_text()
+    assert "| figure | value | target | met? |" in md
+    assert md in done.stdout
+    report = json.loads((out / "bench_scale_0_05.json").read_text())
+
+    env = report["environment"]
+    assert env["postgres"].startswith("PostgreSQL")
+    assert env["cores"] >= 1 and env["git_commit"] and env["date"] and env["scale"] == 0.05
+
+    assert [s["scale"] for s in report["scales"]] == [0.05, 0.1]
+    for s in report["scales"]:
+        gen = s["generate"]
+        assert gen["total_rows"] == sum(gen["rows"].values()) > 0
+        assert gen["rows_per_second"] > 0 and gen["max_rss_kb"] > 0
+        load = s["initial_load"]
+        assert len(load["runs"]) == len(load["bare_runs"]) == 2
+        assert all(r["status"] == "succeeded" for r in load["runs"])
+        assert load["best_before_validation_s"] > 0 and load["best_validation_s"] > 0
+        assert load["best_bare_s"] > 0 and load["ratio_to_bare"] > 0
+        inc = s["incremental"]["100"]
+        assert inc["status"] == "succeeded" and inc["wall_s"] > 0
+        assert inc["before_validation_s"] > 0 and inc["simulate_max_rss_kb"] > 0
+        assert "etl.pull_change_window" in inc["steps"]
+        assert s["size"]["facts"] > 0 and s["size"]["dwh_mb_per_million_facts"] > 0
+    assert report["incremental_scale_ratio"]["100"] > 0
+
+    bulk = report["capture"]["bulk"]
+    for kind in ("update", "insert"):
+        assert bulk[kind]["ratio"] > 0
+        assert len(bulk[kind]["capture_on_s"]) == len(bulk[kind]["capture_off_s"]) == 1
+    for name in ("update_stage", "insert_deal"):
+        c = report["capture"]["pgbench"][name]
+        assert c["ratio"] > 0 and c["capture_on"]["tps"] > 0 and c["capture_off"]["tps"] > 0
+        runs = c["capture_on"]["runs"] + c["capture_off"]["runs"]
+        assert len(runs) == 4 and all(r["failed"] == 0 and r["tps"] > 0 for r in runs)
+    assert all(v > 0 for v in report["max_rss_mb"].values())
+    assert report["run_seconds"] > 0
+
+    # The bench databases are dropped afterwards unless --keep is given.
+    with psycopg.connect("dbname=postgres") as conn:
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"%{TAG}%",)
+        ).fetchall()
+    assert not left
