@@ -229,7 +229,7 @@ $fn$;
 
 -- tests.capture_product(operation, product_id, txid, changed_at, name, series,
 -- price): one product change in etl.change_window, with the new image for I
--- and U (none for D), as cdc.capture_changes logs it.
+-- and U (none for D), as the capture triggers log it.
 CREATE OR REPLACE FUNCTION tests.capture_product(
     p_operation text,
     p_product_id integer,

@@ -1,6 +1,6 @@
 -- Trigger function: cdc.capture_truncate() (statement level, on TRUNCATE)
 --     Logs a T change for the emptied table and remembers the transaction
---     in cdc.source_replaced, so that cdc.capture_changes does not log its
+--     in cdc.source_replaced, so that the capture triggers (cdc.capture_<table>) do not log its
 --     bulk re-inserts one by one. The warehouse refuses to apply a window
 --     with a T change: the source was replaced, an initial load is due.
 -- Security: SECURITY DEFINER; search_path pinned.

@@ -97,21 +97,21 @@ SELECT set_eq(
         FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
        WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal$$,
     $$VALUES
-      ('accounts'::text, 'capture_insert'::text, 4, 'cdc.capture_changes(''account_id'')'::text, NULL::text, 'new_rows'::text, 'O'::text),
-      ('accounts', 'capture_update', 16, 'cdc.capture_changes(''account_id'')', 'old_rows', 'new_rows', 'O'),
-      ('accounts', 'capture_delete', 8, 'cdc.capture_changes(''account_id'')', 'old_rows', NULL, 'O'),
+      ('accounts'::text, 'capture_insert'::text, 4, 'cdc.capture_accounts()'::text, NULL::text, 'new_rows'::text, 'O'::text),
+      ('accounts', 'capture_update', 16, 'cdc.capture_accounts()', 'old_rows', 'new_rows', 'O'),
+      ('accounts', 'capture_delete', 8, 'cdc.capture_accounts()', 'old_rows', NULL, 'O'),
       ('accounts', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O'),
-      ('products', 'capture_insert', 4, 'cdc.capture_changes(''product_id'', ''images'')', NULL, 'new_rows', 'O'),
-      ('products', 'capture_update', 16, 'cdc.capture_changes(''product_id'', ''images'')', 'old_rows', 'new_rows', 'O'),
-      ('products', 'capture_delete', 8, 'cdc.capture_changes(''product_id'')', 'old_rows', NULL, 'O'),
+      ('products', 'capture_insert', 4, 'cdc.capture_products()', NULL, 'new_rows', 'O'),
+      ('products', 'capture_update', 16, 'cdc.capture_products()', 'old_rows', 'new_rows', 'O'),
+      ('products', 'capture_delete', 8, 'cdc.capture_products()', 'old_rows', NULL, 'O'),
       ('products', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O'),
-      ('sales_agents', 'capture_insert', 4, 'cdc.capture_changes(''sales_agent_id'')', NULL, 'new_rows', 'O'),
-      ('sales_agents', 'capture_update', 16, 'cdc.capture_changes(''sales_agent_id'')', 'old_rows', 'new_rows', 'O'),
-      ('sales_agents', 'capture_delete', 8, 'cdc.capture_changes(''sales_agent_id'')', 'old_rows', NULL, 'O'),
+      ('sales_agents', 'capture_insert', 4, 'cdc.capture_sales_agents()', NULL, 'new_rows', 'O'),
+      ('sales_agents', 'capture_update', 16, 'cdc.capture_sales_agents()', 'old_rows', 'new_rows', 'O'),
+      ('sales_agents', 'capture_delete', 8, 'cdc.capture_sales_agents()', 'old_rows', NULL, 'O'),
       ('sales_agents', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O'),
-      ('sales_pipeline', 'capture_insert', 4, 'cdc.capture_changes(''opportunity_id'')', NULL, 'new_rows', 'O'),
-      ('sales_pipeline', 'capture_update', 16, 'cdc.capture_changes(''opportunity_id'')', 'old_rows', 'new_rows', 'O'),
-      ('sales_pipeline', 'capture_delete', 8, 'cdc.capture_changes(''opportunity_id'')', 'old_rows', NULL, 'O'),
+      ('sales_pipeline', 'capture_insert', 4, 'cdc.capture_sales_pipeline()', NULL, 'new_rows', 'O'),
+      ('sales_pipeline', 'capture_update', 16, 'cdc.capture_sales_pipeline()', 'old_rows', 'new_rows', 'O'),
+      ('sales_pipeline', 'capture_delete', 8, 'cdc.capture_sales_pipeline()', 'old_rows', NULL, 'O'),
       ('sales_pipeline', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O')$$,
     'each source table has exactly its AFTER INSERT, UPDATE, DELETE and TRUNCATE capture triggers, enabled, with transition tables and its key column (products: images for I and U)'
 );
@@ -126,9 +126,12 @@ SELECT results_eq(
              EXISTS (SELECT FROM unnest(p.proconfig) AS c WHERE c ~ '^search_path=.*pg_temp$')
         FROM pg_proc AS p
        WHERE p.pronamespace = 'cdc'::regnamespace
-         AND p.proname IN ('capture_changes', 'capture_truncate', 'purge_consumed')
+         AND p.proname IN ('capture_accounts', 'capture_products', 'capture_sales_agents',
+                           'capture_sales_pipeline', 'capture_truncate', 'purge_consumed')
        ORDER BY p.proname$$,
-    $$VALUES ('capture_changes'::text, true, true), ('capture_truncate', true, true), ('purge_consumed', true, true)$$,
+    $$VALUES ('capture_accounts'::text, true, true), ('capture_products', true, true),
+             ('capture_sales_agents', true, true), ('capture_sales_pipeline', true, true),
+             ('capture_truncate', true, true), ('purge_consumed', true, true)$$,
     'the capture and purge functions are SECURITY DEFINER with a pinned search_path ending in pg_temp'
 );
 
