@@ -96,5 +96,6 @@ lock:
 	  build/lockvenv/bin/pip freeze --exclude-editable; } > requirements.lock
 	rm -rf build/lockvenv
 
+# .pgdata may be a link to a data directory under /tmp (see db/cluster.sh): remove both.
 clean: down
-	rm -rf $(VENV) .pgdata
+	rm -rf $(VENV) .airflow "$$(readlink -f .pgdata)" .pgdata
