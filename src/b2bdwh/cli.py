@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "simulate": "b2bdwh.simulate",
     "summary": "b2bdwh.summary",
     "status": "b2bdwh.status",
+    "docs": "b2bdwh.docs",
     "airflow": "b2bdwh.airflow_run",
 }
 

@@ -1,4 +1,4 @@
--- Procedure: etl.start_run(p_pipeline text, p_batch_size integer, INOUT p_run_id bigint)
+-- Procedure: etl.start_run(p_pipeline text, p_batch_size integer, INOUT p_run_id bigint, p_in_one_call boolean)
 --     Starts a run of a pipeline ('initial_load' or 'incremental_update').
 --     Two runs never interleave. While another run is going, starting one
 --     is refused (55P03) with what it is doing: a step of it is executing,
