@@ -18,14 +18,13 @@ def test_every_star_schema_table_view_and_table_column_is_documented(warehouse):
         " WHERE n.nspname = 'dwh' AND c.relkind IN ('r', 'v') ORDER BY 1",
     )
     assert len(relations) >= 11
-    for name, relkind in relations:
+    for name, _relkind in relations:
         section = text.split(f"### `dwh.{name}` (", 1)[1].split("\n### ", 1)[0]
         assert "_no comment_" not in section, f"dwh.{name} has no COMMENT"
         rows = [line for line in section.splitlines() if line.startswith("| `")]
         assert rows, f"dwh.{name} lists its columns"
-        if relkind == "r":  # view columns: still to document
-            undocumented = [row.split("`")[1] for row in rows if row.rstrip().endswith("|  |")]
-            assert undocumented == [], f"dwh.{name}: columns without a COMMENT: {undocumented}"
+        undocumented = [row.split("`")[1] for row in rows if row.rstrip().endswith("|  |")]
+        assert undocumented == [], f"dwh.{name}: columns without a COMMENT: {undocumented}"
 
 
 def test_routines_come_in_pipeline_order_with_what_they_write(warehouse):

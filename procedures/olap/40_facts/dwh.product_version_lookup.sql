@@ -43,3 +43,20 @@ COMMENT ON VIEW dwh.product_version_lookup IS
 'One row per product version with the period of engage dates that resolve to it (first version from '
 '-infinity, latest to infinity; as dates: lookup_first_day <= engage_date < lookup_before_day); '
 'is_latest: the version for deals without an engage date.';
+
+COMMENT ON COLUMN dwh.product_version_lookup.product_key IS
+'Surrogate key of the product version (dwh.dim_product); the Unknown product (-1) is not listed.';
+COMMENT ON COLUMN dwh.product_version_lookup.product_id IS 'Business key of the product, shared by all its versions.';
+COMMENT ON COLUMN dwh.product_version_lookup.sales_price IS 'The list price in effect during this version.';
+COMMENT ON COLUMN dwh.product_version_lookup.lookup_from IS
+'Start of the version''s period, inclusive: its valid_from; -infinity for the product''s first version.';
+COMMENT ON COLUMN dwh.product_version_lookup.lookup_to IS
+'End of the version''s period, exclusive: the next version''s valid_from; infinity for the latest version.';
+COMMENT ON COLUMN dwh.product_version_lookup.is_latest IS
+'The product''s latest version: the one a deal without an engage date resolves to.';
+COMMENT ON COLUMN dwh.product_version_lookup.lookup_first_day IS
+'First engage date that resolves to this version: the first day starting (UTC) at or after lookup_from; -infinity'
+' for the first version.';
+COMMENT ON COLUMN dwh.product_version_lookup.lookup_before_day IS
+'First engage date after the period (exclusive bound): the first day starting (UTC) at or after lookup_to; '
+'infinity for the latest version.';

@@ -19,3 +19,12 @@ GROUP BY f.close_month_key, f.sales_agent_key, f.product_key;
 
 COMMENT ON VIEW dwh.monthly_aggregate_from_facts IS
 'dwh.fact_sales_monthly_aggregate recomputed from the facts: what the table must equal.';
+
+COMMENT ON COLUMN dwh.monthly_aggregate_from_facts.month_date_key IS
+'date_key of the first day of the close month (YYYYMMDD); -1 for deals closed without a close date.';
+COMMENT ON COLUMN dwh.monthly_aggregate_from_facts.sales_agent_key IS 'The sales agent who owns the deals.';
+COMMENT ON COLUMN dwh.monthly_aggregate_from_facts.product_key IS 'The product version the deals resolved to.';
+COMMENT ON COLUMN dwh.monthly_aggregate_from_facts.won_deals IS 'Closed, live deals won in the month.';
+COMMENT ON COLUMN dwh.monthly_aggregate_from_facts.lost_deals IS 'Closed, live deals lost in the month.';
+COMMENT ON COLUMN dwh.monthly_aggregate_from_facts.won_value IS
+'Sum of the close values of the deals won in the month; 0 when none were won.';

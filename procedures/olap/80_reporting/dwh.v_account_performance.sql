@@ -47,3 +47,28 @@ WHERE NOT a.is_deleted AND (a.account_key <> -1 OR p.account_key IS NOT NULL);
 COMMENT ON VIEW dwh.v_account_performance IS
 'One row per live customer account (and Unknown, -1, for deals without one): live deals, open, won and '
 'lost, won value, win rate (0 to 1), mean days to close a won deal, first engage and last close dates.';
+
+COMMENT ON COLUMN dwh.v_account_performance.account_key IS
+'Surrogate key of the account; -1 for Unknown (deals without an account), shown only with deals.';
+COMMENT ON COLUMN dwh.v_account_performance.account_id IS
+'Business key: accounts.account_id in the source; NULL for Unknown.';
+COMMENT ON COLUMN dwh.v_account_performance.account_name IS 'Company name.';
+COMMENT ON COLUMN dwh.v_account_performance.sector IS 'Industry, as the CRM has it.';
+COMMENT ON COLUMN dwh.v_account_performance.office_location IS 'Country of the headquarters.';
+COMMENT ON COLUMN dwh.v_account_performance.parent_account_name IS
+'Company name of the parent account (by parent_account_id); NULL when there is none.';
+COMMENT ON COLUMN dwh.v_account_performance.deals IS
+'Live deals of the account, at any stage (open, won or lost); 0 when none.';
+COMMENT ON COLUMN dwh.v_account_performance.open_deals IS 'Live deals not yet closed (neither won nor lost).';
+COMMENT ON COLUMN dwh.v_account_performance.won_deals IS 'Live deals won.';
+COMMENT ON COLUMN dwh.v_account_performance.lost_deals IS 'Live deals lost.';
+COMMENT ON COLUMN dwh.v_account_performance.won_value IS
+'Sum of the close values of the won deals; 0 when none were won.';
+COMMENT ON COLUMN dwh.v_account_performance.win_rate IS
+'Win rate: won / (won + lost), 0 to 1, 4 decimals; NULL without closed deals.';
+COMMENT ON COLUMN dwh.v_account_performance.avg_days_to_close IS
+'Mean days from engage date to close date over the won deals with both dates, 1 decimal; NULL when there are none.';
+COMMENT ON COLUMN dwh.v_account_performance.first_engage_date IS
+'Earliest engage date of the account''s live deals; NULL when none has one.';
+COMMENT ON COLUMN dwh.v_account_performance.last_close_date IS
+'Latest close date of the account''s live deals; NULL when none has one.';

@@ -41,3 +41,25 @@ WHERE NOT g.is_deleted AND (g.sales_agent_key <> -1 OR p.sales_agent_key IS NOT 
 COMMENT ON VIEW dwh.v_agent_performance IS
 'One row per live sales agent, with manager and regional office: closed live deals won and lost, won value, '
 'win rate (0 to 1) and rank by won value within the office. From the monthly aggregate.';
+
+COMMENT ON COLUMN dwh.v_agent_performance.sales_agent_key IS
+'Surrogate key of the sales agent; -1 for Unknown, shown only when it has closed deals.';
+COMMENT ON COLUMN dwh.v_agent_performance.sales_agent_id IS
+'Business key: sales_agents.sales_agent_id in the source; NULL for Unknown.';
+COMMENT ON COLUMN dwh.v_agent_performance.sales_agent_name IS 'The agent''s name.';
+COMMENT ON COLUMN dwh.v_agent_performance.manager_name IS 'The agent''s manager.';
+COMMENT ON COLUMN dwh.v_agent_performance.regional_office IS 'The agent''s regional office.';
+COMMENT ON COLUMN dwh.v_agent_performance.won_deals IS
+'Closed, live deals the agent won, over all months; 0 when none.';
+COMMENT ON COLUMN dwh.v_agent_performance.lost_deals IS
+'Closed, live deals the agent lost, over all months; 0 when none.';
+COMMENT ON COLUMN dwh.v_agent_performance.closed_deals IS 'won_deals + lost_deals.';
+COMMENT ON COLUMN dwh.v_agent_performance.won_value IS
+'Sum of the close values of the agent''s won deals; 0 when none were won.';
+COMMENT ON COLUMN dwh.v_agent_performance.win_rate IS
+'Win rate: won / (won + lost), 0 to 1, 4 decimals; NULL without closed deals.';
+COMMENT ON COLUMN dwh.v_agent_performance.avg_won_value IS
+'Mean close value of a won deal: won_value / won_deals, 2 decimals; NULL without won deals.';
+COMMENT ON COLUMN dwh.v_agent_performance.rank_in_office IS
+'Rank by won_value among the agents listed for the same regional office: 1 for the highest; ties share a rank and'
+' the next rank is skipped.';

@@ -61,3 +61,25 @@ COMMENT ON VIEW dwh.v_pipeline_by_stage IS
 'One row per open deal stage: live open deals, their value at list price, and their age in days from the '
 'engage date to as_of_date (today, or the latest date in the data when earlier); deals without an engage '
 'date are counted but have no age.';
+
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.deal_stage_key IS
+'Key of the open stage: 1 Prospecting, 2 Engaging; -1 Unknown, shown only with open deals.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.deal_stage_name IS 'The stage as the CRM names it.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.stage_order IS 'Position in the pipeline.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.open_deals IS 'Live open deals at this stage; 0 when none.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.list_value IS
+'Sum of the list prices of those deals (of the product version each resolved to); 0 when none.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.deals_without_engage_date IS
+'Of open_deals, those without an engage date: counted, but without an age.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.avg_age_days IS
+'Mean age in days (as_of_date - engage date) of the open deals with an engage date, 1 decimal; NULL when there '
+'are none.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.median_age_days IS
+'Median age in days of the open deals with an engage date (interpolated: may end in .5); NULL when there are none.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.max_age_days IS
+'Age in days of the oldest open deal: as_of_date - oldest_engage_date.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.oldest_engage_date IS
+'Earliest engage date of the stage''s open deals; NULL when none has one.';
+COMMENT ON COLUMN dwh.v_pipeline_by_stage.as_of_date IS
+'The date ages are measured to, the same on every row: today, or the latest engage or close date of a live deal '
+'when that is earlier.';

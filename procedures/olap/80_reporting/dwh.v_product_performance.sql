@@ -79,3 +79,27 @@ COMMENT ON VIEW dwh.v_product_performance IS
 'One row per live product (product_id, all SCD2 versions together; name, series and list price of the '
 'latest version): live deals, won and lost, won value against the list price of the version each deal '
 'was engaged under (avg_discount per deal, avg_discount_rate, value-weighted overall_discount_rate).';
+
+COMMENT ON COLUMN dwh.v_product_performance.product_id IS
+'Business key: products.product_id in the source, shared by all versions; NULL for Unknown, shown only with deals.';
+COMMENT ON COLUMN dwh.v_product_performance.product_name IS 'Product name of the latest version.';
+COMMENT ON COLUMN dwh.v_product_performance.series IS 'Product series of the latest version.';
+COMMENT ON COLUMN dwh.v_product_performance.current_list_price IS 'List price of the latest version (its sales_price).';
+COMMENT ON COLUMN dwh.v_product_performance.versions IS
+'Number of SCD2 versions of the product in dwh.dim_product; 1 when it has no live deals.';
+COMMENT ON COLUMN dwh.v_product_performance.deals IS 'Live deals of the product, any version and stage; 0 when none.';
+COMMENT ON COLUMN dwh.v_product_performance.open_deals IS 'Live deals not yet closed (neither won nor lost).';
+COMMENT ON COLUMN dwh.v_product_performance.won_deals IS 'Live deals won.';
+COMMENT ON COLUMN dwh.v_product_performance.lost_deals IS 'Live deals lost.';
+COMMENT ON COLUMN dwh.v_product_performance.won_value IS
+'Sum of the close values of the won deals; 0 when none were won.';
+COMMENT ON COLUMN dwh.v_product_performance.win_rate IS
+'Win rate: won / (won + lost), 0 to 1, 4 decimals; NULL without closed deals.';
+COMMENT ON COLUMN dwh.v_product_performance.won_list_value IS
+'Sum of the list prices of the won deals, each at the version it was engaged under; NULL without won deals.';
+COMMENT ON COLUMN dwh.v_product_performance.avg_discount IS
+'Mean of (list price - close value) over won deals with a list price above 0, 2 decimals; negative: sold above list.';
+COMMENT ON COLUMN dwh.v_product_performance.avg_discount_rate IS
+'Mean of (list price - close value) / list price over the same won deals, 4 decimals (0.1: 10% below list).';
+COMMENT ON COLUMN dwh.v_product_performance.overall_discount_rate IS
+'1 - (sum of close values / sum of list prices) over the same won deals: value-weighted, 4 decimals.';

@@ -29,3 +29,20 @@ HAVING sum(a.won_deals + a.lost_deals) > 0;
 COMMENT ON VIEW dwh.v_sales_by_month IS
 'One row per close month (month_start, its first day; NULL for deals closed without a date): live deals '
 'won and lost that month, their won value and win rate (won / closed, 0 to 1). From the monthly aggregate.';
+
+COMMENT ON COLUMN dwh.v_sales_by_month.month_date_key IS
+'date_key of the first day of the close month (YYYYMMDD); -1 for deals closed without a close date.';
+COMMENT ON COLUMN dwh.v_sales_by_month.month_start IS 'First day of the close month; NULL for the Unknown month (-1).';
+COMMENT ON COLUMN dwh.v_sales_by_month.year IS 'Calendar year of the month; 0 for Unknown.';
+COMMENT ON COLUMN dwh.v_sales_by_month.quarter IS 'Calendar quarter, 1 to 4; 0 for Unknown.';
+COMMENT ON COLUMN dwh.v_sales_by_month.month IS 'Month number, 1 to 12; 0 for Unknown.';
+COMMENT ON COLUMN dwh.v_sales_by_month.month_name IS 'English month name, e.g. March; Unknown for -1.';
+COMMENT ON COLUMN dwh.v_sales_by_month.won_deals IS 'Live deals won that month, over all agents and products.';
+COMMENT ON COLUMN dwh.v_sales_by_month.lost_deals IS 'Live deals lost that month, over all agents and products.';
+COMMENT ON COLUMN dwh.v_sales_by_month.closed_deals IS
+'won_deals + lost_deals; above 0 (months without closed deals are not listed).';
+COMMENT ON COLUMN dwh.v_sales_by_month.won_value IS 'Sum of the close values of the deals won that month.';
+COMMENT ON COLUMN dwh.v_sales_by_month.win_rate IS
+'Win rate: won / (won + lost), 0 to 1, 4 decimals; NULL without closed deals.';
+COMMENT ON COLUMN dwh.v_sales_by_month.avg_won_value IS
+'Mean close value of a won deal: won_value / won_deals, 2 decimals; NULL without won deals.';
