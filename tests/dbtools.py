@@ -141,6 +141,13 @@ def query(dsn: str, sql_text: str, params: tuple | dict = ()) -> list[tuple]:
         return conn.execute(sql_text, params).fetchall()
 
 
+def execute(dsn: str, statement: str, params: tuple | dict | None = None) -> None:
+    """One statement on an autocommit connection of its own: how psql users CALL
+    procedures that commit."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
 def scalar(dsn: str, sql_text: str, params: tuple | dict = ()) -> object:
     """The first column of the first row of one query."""
     return query(dsn, sql_text, params)[0][0]

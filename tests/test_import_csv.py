@@ -29,9 +29,7 @@ SMALL = DATA / "crm_small"
 MESSY = DATA / "crm_messy"
 
 
-def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()
+query = dbtools.query
 
 
 def do_import(dsn: str, directory: Path, **kwargs) -> import_csv.Result:

@@ -61,14 +61,7 @@ def warehouse_state(dsn: str) -> dict[str, str]:
         }
 
 
-def call(dsn: str, statement: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def scalar(dsn: str, query: str, params: tuple = ()) -> object:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchone()[0]
+call, scalar = dbtools.execute, dbtools.scalar
 
 
 @pytest.fixture(scope="module")

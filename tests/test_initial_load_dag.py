@@ -21,7 +21,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
 import pytest
 
 import dbtools
@@ -53,14 +52,7 @@ DIRTY = {
 }
 
 
-def query(dsn: str, sql: str, params: tuple | dict = ()) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def execute(dsn: str, sql: str, params: tuple | dict = ()) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql, params)
+query, execute = dbtools.query, dbtools.execute
 
 
 @pytest.fixture(scope="module")

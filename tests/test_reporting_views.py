@@ -26,9 +26,7 @@ VIEWS = [
 ]
 
 
-def call(dsn: str, statement: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(statement)
+call = dbtools.execute
 
 
 @pytest.fixture(scope="module")

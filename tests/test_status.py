@@ -23,9 +23,7 @@ SECTIONS = [
 ]
 
 
-def call(dsn: str, statement: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(statement)
+call = dbtools.execute
 
 
 def run_status(

@@ -47,15 +47,7 @@ KNOWN_STAGES = ("Prospecting", "Engaging", "Won", "Lost")
 # --- calling ---------------------------------------------------------------------------------
 
 
-def call(dsn: str, statement: str, params: tuple | None = None) -> None:
-    """Run one statement on its own autocommit connection (how psql users CALL procedures)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(statement, params)
-
-
-def fetch(dsn: str, query: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params).fetchall()
+call, fetch = dbtools.execute, dbtools.query
 
 
 def scalar(dsn: str, query: str, params: tuple = ()) -> Any:
