@@ -45,7 +45,7 @@ BEGIN
 
     PERFORM etl.assert_stage_intact(v_run.run_id, p_step);
 
-    IF NOT pg_try_advisory_lock(1647469175, 1) THEN
+    IF NOT etl.take_pipeline_lock() THEN
         RAISE EXCEPTION 'another pipeline step is executing (backend pid %)', etl.pipeline_lock_holder()
             USING ERRCODE = '55P03',
                   HINT = 'Wait for it to finish; see SELECT * FROM etl.loading_metadata WHERE status = ''running'';';

@@ -22,7 +22,7 @@ BEGIN
         UPDATE etl.loading_metadata
            SET status = 'succeeded', finished_at = pg_catalog.clock_timestamp()
          WHERE loading_metadata_id = p_loading_metadata_id;
-        PERFORM pg_catalog.pg_advisory_unlock(1647469175, 1);
+        PERFORM etl.release_pipeline_lock();
         COMMIT;
         RETURN;
     END IF;
@@ -40,7 +40,7 @@ BEGIN
            message = m.step || ' failed: ' || p_message
       FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id AND r.run_id = m.run_id;
-    PERFORM pg_catalog.pg_advisory_unlock(1647469175, 1);
+    PERFORM etl.release_pipeline_lock();
     COMMIT;
     IF nullif(p_detail, '') IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_message,

@@ -1,7 +1,7 @@
 -- Function: etl.pipeline_lock_holder() RETURNS integer
 --     The backend pid that holds this warehouse's pipeline lock (a session
 --     advisory lock on keys 1647469175, 1 in this database, taken by
---     etl.begin_step), or NULL when free.
+--     etl.take_pipeline_lock in etl.begin_step), or NULL when free.
 -- Tables: reads pg_locks.
 CREATE OR REPLACE FUNCTION etl.pipeline_lock_holder()
 RETURNS integer

@@ -12,7 +12,7 @@ CREATE OR REPLACE PROCEDURE etl.abandon_run(p_run_id bigint)
 LANGUAGE plpgsql
 AS $proc$
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_lock(1647469175, 1) THEN
+    IF NOT etl.take_pipeline_lock() THEN
         RAISE EXCEPTION 'run % has a step executing (backend pid %)', p_run_id, etl.pipeline_lock_holder()
             USING ERRCODE = '55P03', HINT = 'Stop it first: SELECT pg_cancel_backend(pid);';
     END IF;
@@ -21,10 +21,10 @@ BEGIN
            message = 'abandoned by ' || current_user
      WHERE run_id = p_run_id AND status = 'running';
     IF NOT FOUND THEN
-        PERFORM pg_catalog.pg_advisory_unlock(1647469175, 1);
+        PERFORM etl.release_pipeline_lock();
         RAISE EXCEPTION 'run % is not running', p_run_id USING ERRCODE = '55000';
     END IF;
-    PERFORM pg_catalog.pg_advisory_unlock(1647469175, 1);
+    PERFORM etl.release_pipeline_lock();
     COMMIT;
     RAISE NOTICE 'run % abandoned', p_run_id;
 END

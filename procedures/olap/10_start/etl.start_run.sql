@@ -38,7 +38,7 @@ BEGIN
     IF v_batch_size < 1 THEN
         RAISE EXCEPTION 'batch size must be positive, got %', v_batch_size USING ERRCODE = '22023';
     END IF;
-    IF NOT pg_catalog.pg_try_advisory_lock(1647469175, 1) THEN
+    IF NOT etl.take_pipeline_lock() THEN
         RAISE EXCEPTION 'cannot start a % run: a step of run % is executing (backend pid %)',
             p_pipeline, (SELECT r.run_id FROM etl.run AS r WHERE r.status = 'running'),
             etl.pipeline_lock_holder()
@@ -67,7 +67,7 @@ BEGIN
             RAISE NOTICE 'run % was left running by an interrupted caller; marked failed',
                 v_running.run_id;
         ELSE
-            PERFORM pg_catalog.pg_advisory_unlock(1647469175, 1);
+            PERFORM etl.release_pipeline_lock();
             RAISE EXCEPTION 'cannot start a % run: % run % is between steps (last: % at %)',
                 p_pipeline, v_running.pipeline, v_running.run_id, coalesce(v_last_step, 'etl.start_run'),
                 pg_catalog.to_char(v_last_at, 'YYYY-MM-DD HH24:MI:SS')
@@ -83,7 +83,7 @@ BEGIN
       FROM (SELECT pg_catalog.pg_backend_pid() AS pid) AS me
       LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = me.pid AND p_in_one_call
     RETURNING run_id INTO p_run_id;
-    PERFORM pg_catalog.pg_advisory_unlock(1647469175, 1);
+    PERFORM etl.release_pipeline_lock();
     COMMIT;
 END
 $proc$;

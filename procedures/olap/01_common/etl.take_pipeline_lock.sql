@@ -1,0 +1,14 @@
+-- Function: etl.take_pipeline_lock() RETURNS boolean
+--     Tries to take this warehouse's pipeline lock for the session: the
+--     session advisory lock on keys (1647469175, 1) that keeps two pipeline
+--     steps or run starts from executing at once. Does not wait.
+--     etl.release_pipeline_lock gives it back; etl.pipeline_lock_holder
+--     says who holds it. The key lives in these three functions only.
+-- Returns: true when taken (session locks stack: take once, release once).
+CREATE OR REPLACE FUNCTION etl.take_pipeline_lock()
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pg_catalog.pg_try_advisory_lock(1647469175, 1);
+$fn$;
