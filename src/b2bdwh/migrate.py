@@ -12,6 +12,10 @@
 - Placeholders `${name}` are replaced with values from the settings; a
   repeatable's checksum is taken after replacement, so a changed setting
   redeploys it.
+- The callback `migrations/<target>/afterMigrate.sql` (Flyway's name) runs at
+  the end of every migrate, in its own transaction, and is not recorded: it
+  re-establishes what must hold after any deployment (ownership, grants), so
+  an object created by any file gets them.
 - A session advisory lock keeps two runners apart.
 - public.schema_history records script, checksum, applied_at, applied_by and
   duration of every file applied.
@@ -41,6 +45,7 @@ HISTORY_TABLE = "public.schema_history"
 # pg_advisory_lock key: the first 8 bytes of sha256('b2bdwh.migrate').
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"b2bdwh.migrate").digest()[:8], "big", signed=True)
 VERSIONED_NAME = re.compile(r"^V(\d+)__(\w+)\.sql$")
+CALLBACK_NAME = "afterMigrate.sql"
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
 HISTORY_DDL = f"""
@@ -123,6 +128,8 @@ def read_scripts(target: Target) -> tuple[list[Script], list[Script]]:
     seen: dict[int, str] = {}
     if target.migrations_dir.is_dir():
         for path in sorted(target.migrations_dir.glob("*.sql")):
+            if path.name == CALLBACK_NAME:
+                continue
             name = relative(path, target.root)
             match = VERSIONED_NAME.match(path.name)
             if not match:
@@ -268,6 +275,31 @@ def apply_script(conn: psycopg.Connection, script: Script) -> int:
     return duration
 
 
+def after_migrate(target: Target) -> Script | None:
+    """The target's afterMigrate callback, if it has one."""
+    path = target.migrations_dir / CALLBACK_NAME
+    if not path.is_file():
+        return None
+    name = relative(path, target.root)
+    text = render(path.read_text(), target.placeholders, name)
+    return Script(path, name, "callback", None, text, sha256(text))
+
+
+def run_callback(conn: psycopg.Connection, script: Script) -> int:
+    """Run a callback in one transaction, unrecorded. Returns the duration in ms."""
+    started = time.monotonic()
+    try:
+        with conn.transaction():
+            conn.execute(script.text)
+    except psycopg.Error as exc:
+        raise CliError(
+            f"{script.name}{error_line(exc, script.text)}: "
+            f"{(exc.diag.message_primary or str(exc)).strip()} (SQLSTATE {exc.sqlstate or '?'}); "
+            "the callback was rolled back, the files applied before it stay applied"
+        ) from exc
+    return int((time.monotonic() - started) * 1000)
+
+
 def migrate(
     target: Target,
     *,
@@ -292,9 +324,6 @@ def migrate(
             raise CliError(
                 f"{target.name} ({where}): nothing applied.\n  " + "\n  ".join(plan.errors)
             )
-        if not plan.pending:
-            say(f"{target.name}: up to date ({where})")
-            return []
         verb = "would apply" if dry_run else "applied"
         for script in plan.pending:
             if dry_run:
@@ -302,6 +331,14 @@ def migrate(
                 continue
             duration = apply_script(conn, script)
             say(f"  {verb} {script.name} ({duration} ms)")
+        callback = after_migrate(target)
+        if callback and not dry_run:
+            duration = run_callback(conn, callback)
+            if plan.pending:
+                say(f"  ran {callback.name} ({duration} ms)")
+        if not plan.pending:
+            say(f"{target.name}: up to date ({where})")
+            return []
         say(f"{target.name}: {len(plan.pending)} file(s) {verb} ({where})")
         return plan.pending
 
@@ -336,18 +373,18 @@ def source_placeholders(oltp_dsn: str) -> dict[str, str]:
     try:
         with connect(oltp_dsn) as conn:
             info = conn.info
-            host, port, dbname, user = info.host, str(info.port), info.dbname, info.user
+            host, port, dbname = info.host, str(info.port), info.dbname
     except CliError:
         params = psycopg.conninfo.conninfo_to_dict(oltp_dsn)
         host = str(params.get("host") or os.environ.get("PGHOST", "/var/run/postgresql"))
         port = str(params.get("port") or os.environ.get("PGPORT", "5432"))
         dbname = str(params.get("dbname") or settings.OLTP_DB)
-        user = str(params.get("user") or os.environ.get("PGUSER", ""))
     return {
         "oltp_host": host,
         "oltp_port": port,
         "oltp_dbname": dbname,
-        "oltp_user": user,
+        # The foreign server logs in as the capture reader, never as the deployer.
+        "oltp_user": os.environ.get("B2B_OLTP_CAPTURE_USER", "b2b_cdc_reader"),
         # Never in the repository: taken from the environment when needed.
         "oltp_password": os.environ.get("B2B_OLTP_PASSWORD", ""),
     }
