@@ -497,7 +497,9 @@ PAUSE_SETUP = """
 CREATE SCHEMA IF NOT EXISTS tests;
 CREATE SEQUENCE IF NOT EXISTS tests.pause_calls;
 -- Trigger arguments: the advisory lock to wait for, and from which call on to wait.
-CREATE OR REPLACE FUNCTION tests.pause_here() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER: it fires inside the pipeline's functions, which run as b2b_owner.
+CREATE OR REPLACE FUNCTION tests.pause_here() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF nextval('tests.pause_calls') >= TG_ARGV[1]::bigint THEN
         PERFORM pg_advisory_lock(TG_ARGV[0]::bigint);

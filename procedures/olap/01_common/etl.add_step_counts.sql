@@ -4,6 +4,7 @@
 --     Adds one unit of work's row counts to its step's metadata row, and
 --     records where a batched step resumes. Called in the same transaction
 --     as the unit it counts, so counts and data commit together.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.add_step_counts(
     p_loading_metadata_id bigint,
     p_in bigint DEFAULT 0,
@@ -15,6 +16,7 @@ CREATE OR REPLACE FUNCTION etl.add_step_counts(
 )
 RETURNS void
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     UPDATE etl.loading_metadata

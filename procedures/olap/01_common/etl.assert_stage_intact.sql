@@ -6,10 +6,12 @@
 --     staging still holds.
 -- Raises: 55000 when the run staged rows that are gone.
 -- Tables: reads etl.run, etl.loading_metadata, etl.stage_*, etl.change_window.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.assert_stage_intact(p_run_id bigint, p_step text)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -13,9 +13,11 @@
 -- Raises: 55000 when there is no run to work for, or its staging was lost
 --     (etl.assert_stage_intact); 55P03 when another step holds the pipeline
 --     lock.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.begin_step(p_run_id bigint, p_step text, p_table text)
 RETURNS etl.loading_metadata
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -3,10 +3,12 @@
 -- Parameters:
 --     p_key - the setting's name (e.g. 'batch_size')
 -- Raises: 22023 when the setting does not exist.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.config_value(p_key text)
 RETURNS text
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -3,10 +3,12 @@
 --     advisory lock on keys 1647469175, 1 in this database, taken by
 --     etl.take_pipeline_lock in etl.begin_step), or NULL when free.
 -- Tables: reads pg_locks.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.pipeline_lock_holder()
 RETURNS integer
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT l.pid

@@ -5,9 +5,11 @@
 -- Returns: the number of objects restored.
 -- Raises: what the DDL raises, e.g. 23505 when the loaded rows duplicate a key.
 -- Tables: reads and empties etl.suspended_ddl for p_table; alters p_table.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.restore_ddl(p_table regclass)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -8,9 +8,11 @@
 --     reference stay. CHECK and NOT NULL constraints stay.
 -- Returns: the number of objects set aside.
 -- Tables: writes etl.suspended_ddl; alters p_table.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.suspend_ddl(p_table regclass)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

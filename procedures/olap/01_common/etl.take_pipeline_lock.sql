@@ -5,9 +5,11 @@
 --     etl.release_pipeline_lock gives it back; etl.pipeline_lock_holder
 --     says who holds it. The key lives in these three functions only.
 -- Returns: true when taken (session locks stack: take once, release once).
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.take_pipeline_lock()
 RETURNS boolean
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT pg_catalog.pg_try_advisory_lock(1647469175, 1);

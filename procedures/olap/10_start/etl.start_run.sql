@@ -1,20 +1,13 @@
 -- Procedure: etl.start_run(p_pipeline text, p_batch_size integer, INOUT p_run_id bigint, p_in_one_call boolean)
---     Starts a run of a pipeline ('initial_load' or 'incremental_update').
---     Two runs never interleave. While another run is going, starting one
---     is refused (55P03) with what it is doing: a step of it is executing,
---     or it is between two steps (an Airflow DAG between tasks, a DBA
---     calling steps by hand). A run whose caller died in the middle of a
---     step (its step is still 'running' but nobody holds the pipeline
---     lock), or that has been idle longer than run_idle_timeout, is marked
---     failed instead, with a NOTICE, and the new run starts.
+--     Starts a run of a pipeline and commits it: see etl.open_run, which does
+--     the work with the owner's rights (this procedure commits, so it cannot
+--     be SECURITY DEFINER itself).
 -- Parameters:
---     p_pipeline   - 'initial_load' or 'incremental_update'
---     p_batch_size - rows per committed batch (default: etl.config batch_size)
---     p_run_id     - OUT: the new run's id
+--     p_pipeline    - 'initial_load' or 'incremental_update'
+--     p_batch_size  - rows per committed batch (default: etl.config batch_size)
+--     p_run_id      - OUT: the new run's id
 --     p_in_one_call - true when the caller runs every step itself
---                    (etl.run_initial_load, etl.run_incremental_update):
---                    its backend is recorded, so that its death is seen
--- Tables: writes etl.run.
+-- Tables: writes etl.run (through etl.open_run).
 -- Commits: yes.
 CREATE OR REPLACE PROCEDURE etl.start_run(
     p_pipeline text,
@@ -24,66 +17,8 @@ CREATE OR REPLACE PROCEDURE etl.start_run(
 )
 LANGUAGE plpgsql
 AS $proc$
-DECLARE
-    v_batch_size integer := coalesce(p_batch_size, etl.config_value('batch_size')::integer);
-    v_running etl.run;
-    v_last_step text;
-    v_last_status text;
-    v_last_at timestamptz;
 BEGIN
-    IF p_pipeline IS NULL OR p_pipeline NOT IN ('initial_load', 'incremental_update') THEN
-        RAISE EXCEPTION 'unknown pipeline %', coalesce(pg_catalog.quote_literal(p_pipeline), 'NULL')
-            USING ERRCODE = '22023', HINT = 'Use ''initial_load'' or ''incremental_update''.';
-    END IF;
-    IF v_batch_size < 1 THEN
-        RAISE EXCEPTION 'batch size must be positive, got %', v_batch_size USING ERRCODE = '22023';
-    END IF;
-    IF NOT etl.take_pipeline_lock() THEN
-        RAISE EXCEPTION 'cannot start a % run: a step of run % is executing (backend pid %)',
-            p_pipeline, (SELECT r.run_id FROM etl.run AS r WHERE r.status = 'running'),
-            etl.pipeline_lock_holder()
-            USING ERRCODE = '55P03', HINT = 'Wait for that run to finish, then start again.';
-    END IF;
-
-    SELECT r.* INTO v_running FROM etl.run AS r WHERE r.status = 'running';
-    IF v_running.run_id IS NOT NULL THEN
-        SELECT m.step, m.status, coalesce(m.finished_at, m.started_at)
-          INTO v_last_step, v_last_status, v_last_at
-          FROM etl.loading_metadata AS m
-         WHERE m.run_id = v_running.run_id
-         ORDER BY m.loading_metadata_id DESC LIMIT 1;
-        v_last_at := coalesce(v_last_at, v_running.started_at);
-        IF v_last_status = 'running'
-           OR (v_running.driver_pid IS NOT NULL AND NOT EXISTS (
-                   SELECT FROM pg_catalog.pg_stat_activity AS a
-                    WHERE a.pid = v_running.driver_pid
-                      AND a.backend_start = v_running.driver_started_at))
-           OR pg_catalog.clock_timestamp() - v_last_at
-              > etl.config_value('run_idle_timeout')::interval THEN
-            UPDATE etl.run
-               SET status = 'failed', finished_at = pg_catalog.clock_timestamp(),
-                   message = 'interrupted: superseded by a new run before it finished'
-             WHERE run_id = v_running.run_id;
-            RAISE NOTICE 'run % was left running by an interrupted caller; marked failed',
-                v_running.run_id;
-        ELSE
-            PERFORM etl.release_pipeline_lock();
-            RAISE EXCEPTION 'cannot start a % run: % run % is between steps (last: % at %)',
-                p_pipeline, v_running.pipeline, v_running.run_id, coalesce(v_last_step, 'etl.start_run'),
-                pg_catalog.to_char(v_last_at, 'YYYY-MM-DD HH24:MI:SS')
-                USING ERRCODE = '55P03',
-                      HINT = pg_catalog.format(
-                          'It goes on when its next step is called. Wait for it, or give it up: CALL etl.abandon_run(%s);',
-                          v_running.run_id);
-        END IF;
-    END IF;
-
-    INSERT INTO etl.run (pipeline, batch_size, driver_pid, driver_started_at)
-    SELECT p_pipeline, v_batch_size, a.pid, a.backend_start
-      FROM (SELECT pg_catalog.pg_backend_pid() AS pid) AS me
-      LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = me.pid AND p_in_one_call
-    RETURNING run_id INTO p_run_id;
-    PERFORM etl.release_pipeline_lock();
+    p_run_id := etl.open_run(p_pipeline, p_batch_size, p_in_one_call);
     COMMIT;
 END
 $proc$;

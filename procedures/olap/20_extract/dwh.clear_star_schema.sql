@@ -3,9 +3,11 @@
 --     and the deal stages, and restarts the surrogate keys so that a
 --     rebuild from the same source gives the same keys.
 -- Tables: writes every dwh table.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.clear_star_schema()
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN

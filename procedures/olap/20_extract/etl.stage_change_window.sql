@@ -17,9 +17,11 @@
 -- Tables: reads src.source_snapshot, src.change_log, src.accounts,
 --     src.products, src.sales_agents, src.sales_pipeline, etl.run; writes
 --     etl.change_window, etl.stage_*, etl.run.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.stage_change_window(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

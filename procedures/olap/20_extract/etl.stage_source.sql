@@ -8,9 +8,11 @@
 --     resets the run's later steps, which start over from this extract.
 -- Returns: NULL (done in one transaction).
 -- Tables: reads src.*; writes etl.stage_*, etl.run, etl.loading_metadata, dwh.*.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.stage_source(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -19,9 +19,11 @@
 -- Returns: NULL (done).
 -- Tables: reads etl.stage_products, etl.change_window, etl.run; writes
 --     dwh.dim_product.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.apply_product_versions(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -3,9 +3,11 @@
 --     their calendar attributes. Days already present are left alone.
 -- Returns: the number of days added.
 -- Tables: writes dwh.dim_date.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.extend_dim_date(p_first date, p_last date)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

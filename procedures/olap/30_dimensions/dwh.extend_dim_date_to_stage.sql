@@ -5,9 +5,11 @@
 --     quarantines them: one bad date never grows the dimension.
 -- Returns: NULL (done).
 -- Tables: reads etl.stage_sales_pipeline, etl.config; writes dwh.dim_date.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.extend_dim_date_to_stage(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

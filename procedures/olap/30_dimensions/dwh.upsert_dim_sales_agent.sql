@@ -6,9 +6,11 @@
 --     deleted (etl.stage_deleted) as deleted. Unchanged rows are not touched.
 -- Returns: NULL (done).
 -- Tables: reads etl.stage_sales_agents, etl.stage_deleted; writes dwh.dim_sales_agent.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.upsert_dim_sales_agent(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -6,9 +6,11 @@
 --     proportional to the changes: no group is recounted from its deals.
 -- Returns: the number of groups touched.
 -- Tables: reads etl.fact_contribution; writes etl.touched_group.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.fold_fact_contributions()
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

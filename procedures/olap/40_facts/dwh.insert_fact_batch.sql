@@ -25,9 +25,11 @@
 --     etl.config; writes etl.fact_batch, dwh.fact_sales_performance,
 --     etl.error_log, etl.data_quality_issue, etl.fact_contribution, etl.touched_group,
 --     etl.loading_metadata (counts and resume_after, with the batch).
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.insert_fact_batch(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -13,9 +13,11 @@
 -- Returns: NULL (done).
 -- Tables: reads dwh.fact_sales_performance (initial load), etl.touched_group; writes
 --     dwh.fact_sales_monthly_aggregate, etl.touched_group, etl.run.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.rebuild_monthly_aggregate(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

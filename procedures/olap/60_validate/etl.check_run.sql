@@ -4,9 +4,11 @@
 --     and the failed checks (etl.run_step then keeps the results and fails
 --     the step).
 -- Tables: writes etl.validation_result.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.check_run(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

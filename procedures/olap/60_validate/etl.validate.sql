@@ -18,9 +18,11 @@
 -- Parameters:
 --     p_run_id - the run to validate
 -- Tables: reads etl.stage_*, dwh.*, etl.error_log; writes etl.validation_result.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.validate(p_run_id bigint)
 RETURNS SETOF etl.validation_result
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -5,9 +5,11 @@
 --     etl.config. Only ever moves forward.
 -- Returns: NULL (done).
 -- Tables: reads etl.run, etl.config; writes src.cdc_consumer.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.report_applied_position(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

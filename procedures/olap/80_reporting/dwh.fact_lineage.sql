@@ -18,6 +18,7 @@
 -- Returns: no row when there is no such fact.
 -- Tables: reads dwh.fact_sales_performance, etl.run, etl.loading_metadata,
 --     etl.change_window.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.fact_lineage(p_opportunity_id text)
 RETURNS TABLE (
     opportunity_id text,
@@ -37,6 +38,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     WITH fact AS (

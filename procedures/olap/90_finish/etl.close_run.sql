@@ -5,9 +5,11 @@
 --     validated.
 -- Returns: NULL (done).
 -- Tables: reads etl.loading_metadata, etl.validation_result; writes etl.run.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.close_run(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE

@@ -1,0 +1,88 @@
+-- afterMigrate callback: run by `b2bdwh migrate` at the end of every
+-- migration of the warehouse, unrecorded. What must hold after any
+-- deployment, re-established from the catalog:
+--   - b2b_owner owns the schemas dwh, etl, src, everything in them and the
+--     foreign server, so SECURITY DEFINER routines run as b2b_owner, never
+--     as the superuser who may have deployed them;
+--   - nobody else has rights but these: b2b_etl executes the routines of etl
+--     and dwh (the pipeline; its SECURITY DEFINER units do the writing),
+--     b2b_reader reads dwh and runs its read-only helpers.
+-- Runs before the roles exist (a database migrated up to V0006 only): then
+-- it does nothing.
+
+DO $privileges$
+DECLARE
+    v record;
+BEGIN
+    IF (SELECT count(*) FROM pg_catalog.pg_roles
+         WHERE rolname IN ('b2b_owner', 'b2b_etl', 'b2b_reader')) < 3 THEN
+        RETURN;
+    END IF;
+
+    -- Ownership. Sequences owned by a column follow their table.
+    FOR v IN
+        SELECT format('ALTER SCHEMA %I OWNER TO b2b_owner', n.nspname) AS ddl
+          FROM pg_catalog.pg_namespace AS n
+         WHERE n.nspname IN ('dwh', 'etl', 'src')
+           AND n.nspowner <> 'b2b_owner'::regrole
+        UNION ALL
+        SELECT format('ALTER %s %I.%I OWNER TO b2b_owner',
+                      CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                     WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
+                                     ELSE 'TABLE' END,
+                      n.nspname, c.relname)
+          FROM pg_catalog.pg_class AS c
+          JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE n.nspname IN ('dwh', 'etl', 'src')
+           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+           AND c.relowner <> 'b2b_owner'::regrole
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                            WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                              AND d.deptype IN ('a', 'i'))
+        UNION ALL
+        SELECT format('ALTER ROUTINE %s OWNER TO b2b_owner', p.oid::regprocedure)
+          FROM pg_catalog.pg_proc AS p
+          JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE n.nspname IN ('dwh', 'etl', 'src')
+           AND p.proowner <> 'b2b_owner'::regrole
+        UNION ALL
+        SELECT format('ALTER TYPE %I.%I OWNER TO b2b_owner', n.nspname, t.typname)
+          FROM pg_catalog.pg_type AS t
+          JOIN pg_catalog.pg_namespace AS n ON n.oid = t.typnamespace
+         WHERE n.nspname IN ('dwh', 'etl', 'src')
+           AND t.typtype IN ('d', 'e', 'r')
+           AND t.typowner <> 'b2b_owner'::regrole
+        UNION ALL
+        SELECT format('ALTER SERVER %I OWNER TO b2b_owner', s.srvname)
+          FROM pg_catalog.pg_foreign_server AS s
+         WHERE s.srvname = 'b2b_sales_source'
+           AND s.srvowner <> 'b2b_owner'::regrole
+    LOOP
+        EXECUTE v.ddl;
+    END LOOP;
+
+    -- Nobody but the owner, unless granted below. PostgreSQL grants EXECUTE
+    -- on new routines to PUBLIC by default: not in these schemas.
+    REVOKE ALL ON SCHEMA dwh, etl, src FROM PUBLIC;
+    REVOKE ALL ON ALL TABLES IN SCHEMA dwh, etl, src FROM PUBLIC, b2b_etl, b2b_reader;
+    REVOKE ALL ON ALL SEQUENCES IN SCHEMA dwh, etl, src FROM PUBLIC, b2b_etl, b2b_reader;
+    REVOKE ALL ON ALL ROUTINES IN SCHEMA dwh, etl, src FROM PUBLIC, b2b_etl, b2b_reader;
+    ALTER DEFAULT PRIVILEGES FOR ROLE b2b_owner REVOKE EXECUTE ON ROUTINES FROM PUBLIC;
+
+    -- The pipeline.
+    GRANT USAGE ON SCHEMA etl, dwh TO b2b_etl;
+    GRANT EXECUTE ON ALL ROUTINES IN SCHEMA etl, dwh TO b2b_etl;
+
+    -- The readers: the star schema, the reporting views and their helpers.
+    GRANT USAGE ON SCHEMA dwh TO b2b_reader;
+    GRANT SELECT ON ALL TABLES IN SCHEMA dwh TO b2b_reader;
+    FOR v IN
+        SELECT p.oid::regprocedure AS routine
+          FROM pg_catalog.pg_proc AS p
+         WHERE p.oid IN (to_regprocedure('dwh.date_key(date)'),
+                         to_regprocedure('dwh.fact_lineage(text)'))
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO b2b_reader', v.routine);
+    END LOOP;
+END
+$privileges$;

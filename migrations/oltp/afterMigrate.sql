@@ -1,0 +1,33 @@
+-- afterMigrate callback: run by `b2bdwh migrate` at the end of every
+-- migration of the source, unrecorded. The source roles' rights,
+-- re-established from the catalog:
+--   - b2b_app: DML on the four CRM tables; nothing in cdc or import. Its
+--     changes reach cdc.change_log only through the capture triggers, whose
+--     SECURITY DEFINER functions write the log.
+--   - b2b_cdc_reader: reads the four tables and the change log, and keeps
+--     its own row in cdc.consumer (its applied position; the purge follows
+--     from it).
+-- Does nothing before the roles exist (a source migrated up to V0004 only).
+
+DO $privileges$
+BEGIN
+    IF (SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname IN ('b2b_app', 'b2b_cdc_reader')) < 2 THEN
+        RETURN;
+    END IF;
+
+    REVOKE ALL ON SCHEMA cdc, import FROM PUBLIC;
+    REVOKE ALL ON ALL TABLES IN SCHEMA cdc, import FROM PUBLIC, b2b_app, b2b_cdc_reader;
+    REVOKE ALL ON ALL SEQUENCES IN SCHEMA cdc, import FROM PUBLIC, b2b_app, b2b_cdc_reader;
+    REVOKE ALL ON ALL ROUTINES IN SCHEMA cdc FROM PUBLIC, b2b_app, b2b_cdc_reader;
+
+    GRANT SELECT, INSERT, UPDATE, DELETE
+        ON public.accounts, public.products, public.sales_agents, public.sales_pipeline TO b2b_app;
+    GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO b2b_app;
+
+    GRANT SELECT
+        ON public.accounts, public.products, public.sales_agents, public.sales_pipeline TO b2b_cdc_reader;
+    GRANT USAGE ON SCHEMA cdc TO b2b_cdc_reader;
+    GRANT SELECT ON cdc.change_log, cdc.source_snapshot TO b2b_cdc_reader;
+    GRANT SELECT, INSERT, UPDATE ON cdc.consumer TO b2b_cdc_reader;
+END
+$privileges$;
