@@ -94,6 +94,7 @@ class Page(HTMLParser):
         self.styles: list[str] = []
         self.figures: dict[str, dict] = {}
         self.rendered: set[str] = set()
+        self.points: dict[str, int] = {}  # data points (bars, funnel stages) drawn per chart
         self.chart_divs: list[str] = []
         self._open: list[tuple[str, str | None]] = []  # (tag, chart id) of open elements
         self._in: tuple[str, str | None] | None = None  # ('style' | 'figure', target)
@@ -116,10 +117,13 @@ class Page(HTMLParser):
         chart = a.get("id") if "chart" in a.get("class", "").split() else None
         if chart:
             self.chart_divs.append(chart)
-        if "main-svg" in a.get("class", "").split():
+        classes = a.get("class", "").split()
+        if "main-svg" in classes or "point" in classes:
             for _tag, open_chart in self._open:
-                if open_chart:
+                if open_chart and "main-svg" in classes:
                     self.rendered.add(open_chart)
+                elif open_chart:
+                    self.points[open_chart] = self.points.get(open_chart, 0) + 1
         if tag not in {"meta", "link", "br", "img", "input", "hr", "wbr", "col", "source"}:
             self._open.append((tag, chart))
 
@@ -245,6 +249,8 @@ def test_every_chart_renders_in_headless_chromium_without_network(written, tmp_p
     assert dom.body.get("data-charts") == str(len(CHARTS)), dom.body
     assert dom.body.get("data-charts-rendered") == str(len(CHARTS)), dom.body
     assert dom.rendered == set(CHARTS), f"charts without a plotly svg: {set(CHARTS) - dom.rendered}"
+    # Every chart has data here, so every one draws bars or funnel stages, not just axes.
+    assert sorted(dom.points) == sorted(CHARTS), f"charts with nothing drawn: {dom.points}"
 
     SCREENSHOT.unlink(missing_ok=True)
     browse(out, tmp_path / "profile", f"--screenshot={SCREENSHOT}", "--window-size=1400,3600")
@@ -312,6 +318,15 @@ def test_the_figures_are_the_warehouse_numbers(written, loaded):
     assert [r[0] for r in runs] == [1, 2, 3]  # the empty load, the initial load, the update
     durations = series(figures["chart-run-durations"])
     assert durations["x"] == [f"#{r} {p.replace('_', ' ')}" for r, p in runs]
+
+    written_rows = dbtools.query(
+        olap,
+        "SELECT sum(rows_inserted)::int, sum(rows_rejected)::int FROM etl.loading_metadata"
+        " GROUP BY run_id ORDER BY run_id",
+    )
+    drawn_rows = figures["chart-run-rows"]
+    for name, column in (("inserted", 0), ("rejected", 1)):
+        assert series(drawn_rows, name)["y"] == [r[column] for r in written_rows], name
 
     issues = dbtools.scalar(olap, "SELECT count(*) FROM etl.data_quality_issue")
     quarantined = dbtools.scalar(

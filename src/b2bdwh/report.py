@@ -266,7 +266,7 @@ def durations_chart(runs: Sequence[tuple]) -> go.Figure:
     )
     layout(
         figure,
-        "Run durations (green succeeded, red failed, amber running)",
+        "Run durations, coloured by status",
         xaxis={"type": "category"},
         yaxis={"title": "seconds", "rangemode": "tozero"},
     )
@@ -306,15 +306,13 @@ def rows_chart(runs: Sequence[tuple]) -> go.Figure:
 def per_run_chart(
     runs: Sequence[tuple], counts: Sequence[tuple], title: str, empty: str
 ) -> go.Figure:
-    """Stacked bars: per run, the rows of each kind (rule or table)."""
-    labels = {r[0]: run_label(r) for r in runs}
+    """Stacked bars: per run, the rows of each kind (rule or table); every run shown, 0 too."""
+    found = {(run_id, kind): n for run_id, kind, n in counts}
     figure = go.Figure()
-    kinds = sorted({kind for _run, kind, _n in counts})
-    for kind in kinds:
-        mine = [(run_id, n) for run_id, k, n in counts if k == kind]
+    for kind in sorted({kind for _run, kind in found}):
         figure.add_bar(
-            x=[labels[run_id] for run_id, _n in mine],
-            y=[n for _run, n in mine],
+            x=[run_label(r) for r in runs],
+            y=[found.get((r[0], kind), 0) for r in runs],
             name=kind,
             hovertemplate=f"%{{x}}<br>{html.escape(kind)}: %{{y:,}} rows<extra></extra>",
         )
@@ -322,11 +320,7 @@ def per_run_chart(
         figure,
         title,
         barmode="stack",
-        xaxis={
-            "type": "category",
-            "categoryorder": "array",
-            "categoryarray": list(labels.values()),
-        },
+        xaxis={"type": "category"},
         yaxis={"title": "rows", "rangemode": "tozero"},
     )
     return empty_note(figure, empty) if not counts else figure
