@@ -336,6 +336,11 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def heading(text: str, bad: bool = False) -> str:
+    css = ' class="bad"' if bad else ""
+    return f"<h3{css}>{html.escape(text)}</h3>"
+
+
 def tile(label: str, value: str, key: str) -> str:
     return (
         f'<div class="tile"><div class="label">{html.escape(label)}</div>'
@@ -441,25 +446,25 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
     with connect(dsn, autocommit=True) as conn:
         try:
             runs = fetch(conn, RUNS, (runs_shown,))
-        except psycopg.errors.UndefinedTable as exc:
+            if not runs:
+                raise CliError(
+                    f"{describe(dsn)} was never loaded, so there is nothing to report:"
+                    " CALL etl.run_initial_load(); (or `make demo`)"
+                )
+            run_ids = [r[0] for r in runs]
+            months = fetch(conn, MONTHS)
+            agents = fetch(conn, AGENTS)
+            products = fetch(conn, PRODUCTS)
+            open_stages = fetch(conn, OPEN_STAGES)
+            failed = fetch(conn, FAILED_CHECKS, (run_ids,))
+            errors = fetch(conn, ERRORS, (run_ids,))
+            issues = fetch(conn, DQ_ISSUES, (run_ids,))
+            quarantined = fetch(conn, QUARANTINED, (run_ids,))
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
             raise CliError(
-                f"{describe(dsn)} has no warehouse schema ({str(exc).splitlines()[0]}):"
-                " run `b2bdwh migrate` (or `make migrate`) first"
+                f"{describe(dsn)} lacks the warehouse's tables or views"
+                f" ({str(exc).splitlines()[0]}): run `b2bdwh migrate` (or `make migrate`) first"
             ) from exc
-        if not runs:
-            raise CliError(
-                f"{describe(dsn)} was never loaded, so there is nothing to report:"
-                " CALL etl.run_initial_load(); (or `make demo`)"
-            )
-        run_ids = [r[0] for r in runs]
-        months = fetch(conn, MONTHS)
-        agents = fetch(conn, AGENTS)
-        products = fetch(conn, PRODUCTS)
-        open_stages = fetch(conn, OPEN_STAGES)
-        failed = fetch(conn, FAILED_CHECKS, (run_ids,))
-        errors = fetch(conn, ERRORS, (run_ids,))
-        issues = fetch(conn, DQ_ISSUES, (run_ids,))
-        quarantined = fetch(conn, QUARANTINED, (run_ids,))
 
     won = sum(r[2] for r in months)
     lost = sum(r[3] for r in months)
@@ -545,13 +550,13 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
             run_rows,
             "no run",
         )
-        + f"<h3>Failed validations ({len(failed)})</h3>"
+        + heading(f"Failed validations ({len(failed)})", bad=bool(failed))
         + html_table(
             ("run", "check", "expected", "found"),
             failed,
             "None: every check of these runs passed.",
         )
-        + f"<h3>Errors ({len(errors)})</h3>"
+        + heading(f"Errors ({len(errors)})", bad=bool(errors))
         + html_table(
             ("logged", "run", "procedure", "sqlstate", "message"),
             errors,
