@@ -14,15 +14,17 @@ CLUSTER := bash db/cluster.sh
 WITH_ENV := eval "$$($(CLUSTER) env)" &&
 SCALE ?= 1
 CHANGES ?= 300
+REPORT ?= build/report.html
 # pip warns about every index folder that this machine's pip.conf names but lacks.
 PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
-.PHONY: help venv up down env status migrate demo test lint lock clean airflow bench
+.PHONY: help venv up down env status migrate demo report test tools lint lock clean airflow bench
 
 help:
 	@echo "make demo     cluster up, migrate, source at scale $(SCALE), initial load and, after $(CHANGES)"
-	@echo "             simulated CRM changes, incremental update, both through Airflow"
+	@echo "             simulated CRM changes, incremental update, both through Airflow; then the report"
 	@echo "make test     run the test suite (pytest with pgTAP)"
+	@echo "make report   the HTML report (charts of sales and data health) in $(REPORT)"
 	@echo "make lint     sqlfluff over migrations/ and procedures/, ruff over Python"
 	@echo "make bench    benchmarks (SCALE=100 by default), table in bench/out/ (not part of make test)"
 	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
@@ -64,6 +66,11 @@ demo: migrate
 	@$(WITH_ENV) $(BIN)/b2bdwh simulate --changes $(CHANGES)
 	@$(WITH_ENV) $(BIN)/b2bdwh airflow test dwh_incremental_update
 	@$(WITH_ENV) $(BIN)/b2bdwh summary
+	@echo; $(WITH_ENV) $(BIN)/b2bdwh report --out $(REPORT)
+
+# The charts of the warehouse as it is now, in one HTML file that opens offline.
+report: venv up
+	@$(WITH_ENV) $(BIN)/b2bdwh report --out $(REPORT)
 
 # Airflow UI on http://127.0.0.1:8080: user admin, password in
 # .airflow/simple_auth_manager_passwords.json.generated. Its components start
@@ -71,8 +78,20 @@ demo: migrate
 airflow: migrate
 	@$(WITH_ENV) eval "$$($(BIN)/b2bdwh airflow env)" && PATH="$(CURDIR)/$(BIN):$$PATH" exec airflow standalone
 
-test: venv up
+test: venv up tools
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+# Tools the tests run besides Python and PostgreSQL: Chromium renders the HTML report
+# headless (tests/test_report.py). Installed with apt-get when run as root; otherwise
+# the test fails and says how to install it.
+tools:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (headless browser for the report test): apt-get install -y chromium"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: tests/test_report.py will fail. Install it: sudo apt-get install -y chromium"; \
+	  fi; }
 
 # make bench: not part of make test. SCALE defaults to 100 here (the demo's default of 1
 # is kept unless SCALE is given on the command line or in the environment).

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "summary": "b2bdwh.summary",
     "status": "b2bdwh.status",
     "docs": "b2bdwh.docs",
+    "report": "b2bdwh.report",
     "airflow": "b2bdwh.airflow_run",
 }
 

@@ -1,0 +1,613 @@
+"""`b2bdwh report`: the warehouse as one self-contained HTML page of plotly charts.
+
+Sales (monthly won value, win rate by agent and by product, the pipeline funnel) from the
+reporting views of dwh, and the warehouse's health (recent runs with their durations and
+row counts, failed validations, errors, data-quality issues, quarantined rows) from etl.
+plotly.js is embedded inline, so the file opens anywhere without a network. Each chart's
+figure is a JSON block in the page (<script type="application/json" class="figure">): what
+is drawn can be read back from the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import plotly.graph_objects as go
+import psycopg
+from plotly.offline import get_plotlyjs
+
+from b2bdwh import settings
+from b2bdwh.db import CliError, connect, describe
+
+HELP = "write an HTML report with charts: sales, the pipeline and the warehouse's health"
+
+DEFAULT_OUT = Path("build/report.html")
+
+MONTHS = """
+SELECT month_date_key, month_start, won_deals, lost_deals, won_value, win_rate
+  FROM dwh.v_sales_by_month ORDER BY month_date_key
+"""
+AGENTS = """
+SELECT sales_agent_name, regional_office, won_deals, lost_deals, won_value, win_rate
+  FROM dwh.v_agent_performance ORDER BY win_rate NULLS FIRST, won_value, sales_agent_name
+"""
+PRODUCTS = """
+SELECT product_name, series, won_deals, lost_deals, won_value, win_rate
+  FROM dwh.v_product_performance ORDER BY win_rate NULLS FIRST, won_value, product_name
+"""
+OPEN_STAGES = """
+SELECT deal_stage_name, open_deals, list_value, avg_age_days
+  FROM dwh.v_pipeline_by_stage ORDER BY stage_order, deal_stage_key
+"""
+RUNS = """
+SELECT r.run_id, r.pipeline, r.status, r.started_at,
+       extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at)::float8,
+       coalesce(r.message, ''),
+       coalesce(sum(m.rows_in), 0)::bigint, coalesce(sum(m.rows_inserted), 0)::bigint,
+       coalesce(sum(m.rows_updated), 0)::bigint, coalesce(sum(m.rows_deleted), 0)::bigint,
+       coalesce(sum(m.rows_rejected), 0)::bigint
+  FROM (SELECT * FROM etl.run ORDER BY run_id DESC LIMIT %s) AS r
+  LEFT JOIN etl.loading_metadata AS m ON m.run_id = r.run_id
+ GROUP BY r.run_id, r.pipeline, r.status, r.started_at, r.finished_at, r.message
+ ORDER BY r.run_id
+"""
+FAILED_CHECKS = """
+SELECT v.run_id, v.check_name, coalesce(v.expected, ''), coalesce(v.actual, '')
+  FROM etl.validation_result AS v
+ WHERE NOT v.passed AND v.run_id = ANY (%s)
+ ORDER BY v.run_id DESC, v.validation_id
+"""
+ERRORS = """
+SELECT to_char(e.logged_at, 'YYYY-MM-DD HH24:MI:SS'), e.run_id, e.procedure_name,
+       coalesce(e.sqlstate, ''), left(regexp_replace(e.message, '\\s+', ' ', 'g'), 160)
+  FROM etl.error_log AS e
+ WHERE e.kind = 'error' AND e.run_id = ANY (%s)
+ ORDER BY e.error_id DESC LIMIT 20
+"""
+DQ_ISSUES = """
+SELECT i.run_id, i.table_name || ': ' || i.rule, count(*)
+  FROM etl.data_quality_issue AS i WHERE i.run_id = ANY (%s)
+ GROUP BY 1, 2 ORDER BY 2, 1
+"""
+QUARANTINED = """
+SELECT e.run_id, coalesce(e.table_name, '?'), count(*)
+  FROM etl.error_log AS e WHERE e.kind = 'quarantine' AND e.run_id = ANY (%s)
+ GROUP BY 1, 2 ORDER BY 2, 1
+"""
+
+# What every chart shares: a plain white theme, no plotly logo in the toolbar.
+TEMPLATE = "plotly_white"
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+STATUS_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "running": "#f9a825"}
+
+
+@dataclass
+class Chart:
+    """One plotly figure and where it goes: its id in the page and its section."""
+
+    chart_id: str
+    section: str
+    figure: go.Figure
+    wide: bool = False
+
+
+@dataclass
+class Report:
+    html: str
+    charts: int
+    runs: int
+
+
+def number(value: object) -> float | int | None:
+    """Decimals and other numerics as JSON numbers (plotly's JSON has no Decimal)."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return float(value)
+    return value  # type: ignore[return-value]
+
+
+def money(value: float | Decimal | None) -> str:
+    return "" if value is None else f"{float(value):,.0f}"
+
+
+def percent(value: float | Decimal | None) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
+def empty_note(figure: go.Figure, text: str) -> go.Figure:
+    """An honest empty chart: the axes and a sentence saying what is missing."""
+    figure.add_annotation(
+        text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5, font={"size": 16}
+    )
+    return figure
+
+
+def layout(figure: go.Figure, title: str, height: int = 420, **extra: object) -> go.Figure:
+    figure.update_layout(
+        title={"text": title, "x": 0.01},
+        template=TEMPLATE,
+        height=height,
+        margin={"l": 60, "r": 30, "t": 60, "b": 50},
+        legend={"orientation": "h", "y": -0.15},
+        **extra,
+    )
+    return figure
+
+
+def monthly_chart(rows: Sequence[tuple]) -> go.Figure:
+    # The Unknown month (-1: closed without a close date) is labelled, not dropped.
+    labels = [f"{start:%Y-%m}" if start else "no close date" for _key, start, *_ in rows]
+    figure = go.Figure()
+    figure.add_bar(
+        x=labels,
+        y=[number(r[4]) for r in rows],
+        name="won value",
+        marker_color="#1565c0",
+        customdata=[[r[2], r[3]] for r in rows],
+        hovertemplate="%{x}<br>won value %{y:,.0f}<br>won %{customdata[0]:,},"
+        " lost %{customdata[1]:,}<extra></extra>",
+    )
+    figure.add_scatter(
+        x=labels,
+        y=[number(r[5]) for r in rows],
+        name="win rate",
+        yaxis="y2",
+        mode="lines+markers",
+        line_color="#ef6c00",
+        hovertemplate="%{x}<br>win rate %{y:.1%}<extra></extra>",
+    )
+    layout(
+        figure,
+        "Won value by close month",
+        xaxis={"type": "category", "title": "close month"},
+        yaxis={"title": "won value", "rangemode": "tozero"},
+        yaxis2={
+            "title": "win rate",
+            "overlaying": "y",
+            "side": "right",
+            "tickformat": ".0%",
+            "range": [0, 1],
+            "tickmode": "linear",
+            "dtick": 0.25,
+            "showgrid": False,
+        },
+    )
+    return empty_note(figure, "No closed deals yet") if not rows else figure
+
+
+def win_rate_chart(rows: Sequence[tuple], what: str, group: str) -> go.Figure:
+    """Horizontal bars, one per agent or product: win rate, with the counts behind it."""
+    names = [str(r[0]) for r in rows]
+    figure = go.Figure(
+        go.Bar(
+            x=[number(r[5]) for r in rows],
+            y=names,
+            orientation="h",
+            marker_color="#2e7d32",
+            text=[f"{percent(r[5])} of {r[2] + r[3]:,}" for r in rows],
+            textposition="outside",
+            customdata=[[r[1] or "", r[2], r[3], number(r[4])] for r in rows],
+            hovertemplate=f"%{{y}} ({group} %{{customdata[0]}})<br>win rate %{{x:.1%}}<br>"
+            "won %{customdata[1]:,}, lost %{customdata[2]:,}<br>"
+            "won value %{customdata[3]:,.0f}<extra></extra>",
+        )
+    )
+    layout(
+        figure,
+        f"Win rate by {what} (closed deals)",
+        height=max(300, 120 + 22 * len(rows)),
+        xaxis={"tickformat": ".0%", "range": [0, 1.25], "title": "won / (won + lost)"},
+        yaxis={"type": "category", "automargin": True},
+    )
+    return empty_note(figure, f"No {what} has closed deals yet") if not rows else figure
+
+
+def funnel_chart(open_stages: Sequence[tuple], won: int, lost: int) -> go.Figure:
+    """Deals that reached each stage: a deal at a later stage passed the earlier ones.
+
+    Open deals come from v_pipeline_by_stage in stage order; closed deals (won or lost, from
+    the monthly figures) count at every open stage and at 'Closed'; the won ones at 'Won'.
+    """
+    known = [r for r in open_stages if r[0] != "Unknown"]
+    unknown = sum(r[1] for r in open_stages if r[0] == "Unknown")
+    stages, reached, detail = [], [], []
+    later = won + lost
+    for name, open_deals, list_value, avg_age in reversed(known):
+        later += open_deals
+        stages.insert(0, name)
+        reached.insert(0, later)
+        age = f", mean age {float(avg_age):.0f} days" if avg_age is not None else ""
+        detail.insert(0, f"{open_deals:,} open now, list value {money(list_value)}{age}")
+    if unknown:
+        reached[0] += unknown
+        detail[0] += f" (+{unknown:,} open at an unknown stage)"
+    stages += ["Closed", "Won"]
+    reached += [won + lost, won]
+    detail += [f"{won:,} won, {lost:,} lost", f"{won:,} won"]
+    figure = go.Figure(
+        go.Funnel(
+            y=stages,
+            x=reached,
+            texttemplate="%{value:,} (%{percentInitial:.0%})",
+            customdata=detail,
+            marker={"color": ["#90caf9", "#42a5f5", "#1e88e5", "#2e7d32"][-len(stages) :]},
+            hovertemplate="%{y}: %{x:,} deals reached it<br>%{customdata}<extra></extra>",
+        )
+    )
+    layout(figure, "Pipeline funnel: live deals that reached each stage")
+    return empty_note(figure, "No deals yet") if sum(reached) == 0 else figure
+
+
+def run_label(run: tuple) -> str:
+    return f"#{run[0]} {run[1].replace('_', ' ')}"
+
+
+def durations_chart(runs: Sequence[tuple]) -> go.Figure:
+    figure = go.Figure(
+        go.Bar(
+            x=[run_label(r) for r in runs],
+            y=[r[4] for r in runs],
+            marker_color=[STATUS_COLOURS.get(r[2], "#757575") for r in runs],
+            text=[f"{r[4]:.1f} s" for r in runs],
+            textposition="outside",
+            customdata=[[r[2], f"{r[3]:%Y-%m-%d %H:%M:%S}", r[5][:120]] for r in runs],
+            hovertemplate="%{x}: %{customdata[0]}<br>started %{customdata[1]}<br>"
+            "%{y:.2f} s<br>%{customdata[2]}<extra></extra>",
+        )
+    )
+    layout(
+        figure,
+        "Run durations, coloured by status",
+        xaxis={"type": "category"},
+        yaxis={"title": "seconds", "rangemode": "tozero"},
+    )
+    return figure
+
+
+def rows_chart(runs: Sequence[tuple]) -> go.Figure:
+    figure = go.Figure()
+    labels = [run_label(r) for r in runs]
+    for index, (name, colour) in enumerate(
+        [
+            ("read", "#90a4ae"),
+            ("inserted", "#1e88e5"),
+            ("updated", "#8e24aa"),
+            ("deleted", "#6d4c41"),
+            ("rejected", "#c62828"),
+        ]
+    ):
+        figure.add_bar(
+            x=labels,
+            y=[r[6 + index] for r in runs],
+            name=name,
+            marker_color=colour,
+            hovertemplate=f"%{{x}}<br>{name} %{{y:,}} rows<extra></extra>",
+        )
+    # Log scale: an initial load writes thousands of times more rows than an update.
+    layout(
+        figure,
+        "Rows per run, over all steps (log scale)",
+        barmode="group",
+        xaxis={"type": "category"},
+        yaxis={"type": "log", "title": "rows"},
+    )
+    return figure
+
+
+def per_run_chart(
+    runs: Sequence[tuple], counts: Sequence[tuple], title: str, empty: str
+) -> go.Figure:
+    """Stacked bars: per run, the rows of each kind (rule or table); every run shown, 0 too."""
+    found = {(run_id, kind): n for run_id, kind, n in counts}
+    figure = go.Figure()
+    for kind in sorted({kind for _run, kind in found}):
+        figure.add_bar(
+            x=[run_label(r) for r in runs],
+            y=[found.get((r[0], kind), 0) for r in runs],
+            name=kind,
+            hovertemplate=f"%{{x}}<br>{html.escape(kind)}: %{{y:,}} rows<extra></extra>",
+        )
+    layout(
+        figure,
+        title,
+        barmode="stack",
+        xaxis={"type": "category"},
+        yaxis={"title": "rows", "rangemode": "tozero"},
+    )
+    return empty_note(figure, empty) if not counts else figure
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
+    if not rows:
+        return f'<p class="none">{html.escape(empty)}</p>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def heading(text: str, bad: bool = False) -> str:
+    css = ' class="bad"' if bad else ""
+    return f"<h3{css}>{html.escape(text)}</h3>"
+
+
+def tile(label: str, value: str, key: str) -> str:
+    return (
+        f'<div class="tile"><div class="label">{html.escape(label)}</div>'
+        f'<div class="value" id="kpi-{key}">{html.escape(value)}</div></div>'
+    )
+
+
+def figure_block(chart: Chart) -> str:
+    # The figure as JSON, made safe to sit inside a <script> element.
+    data = chart.figure.to_json().replace("</", "<\\/")
+    css = "chart wide" if chart.wide else "chart"
+    return (
+        f'<div class="{css}" id="{chart.chart_id}"></div>\n'
+        f'<script type="application/json" class="figure" data-target="{chart.chart_id}">'
+        f"{data}</script>"
+    )
+
+
+# Draws every figure; when all are drawn, the body says how many rendered (what a headless
+# browser or a person can check). A chart that fails shows its error instead.
+RENDER_JS = """
+(function () {
+  var blocks = Array.prototype.slice.call(document.querySelectorAll('script.figure'));
+  var config = %(config)s;
+  document.body.dataset.charts = String(blocks.length);
+  Promise.all(blocks.map(function (block) {
+    return Promise.resolve().then(function () {  // a throw becomes a rejection, caught below
+      var figure = JSON.parse(block.textContent);
+      return Plotly.newPlot(block.dataset.target, figure.data, figure.layout, config);
+    });
+  })).then(function (divs) {
+    var drawn = divs.filter(function (div) { return div.querySelector('svg.main-svg'); });
+    document.body.dataset.chartsRendered = String(drawn.length);
+  }).catch(function (error) {
+    document.body.dataset.chartError = String(error);
+    var banner = document.getElementById('render-error');
+    banner.textContent = 'A chart failed to draw: ' + error;
+    banner.hidden = false;
+  });
+})();
+"""
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
+       background: #f5f6f8; color: #212121; }
+header { background: #263238; color: #fff; padding: 18px 28px; }
+header h1 { margin: 0 0 4px; font-size: 22px; }
+header p { margin: 0; color: #cfd8dc; font-size: 13px; }
+main { padding: 16px 28px 40px; max-width: 1500px; }
+h2 { margin: 28px 0 10px; font-size: 18px; }
+.tiles { display: flex; flex-wrap: wrap; gap: 12px; }
+.tile { background: #fff; border-radius: 6px; padding: 12px 16px; min-width: 150px;
+        box-shadow: 0 1px 2px rgba(0,0,0,.1); }
+.tile .label { font-size: 12px; color: #616161; }
+.tile .value { font-size: 22px; font-weight: 600; margin-top: 4px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 14px; }
+.chart { background: #fff; border-radius: 6px; box-shadow: 0 1px 2px rgba(0,0,0,.1); }
+.chart.wide { grid-column: 1 / -1; }
+table { border-collapse: collapse; background: #fff; font-size: 13px; width: 100%; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 5px 8px; text-align: left; }
+th { background: #eceff1; }
+.none { color: #2e7d32; }
+.bad { color: #c62828; font-weight: 600; }
+#render-error { background: #ffebee; color: #b71c1c; padding: 10px 28px; }
+"""
+
+
+def page(title: str, subtitle: str, tiles: str, sections: Sequence[tuple[str, str, str]]) -> str:
+    """The whole document; sections are (id, heading, HTML content)."""
+    config = json.dumps(PLOT_CONFIG)
+    body = "\n".join(
+        f'<section id="{key}"><h2>{html.escape(heading)}</h2>\n{content}</section>'
+        for key, heading, content in sections
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>
+<div id="render-error" hidden></div>
+<main>
+<div class="tiles">{tiles}</div>
+{body}
+</main>
+<script type="text/javascript">{RENDER_JS % {"config": config}}</script>
+</body>
+</html>
+"""
+
+
+def fetch(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[tuple]:
+    return conn.execute(query, params).fetchall()
+
+
+def build(dsn: str, runs_shown: int = 20) -> Report:
+    """Read the warehouse and lay out the page."""
+    with connect(dsn, autocommit=True) as conn:
+        try:
+            runs = fetch(conn, RUNS, (runs_shown,))
+            if not runs:
+                raise CliError(
+                    f"{describe(dsn)} was never loaded, so there is nothing to report:"
+                    " CALL etl.run_initial_load(); (or `make demo`)"
+                )
+            run_ids = [r[0] for r in runs]
+            months = fetch(conn, MONTHS)
+            agents = fetch(conn, AGENTS)
+            products = fetch(conn, PRODUCTS)
+            open_stages = fetch(conn, OPEN_STAGES)
+            failed = fetch(conn, FAILED_CHECKS, (run_ids,))
+            errors = fetch(conn, ERRORS, (run_ids,))
+            issues = fetch(conn, DQ_ISSUES, (run_ids,))
+            quarantined = fetch(conn, QUARANTINED, (run_ids,))
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
+            raise CliError(
+                f"{describe(dsn)} lacks the warehouse's tables or views"
+                f" ({str(exc).splitlines()[0]}): run `b2bdwh migrate` (or `make migrate`) first"
+            ) from exc
+
+    won = sum(r[2] for r in months)
+    lost = sum(r[3] for r in months)
+    won_value = sum((r[4] for r in months), Decimal(0))
+    open_deals = sum(r[1] for r in open_stages)
+    open_value = sum((r[2] for r in open_stages), Decimal(0))
+    latest = runs[-1]
+
+    charts = [
+        Chart("chart-monthly", "sales", monthly_chart(months), wide=True),
+        Chart("chart-agents", "sales", win_rate_chart(agents, "agent", "office")),
+        Chart("chart-products", "sales", win_rate_chart(products, "product", "series")),
+        Chart("chart-funnel", "sales", funnel_chart(open_stages, won, lost), wide=True),
+        Chart("chart-run-durations", "health", durations_chart(runs)),
+        Chart("chart-run-rows", "health", rows_chart(runs)),
+        Chart(
+            "chart-dq-issues",
+            "health",
+            per_run_chart(
+                runs, issues, "Data-quality issues (soft rules: loaded anyway)", "No issues"
+            ),
+        ),
+        Chart(
+            "chart-quarantine",
+            "health",
+            per_run_chart(
+                runs, quarantined, "Rows quarantined (hard rules: not loaded)", "None quarantined"
+            ),
+        ),
+    ]
+
+    tiles = "".join(
+        [
+            tile("won value", money(won_value), "won-value"),
+            tile("won deals", f"{won:,}", "won-deals"),
+            tile("win rate", percent(Decimal(won) / (won + lost) if won + lost else None), "rate"),
+            tile("open deals", f"{open_deals:,}", "open-deals"),
+            tile("open pipeline at list price", money(open_value), "open-value"),
+            tile(f"latest run #{latest[0]}", f"{latest[2]}", "latest-run"),
+        ]
+    )
+
+    def grid(section: str) -> str:
+        return (
+            '<div class="grid">'
+            + "\n".join(figure_block(c) for c in charts if c.section == section)
+            + "</div>"
+        )
+
+    run_rows = [
+        (
+            r[0],
+            r[1],
+            r[2],
+            f"{r[3]:%Y-%m-%d %H:%M:%S}",
+            f"{r[4]:.1f}",
+            f"{r[6]:,}",
+            f"{r[7]:,}",
+            f"{r[8]:,}",
+            f"{r[9]:,}",
+            f"{r[10]:,}",
+            r[5][:100],
+        )
+        for r in reversed(runs)
+    ]
+    health = (
+        grid("health")
+        + "<h3>Runs</h3>"
+        + html_table(
+            (
+                "run",
+                "pipeline",
+                "status",
+                "started",
+                "seconds",
+                "read",
+                "inserted",
+                "updated",
+                "deleted",
+                "rejected",
+                "message",
+            ),
+            run_rows,
+            "no run",
+        )
+        + heading(f"Failed validations ({len(failed)})", bad=bool(failed))
+        + html_table(
+            ("run", "check", "expected", "found"),
+            failed,
+            "None: every check of these runs passed.",
+        )
+        + heading(f"Errors ({len(errors)})", bad=bool(errors))
+        + html_table(
+            ("logged", "run", "procedure", "sqlstate", "message"),
+            errors,
+            "None logged by these runs.",
+        )
+    )
+    now = dt.datetime.now(dt.UTC).astimezone()
+    subtitle = (
+        f"{describe(dsn)}; generated {now:%Y-%m-%d %H:%M:%S %Z}; the last {len(runs)} run(s); "
+        "sales figures are live (not deleted) deals, from the dwh reporting views"
+    )
+    text = page(
+        "B2B sales warehouse report",
+        subtitle,
+        tiles,
+        [("sales", "Sales and pipeline", grid("sales")), ("health", "Data health", health)],
+    )
+    return Report(text, len(charts), len(runs))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="FILE",
+        help=f"where to write the HTML file (default {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="recent runs shown in the data-health panel (default: 20)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.runs < 1:
+        raise CliError(f"--runs must be at least 1, not {args.runs}")
+    started = time.perf_counter()
+    report = build(settings.olap_dsn(), args.runs)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report.html, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror}") from exc
+    size = args.out.stat().st_size / 1e6
+    took = time.perf_counter() - started
+    print(
+        f"wrote {args.out} ({size:.1f} MB, {report.charts} charts, last {report.runs} run(s))"
+        f" in {took:.1f} s; open it in a browser: file://{args.out.resolve()}"
+    )
+    return 0
