@@ -3,7 +3,7 @@
 -- consistent load, fails each kind of inconsistency, and keeps its results;
 -- etl.check_run turns them into the step's outcome.
 BEGIN;
-SELECT plan(37);
+SELECT plan(40);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('dwh', 'fact_sales_monthly_aggregate', 'the monthly aggregate exists');
@@ -140,19 +140,34 @@ SELECT results_eq(
 );
 DELETE FROM etl.stage_sales_pipeline WHERE opportunity_id = 'LATE';
 
--- A fact whose key points at no dimension row (foreign keys bypassed, as a bad restore would).
-SET LOCAL session_replication_role = replica;
+-- A fact whose key points at no dimension row, written while its foreign
+-- key was set aside: an initial load puts the keys back NOT VALID
+-- (etl.restore_ddl), and validation proves them.
+ALTER TABLE dwh.fact_sales_performance DROP CONSTRAINT fact_sales_performance_account_key_fkey;
 UPDATE dwh.fact_sales_performance SET account_key = 424242 WHERE opportunity_id = 'A1';
-SET LOCAL session_replication_role = DEFAULT;
+ALTER TABLE dwh.fact_sales_performance ADD CONSTRAINT fact_sales_performance_account_key_fkey
+    FOREIGN KEY (account_key) REFERENCES dwh.dim_account (account_key) NOT VALID;
 SELECT set_eq(
     format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed', :run1),
     $$VALUES ('every fact key resolves to a dimension row')$$,
     'a dangling dimension key fails the key check'
 );
-SET LOCAL session_replication_role = replica;
+SELECT is(
+    (SELECT details -> 'broken' -> 0 ->> 'constraint' FROM etl.validation_result
+      WHERE run_id = :run1 AND check_name = 'every fact key resolves to a dimension row'),
+    'fact_sales_performance_account_key_fkey',
+    'the failed key check names the foreign key that does not hold'
+);
 UPDATE dwh.fact_sales_performance SET account_key = (SELECT account_key FROM dwh.dim_account WHERE account_id = 1)
  WHERE opportunity_id = 'A1';
-SET LOCAL session_replication_role = DEFAULT;
+SELECT is(
+    (SELECT passed FROM etl.validate(:run1) WHERE check_name = 'every fact key resolves to a dimension row'),
+    true, 'once the key resolves, validation validates the foreign key and the check passes'
+);
+SELECT ok(
+    (SELECT convalidated FROM pg_constraint WHERE conname = 'fact_sales_performance_account_key_fkey'),
+    'the foreign key is validated in the catalog'
+);
 
 -- A live product left without a current version.
 UPDATE dwh.dim_product SET valid_to = '2017-12-31 00:00+00', is_current = false WHERE product_id = 2;
