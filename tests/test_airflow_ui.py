@@ -35,6 +35,8 @@ from b2bdwh.generate import generate
 
 pytestmark = pytest.mark.slow
 
+# What `make airflow` runs (test_make_airflow_runs_the_command_tested_here).
+SERVE = [sys.executable, "-m", "b2bdwh", "airflow", "serve"]
 DAG_IDS = ("dwh_initial_load", "dwh_incremental_update")
 STARTUP_TIMEOUT = 240  # seconds: four Airflow processes on a busy two-core machine
 RUN_TIMEOUT = 300
@@ -110,7 +112,7 @@ def ui(warehouse: dbtools.Warehouse, tmp_path_factory: pytest.TempPathFactory) -
     started = time.monotonic()
     with open(home / "serve.out", "w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "b2bdwh", "airflow", "serve", *serve_args],
+            [*SERVE, *serve_args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -149,6 +151,23 @@ def test_make_airflow_runs_the_command_tested_here():
         check=True,
     ).stdout
     assert f"b2bdwh airflow serve --port {airflow_run.DEFAULT_PORT}" in recipe
+
+
+def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [*SERVE, "--airflow-home", str(tmp_path), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert f"port {port} is taken" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_ui_page_is_served(ui):

@@ -29,6 +29,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -204,6 +205,14 @@ def serve_environment(home: Path, port: int) -> dict[str, str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError as exc:
+            raise CliError(
+                f"port {args.port} is taken ({exc.strerror}): another Airflow? "
+                "Choose another with --port (make airflow AIRFLOW_PORT=...)."
+            ) from exc
     home = args.airflow_home.expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = serve_environment(home, args.port)
