@@ -18,6 +18,8 @@ REPORT ?= build/report.html
 # pip warns about every index folder that this machine's pip.conf names but lacks.
 PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
+PASSWORDS := simple_auth_manager_passwords.json.generated
+
 .PHONY: help venv up down env status migrate demo report test tools lint lock clean airflow bench
 
 help:
@@ -29,7 +31,8 @@ help:
 	@echo "make bench    benchmarks (SCALE=100 by default), table in bench/out/ (not part of make test)"
 	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
 	@echo "make migrate  apply migrations and procedures to both databases"
-	@echo "make airflow  Airflow standalone (UI on http://127.0.0.1:8080) with dags/ and both connections"
+	@echo "make airflow  Airflow standalone (UI on http://127.0.0.1:8080, AIRFLOW_PORT=...) with dags/"
+	@echo "             and both connections; user admin, password in .airflow/$(PASSWORDS)"
 	@echo 'eval "$$(make -s env)"  export PGHOST, PGPORT, PGUSER, B2B_OLTP_DSN, B2B_OLAP_DSN'
 
 $(STAMP): requirements.lock pyproject.toml
@@ -72,11 +75,12 @@ demo: migrate
 report: venv up
 	@$(WITH_ENV) $(BIN)/b2bdwh report --out $(REPORT)
 
-# Airflow UI on http://127.0.0.1:8080: user admin, password in
-# .airflow/simple_auth_manager_passwords.json.generated. Its components start
-# `airflow` from PATH, hence the venv first on it.
+# Airflow UI on http://127.0.0.1:$(AIRFLOW_PORT): user admin, password in
+# .airflow/simple_auth_manager_passwords.json.generated (tests/test_airflow_ui.py runs the same
+# command with its own AIRFLOW_HOME and port).
+AIRFLOW_PORT ?= 8080
 airflow: migrate
-	@$(WITH_ENV) eval "$$($(BIN)/b2bdwh airflow env)" && PATH="$(CURDIR)/$(BIN):$$PATH" exec airflow standalone
+	@$(WITH_ENV) exec $(BIN)/b2bdwh airflow serve --port $(AIRFLOW_PORT)
 
 test: venv up tools
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)

@@ -3,8 +3,13 @@
 - `b2bdwh airflow env` prints export lines that point Airflow at this checkout:
   AIRFLOW_HOME (default <project>/.airflow), the dags/ folder, a SQLite
   metadata database inside AIRFLOW_HOME, no example DAGs, and the connections
-  `b2b_sales` and `b2b_sales_olap` built from the settings in use. `make
-  airflow` evals them and runs `airflow standalone`.
+  `b2b_sales` and `b2b_sales_olap` built from the settings in use (for the
+  `airflow` command line: `airflow dags trigger ...`).
+- `b2bdwh airflow serve` is `make airflow`: with the same settings, it creates
+  or upgrades the metadata database, stores the two connections in it (so the
+  UI lists them, rewritten from the settings at every start), then becomes
+  `airflow standalone` (API server and UI, scheduler, DAG processor,
+  triggerer) on 127.0.0.1 and the port given.
 - `b2bdwh airflow test DAG_ID` runs one DAG end to end with Airflow's own
   `dag.test()` (what `airflow dags test` runs) against a throwaway metadata
   database created on the fly, prints each task's state and duration as it
@@ -24,6 +29,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,11 +45,15 @@ from psycopg import conninfo
 from b2bdwh import settings
 from b2bdwh.db import CliError
 
-HELP = "run the DAGs in a local Airflow: `env` for airflow standalone, `test DAG_ID` end to end"
+HELP = "the DAGs in a local Airflow: `serve` (the UI), `env` (for the airflow CLI), `test DAG_ID`"
 
 DAGS_FOLDER = settings.PROJECT_ROOT / "dags"
 DEFAULT_HOME = settings.PROJECT_ROOT / ".airflow"
 LOG_NAME = "dag_test.log"
+SETUP_LOG_NAME = "serve_setup.log"
+DEFAULT_PORT = 8080
+# Written by the simple auth manager when `airflow standalone` first starts: user admin.
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 # Airflow connection id -> the setting that gives its libpq connection string.
 CONNECTIONS: dict[str, Callable[[], str]] = {
     "b2b_sales": settings.oltp_dsn,
@@ -58,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = actions.add_parser(
         "env",
         help="print export lines for AIRFLOW_HOME, the DAGs folder and the two connections",
-        description="Print export lines for `eval` before `airflow standalone` (make airflow).",
+        description="Print export lines for `eval` before running the `airflow` command line.",
     )
     env.add_argument(
         "--airflow-home",
@@ -68,6 +78,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"AIRFLOW_HOME, where its metadata database lives (default {DEFAULT_HOME})",
     )
     env.set_defaults(airflow_action=run_env)
+
+    serve = actions.add_parser(
+        "serve",
+        help="the Airflow UI with the DAGs and both connections: airflow standalone (make airflow)",
+        description="Prepare the metadata database and the connections, then run airflow "
+        "standalone on 127.0.0.1. Stop it with Ctrl-C.",
+    )
+    serve.add_argument(
+        "--airflow-home",
+        type=Path,
+        metavar="DIR",
+        default=DEFAULT_HOME,
+        help=f"AIRFLOW_HOME: metadata database, logs, password file (default {DEFAULT_HOME})",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port of the UI and API (default {DEFAULT_PORT})",
+    )
+    serve.set_defaults(airflow_action=run_serve)
 
     test = actions.add_parser(
         "test",
@@ -151,6 +182,59 @@ def run_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- b2bdwh airflow serve -------------------------------------------------------------------
+
+
+def serve_environment(home: Path, port: int) -> dict[str, str]:
+    """The environment of `airflow standalone` for this checkout: airflow_environment() without
+    the AIRFLOW_CONN_* variables (the connections live in the metadata database, where the UI
+    shows them and edits take effect), on `port`."""
+    env = {**os.environ, **airflow_environment(home)}
+    env.pop("AIRFLOW_CONFIG", None)  # airflow.cfg comes from the AIRFLOW_HOME above
+    for conn_id in CONNECTIONS:
+        env.pop(f"AIRFLOW_CONN_{conn_id.upper()}")
+    env["AIRFLOW__API__PORT"] = str(port)
+    # Task processes report to the Execution API of this server, not to a default :8080.
+    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{port}/execution/"
+    env["AIRFLOW__LOGGING__COLORED_CONSOLE_LOG"] = "False"
+    # The DAGs are chains run one at a time: a few LocalExecutor workers, not the default 32.
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+    # standalone starts each component as `airflow` from PATH: this venv's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError as exc:
+            raise CliError(
+                f"port {args.port} is taken ({exc.strerror}): another Airflow? "
+                "Choose another with --port (make airflow AIRFLOW_PORT=...)."
+            ) from exc
+    home = args.airflow_home.expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env = serve_environment(home, args.port)
+    connections = {conn_id: connection_json(dsn()) for conn_id, dsn in CONNECTIONS.items()}
+    print(f"Airflow in {home}: metadata database and connections {', '.join(connections)}")
+    started = time.monotonic()
+    _run_child(
+        {"action": "setup", "connections": connections},
+        env,
+        home / SETUP_LOG_NAME,
+        verbose=False,
+        label="airflow serve",
+    )
+    print(f"  ready in {time.monotonic() - started:.1f}s; starting airflow standalone")
+    print(
+        f"UI: http://127.0.0.1:{args.port}  user admin, password in {home / PASSWORDS_FILE}"
+        " (written at the first start). Ctrl-C stops every component.",
+        flush=True,
+    )
+    os.execvpe("airflow", ["airflow", "standalone"], env)
+
+
 # --- b2bdwh airflow test: the parent ----------------------------------------------------------
 
 
@@ -168,13 +252,13 @@ def run_test(args: argparse.Namespace) -> int:
     env = {**os.environ, **airflow_environment(home)}
     env["AIRFLOW__LOGGING__COLORED_CONSOLE_LOG"] = "False"
     env.pop("AIRFLOW_CONFIG", None)  # airflow.cfg comes from the AIRFLOW_HOME above
-    spec = {"dag_id": args.dag_id, "conf": conf, "retry_delay": args.retry_delay}
+    spec = {"action": "test", "dag_id": args.dag_id, "conf": conf, "retry_delay": args.retry_delay}
 
     print(f"{args.dag_id}: running through Airflow, metadata database in {home}", flush=True)
     started = time.monotonic()
     failed = True
     try:
-        result = _run_child(spec, env, home / LOG_NAME, verbose=args.verbose)
+        result = _run_child(spec, env, home / LOG_NAME, verbose=args.verbose, label=args.dag_id)
         failed = result["state"] != "success"
         log = None if args.verbose else home / LOG_NAME
         return _report(args.dag_id, result, time.monotonic() - started, log)
@@ -183,8 +267,10 @@ def run_test(args: argparse.Namespace) -> int:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _run_child(spec: dict, env: dict[str, str], log_path: Path, *, verbose: bool) -> dict:
-    """Run the DAG in a child process, printing its task events; return its result event."""
+def _run_child(
+    spec: dict, env: dict[str, str], log_path: Path, *, verbose: bool, label: str
+) -> dict:
+    """Run `spec` in a child process, printing its task events; return its result event."""
     read_fd, write_fd = os.pipe()
     with open(log_path, "w") as log:
         out = sys.__stderr__.fileno() if verbose else log
@@ -213,9 +299,7 @@ def _run_child(spec: dict, env: dict[str, str], log_path: Path, *, verbose: bool
     code = child.wait()
     if result is None:
         where = "" if verbose else f"\n  Airflow's log: {log_path}"
-        raise CliError(
-            f"{spec['dag_id']}: {error or f'the Airflow process exited with code {code}'}{where}"
-        )
+        raise CliError(f"{label}: {error or f'the Airflow process exited with code {code}'}{where}")
     return result
 
 
@@ -307,7 +391,26 @@ def _as_list(callbacks: Any) -> list:
     return list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
 
 
+def _setup_for_serve(spec: dict[str, Any]) -> int:
+    """What `airflow standalone` needs before it starts: the metadata database (as standalone
+    itself would create it), and the connections, written over whatever they were."""
+    from airflow.models.connection import Connection
+    from airflow.utils import db
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    db.initdb()
+    with create_session() as session:
+        for conn_id, value in spec["connections"].items():
+            session.execute(delete(Connection).where(Connection.conn_id == conn_id))
+            session.add(Connection.from_json(value, conn_id=conn_id))
+    _emit(event="result")
+    return 0
+
+
 def _child(spec: dict[str, Any]) -> int:
+    if spec["action"] == "setup":
+        return _setup_for_serve(spec)
     started = time.monotonic()
     import airflow
     from airflow.dag_processing.dagbag import DagBag

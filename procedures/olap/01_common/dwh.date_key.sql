@@ -17,3 +17,7 @@ AS $fn$
         -1
     );
 $fn$;
+
+COMMENT ON FUNCTION dwh.date_key(date) IS
+'The dim_date key (YYYYMMDD) of a date, or -1 (Unknown) for NULL; immutable and inlined by the '
+'planner.';

@@ -29,3 +29,7 @@ AS $fn$
            resume_after = coalesce(p_resume_after, resume_after)
      WHERE loading_metadata_id = p_loading_metadata_id;
 $fn$;
+
+COMMENT ON FUNCTION etl.add_step_counts(bigint, bigint, bigint, bigint, bigint, bigint, text) IS
+'Adds one unit of work''s row counts to its step''s etl.loading_metadata row and records where a '
+'batched step resumes, in the unit''s own transaction.';

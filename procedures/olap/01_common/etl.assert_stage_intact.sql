@@ -40,3 +40,7 @@ BEGIN
     END IF;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.assert_stage_intact(bigint, text) IS
+'Raises 55000 when the unlogged staging (etl.stage_*, etl.change_window) lost rows that the run''s '
+'extract or pull recorded, e.g. after a server crash.';

@@ -67,3 +67,7 @@ BEGIN
     RETURN v_step;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.begin_step(bigint, text, text) IS
+'Opens or re-opens one step''s etl.loading_metadata row for a run (NULL: the run in progress or the '
+'latest failed one) and takes the pipeline lock; returns the row.';

@@ -23,3 +23,6 @@ BEGIN
     RETURN v_value;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.config_value(text) IS
+'The value of one pipeline setting from etl.config; raises 22023 for an unknown key.';

@@ -36,3 +36,8 @@ BEGIN
                         'See etl.error_log; fix the cause and call the step again to resume.');
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.end_step(bigint, text, text, text, text, text) IS  -- noqa: LT01
+'Closes a step opened by etl.begin_step and releases the pipeline lock: on success marks it '
+'succeeded, on failure rolls back, logs in etl.error_log, fails step and run and raises again; '
+'commits.';

@@ -19,3 +19,7 @@ AS $fn$
        AND l.classid = 1647469175::oid AND l.objid = 1::oid AND l.objsubid = 2
      LIMIT 1;
 $fn$;
+
+COMMENT ON FUNCTION etl.pipeline_lock_holder() IS
+'The backend pid holding this warehouse''s pipeline lock (advisory lock 1647469175, 1), or NULL when '
+'it is free.';

@@ -10,3 +10,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT pg_catalog.pg_advisory_unlock(1647469175, 1);
 $fn$;
+
+COMMENT ON FUNCTION etl.release_pipeline_lock() IS
+'Gives back the pipeline lock taken by etl.take_pipeline_lock; false when the session did not hold '
+'it.';

@@ -36,3 +36,7 @@ BEGIN
     RETURN v_count;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.restore_ddl(regclass) IS
+'Puts back the keys, indexes and foreign keys that etl.suspend_ddl set aside for a table, then '
+'analyzes it; returns how many objects were restored.';

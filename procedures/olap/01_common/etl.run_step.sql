@@ -60,3 +60,7 @@ BEGIN
     CALL etl.end_step(v_step.loading_metadata_id, v_state, v_message, v_detail, v_hint, v_context);
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.run_step(bigint, text, text, regproc) IS  -- noqa: LT01
+'The one way a pipeline step runs: opens the step (metadata row, pipeline lock), calls its unit '
+'function committing after each call until done, and logs and re-raises any error.';

@@ -48,3 +48,7 @@ BEGIN
     RETURN v_count;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.suspend_ddl(regclass) IS
+'Before a bulk load into an empty table, records its keys, foreign keys and indexes in '
+'etl.suspended_ddl and drops them; returns how many were set aside.';

@@ -14,3 +14,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT pg_catalog.pg_try_advisory_lock(1647469175, 1);
 $fn$;
+
+COMMENT ON FUNCTION etl.take_pipeline_lock() IS
+'Tries, without waiting, to take the session advisory lock that keeps two pipeline steps or run '
+'starts from executing at once; true when taken.';

@@ -15,3 +15,7 @@ AS $fn$
       FROM etl.change_window AS w
      WHERE w.table_name = p_table AND w.row_key IS NOT NULL;
 $fn$;
+
+COMMENT ON FUNCTION etl.window_keys(text) IS
+'The distinct keys of one source table that the current change window (etl.change_window) touched, as'
+' an array.';

@@ -14,3 +14,7 @@ BEGIN
     RAISE NOTICE 'run % abandoned', p_run_id;
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.abandon_run(bigint) IS  -- noqa: LT01
+'Gives up a run that is between steps (marks it failed in etl.run) so a new run can start; refused '
+'with 55P03 while one of its steps executes; commits.';

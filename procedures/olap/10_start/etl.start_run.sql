@@ -22,3 +22,7 @@ BEGIN
     COMMIT;
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.start_run(text, integer, bigint, boolean) IS  -- noqa: LT01
+'Starts a run of a pipeline (initial_load or incremental_update) in etl.run and returns its id; '
+'refused with 55P03 while another run is going, a dead or idle one is marked failed; commits.';

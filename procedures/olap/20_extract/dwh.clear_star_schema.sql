@@ -21,3 +21,7 @@ BEGIN
     PERFORM setval(pg_get_serial_sequence('dwh.dim_sales_agent', 'sales_agent_key'), 1, false);
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.clear_star_schema() IS
+'Empties every dwh table for a rebuild, keeping the Unknown members and the deal stages, and restarts'
+' the surrogate keys.';

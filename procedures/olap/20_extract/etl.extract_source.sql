@@ -13,3 +13,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'etl.extract_source', 'etl.stage_*', 'etl.stage_source');
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.extract_source(bigint) IS  -- noqa: LT01
+'Initial load, first step: stages the whole source as of one snapshot into etl.stage_* and clears the'
+' star schema, in one transaction (unit etl.stage_source).';

@@ -14,3 +14,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'etl.pull_change_window', 'etl.change_window', 'etl.stage_change_window');
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.pull_change_window(bigint) IS  -- noqa: LT01
+'Incremental update, first step: pulls the source changes committed since the last applied snapshot '
+'into etl.change_window and stages every changed row (unit etl.stage_change_window).';

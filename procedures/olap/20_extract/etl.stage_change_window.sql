@@ -99,3 +99,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.stage_change_window(bigint) IS
+'Unit of etl.pull_change_window: in one source snapshot, stages the changes of the transactions it '
+'sees and the last applied one did not, and the net state of every changed row.';

@@ -54,3 +54,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.stage_source(bigint) IS
+'Unit of etl.extract_source: copies the whole source into etl.stage_* through one remote snapshot, '
+'records it in etl.run, clears the star schema and resets the run''s later steps.';

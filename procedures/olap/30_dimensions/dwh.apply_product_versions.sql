@@ -151,3 +151,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.apply_product_versions(bigint) IS
+'Unit of dwh.load_dim_product: applies staged products as SCD type 2 versions of dwh.dim_product, one'
+' per committed transaction that changed series or price, valid from its changed_at.';

@@ -41,3 +41,7 @@ BEGIN
     RETURN v_added;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.extend_dim_date(date, date) IS
+'Adds the days from p_first to p_last that dwh.dim_date lacks, with their calendar attributes; '
+'returns the number added.';

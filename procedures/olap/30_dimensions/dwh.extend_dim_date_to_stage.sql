@@ -34,3 +34,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.extend_dim_date_to_stage(bigint) IS
+'Unit of dwh.load_dim_date: extends dwh.dim_date over every staged engage and close date within '
+'date_min .. date_max, plus date_margin_days.';

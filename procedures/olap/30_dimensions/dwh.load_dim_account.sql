@@ -12,3 +12,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'dwh.load_dim_account', 'dwh.dim_account', 'dwh.upsert_dim_account');
 END
 $proc$;
+
+COMMENT ON PROCEDURE dwh.load_dim_account(bigint) IS  -- noqa: LT01
+'Step: loads the staged accounts into dwh.dim_account as SCD type 1 (unit dwh.upsert_dim_account); '
+'commits once, safe to re-run.';

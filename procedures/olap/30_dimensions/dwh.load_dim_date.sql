@@ -11,3 +11,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'dwh.load_dim_date', 'dwh.dim_date', 'dwh.extend_dim_date_to_stage');
 END
 $proc$;
+
+COMMENT ON PROCEDURE dwh.load_dim_date(bigint) IS  -- noqa: LT01
+'Step: extends dwh.dim_date over the staged dates (unit dwh.extend_dim_date_to_stage); commits once, '
+'safe to re-run.';

@@ -12,3 +12,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'dwh.load_dim_product', 'dwh.dim_product', 'dwh.apply_product_versions');
 END
 $proc$;
+
+COMMENT ON PROCEDURE dwh.load_dim_product(bigint) IS  -- noqa: LT01
+'Step: loads the staged products into dwh.dim_product as SCD type 2 versions (unit '
+'dwh.apply_product_versions); commits once, safe to re-run.';

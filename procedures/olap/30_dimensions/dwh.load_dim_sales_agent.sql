@@ -12,3 +12,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'dwh.load_dim_sales_agent', 'dwh.dim_sales_agent', 'dwh.upsert_dim_sales_agent');
 END
 $proc$;
+
+COMMENT ON PROCEDURE dwh.load_dim_sales_agent(bigint) IS  -- noqa: LT01
+'Step: loads the staged sales agents into dwh.dim_sales_agent as SCD type 1 (unit '
+'dwh.upsert_dim_sales_agent); commits once, safe to re-run.';

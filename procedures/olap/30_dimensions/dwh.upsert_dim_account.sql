@@ -59,3 +59,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.upsert_dim_account(bigint) IS
+'Unit of dwh.load_dim_account: inserts new accounts, overwrites changed ones (reviving deleted ones) '
+'in business-key order, and marks the window''s deleted accounts deleted.';

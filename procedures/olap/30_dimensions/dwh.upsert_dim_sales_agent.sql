@@ -55,3 +55,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.upsert_dim_sales_agent(bigint) IS
+'Unit of dwh.load_dim_sales_agent: inserts new agents, overwrites changed ones (reviving deleted '
+'ones) in business-key order, and marks the window''s deleted agents deleted.';

@@ -38,3 +38,7 @@ BEGIN
     RETURN v_groups;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.fold_fact_contributions() IS
+'Folds the current fact batch''s contributions (old facts -1, new +1, closed deals only) into the '
+'pending aggregate deltas of etl.touched_group; returns the groups touched.';

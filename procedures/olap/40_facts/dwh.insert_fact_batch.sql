@@ -227,3 +227,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.insert_fact_batch(bigint) IS
+'Unit of dwh.load_fact_sales_performance: resolves one batch of staged deals (keys, hard rules '
+'quarantined in etl.error_log, soft rules in etl.data_quality_issue) and writes its facts.';

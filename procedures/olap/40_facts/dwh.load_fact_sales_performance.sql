@@ -17,3 +17,7 @@ BEGIN
                       'dwh.insert_fact_batch');
 END
 $proc$;
+
+COMMENT ON PROCEDURE dwh.load_fact_sales_performance(bigint) IS  -- noqa: LT01
+'Step: loads the staged deals into dwh.fact_sales_performance in committed batches of the run''s batch'
+' size (unit dwh.insert_fact_batch); resumes after its last batch.';

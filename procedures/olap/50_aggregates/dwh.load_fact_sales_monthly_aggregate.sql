@@ -16,3 +16,7 @@ BEGIN
                       'dwh.fact_sales_monthly_aggregate', 'dwh.rebuild_monthly_aggregate');
 END
 $proc$;
+
+COMMENT ON PROCEDURE dwh.load_fact_sales_monthly_aggregate(bigint) IS  -- noqa: LT01
+'Step: brings dwh.fact_sales_monthly_aggregate up to date with the facts in one transaction and marks'
+' an incremental window applied (unit dwh.rebuild_monthly_aggregate).';

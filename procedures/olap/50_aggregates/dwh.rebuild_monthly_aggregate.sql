@@ -76,3 +76,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION dwh.rebuild_monthly_aggregate(bigint) IS
+'Unit of dwh.load_fact_sales_monthly_aggregate: replaces the aggregate (initial load) or adds the '
+'exact deltas of etl.touched_group and marks the window applied (incremental).';

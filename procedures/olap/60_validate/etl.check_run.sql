@@ -25,3 +25,7 @@ BEGIN
     RETURN 'validation failed: ' || v_failed;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.check_run(bigint) IS
+'Unit of etl.validate_run: runs etl.validate for the step''s run; NULL when every check passed, else '
+'the failed checks.';

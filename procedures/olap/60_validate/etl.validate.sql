@@ -238,3 +238,7 @@ BEGIN
                   ORDER BY v.validation_id;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.validate(bigint) IS
+'Checks the warehouse after a run (reconciliation with the source, keys, SCD2 periods, aggregate), '
+'records every check in etl.validation_result and returns those rows.';

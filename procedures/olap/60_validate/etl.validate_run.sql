@@ -13,3 +13,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'etl.validate_run', 'etl.validation_result', 'etl.check_run');
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.validate_run(bigint) IS  -- noqa: LT01
+'Step: validates the run (etl.validate) and keeps the results; a failed check fails the step and the '
+'run with SQLSTATE B2B01 (unit etl.check_run).';

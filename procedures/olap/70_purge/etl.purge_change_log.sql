@@ -16,3 +16,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'etl.purge_change_log', 'src.cdc_consumer', 'etl.report_applied_position');
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.purge_change_log(bigint) IS  -- noqa: LT01
+'Step: reports how far the warehouse applied the source''s change log (src.cdc_consumer) so the source'
+' purges applied changes older than change_retention (unit etl.report_applied_position).';

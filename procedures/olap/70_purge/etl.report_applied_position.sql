@@ -38,3 +38,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.report_applied_position(bigint) IS
+'Unit of etl.purge_change_log: writes this warehouse''s row of the source''s cdc.consumer (xmin of the '
+'last applied snapshot, retention); only ever moves forward.';

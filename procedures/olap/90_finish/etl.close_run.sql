@@ -42,3 +42,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.close_run(bigint) IS
+'Unit of etl.finish_run: marks the run succeeded in etl.run, or refuses with 55000 while a step has '
+'not succeeded or the run was never validated.';

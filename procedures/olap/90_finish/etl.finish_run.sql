@@ -12,3 +12,7 @@ BEGIN
     CALL etl.run_step(p_run_id, 'etl.finish_run', 'etl.run', 'etl.close_run');
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.finish_run(bigint) IS  -- noqa: LT01
+'Last step of every run: marks it succeeded once all its steps succeeded and its validation passed '
+'(unit etl.close_run); commits.';

@@ -34,3 +34,7 @@ BEGIN
     RAISE NOTICE 'incremental update run % succeeded', v_run_id;
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.run_incremental_update(integer) IS  -- noqa: LT01
+'Entry point: applies every source change committed since the last applied snapshot, all steps in one'
+' call (the steps of DAG dwh_incremental_update); optional batch size.';

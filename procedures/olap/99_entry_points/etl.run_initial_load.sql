@@ -29,3 +29,7 @@ BEGIN
     RAISE NOTICE 'initial load run % succeeded', v_run_id;
 END
 $proc$;
+
+COMMENT ON PROCEDURE etl.run_initial_load(integer) IS  -- noqa: LT01
+'Entry point: full rebuild of the warehouse from one source snapshot, all steps in one call (the '
+'steps of DAG dwh_initial_load); optional batch size.';

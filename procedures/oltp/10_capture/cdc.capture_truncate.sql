@@ -16,3 +16,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION cdc.capture_truncate() IS
+'Trigger function on TRUNCATE of a source table: logs a T change in cdc.change_log and marks the '
+'transaction in cdc.source_replaced so its bulk re-inserts are not logged.';

@@ -21,3 +21,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+COMMENT ON FUNCTION cdc.purge_consumed() IS
+'Trigger function on cdc.consumer: deletes the changes every reader applied that are older than the '
+'reporting reader''s retention, and old replaced-source markers.';
