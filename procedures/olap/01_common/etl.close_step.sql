@@ -44,3 +44,7 @@ BEGIN
     PERFORM etl.release_pipeline_lock();
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.close_step(bigint, text, text, text, text, text) IS
+'Records a step''s outcome for etl.end_step: succeeded, or failed with the error in etl.error_log and '
+'the run failed; releases the pipeline lock.';

@@ -31,3 +31,6 @@ BEGIN
     PERFORM etl.release_pipeline_lock();
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.mark_run_abandoned(bigint) IS
+'Marks a running run failed for etl.abandon_run; refused with 55P03 while one of its steps executes.';

@@ -92,3 +92,7 @@ BEGIN
     RETURN v_run_id;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.open_run(text, integer, boolean) IS
+'Creates a run in etl.run for etl.start_run and returns its id; refused with 55P03 while another run '
+'is going, a dead or idle one is marked failed.';
