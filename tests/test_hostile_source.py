@@ -46,7 +46,7 @@ import dbtools
 import warehouse_compare as wc
 from b2bdwh import source
 
-EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "25"))
 
 # --- hostile values (numbers and dates as text: Python has no NaN date or 4713 BC) ----------
 

@@ -5,8 +5,9 @@ sales_pipeline.csv with the contract's headers. The import is all or nothing:
 
 1. Every file is read and checked first. Malformed input (a missing or empty
    file, a wrong header, a ragged row, text that is not UTF-8, a bad date or
-   number) is an error naming file, line and column; all such errors are
-   reported together and nothing is written.
+   number, a number or a name too large for its column) is an error naming
+   file, line and column; all such errors are reported together and nothing
+   is written. A value that passes these checks fits its column.
 2. References by name are resolved: exact names first, then names compared
    without case, white space and punctuation (each such mapping is reported).
    A row that still cannot be resolved is rejected, never dropped in silence:
