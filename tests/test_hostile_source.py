@@ -725,7 +725,7 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(warehouse: dbtools.Warehouse) -> Iterator[Rig]:
+def rig(request: pytest.FixtureRequest, warehouse: dbtools.Warehouse) -> Iterator[Rig]:
     """The module's source and incremental warehouse, and a second warehouse on the same
     source that only does initial loads."""
     config = dict(dbtools.query(warehouse.olap_dsn, "SELECT key, value FROM etl.config"))
@@ -734,9 +734,10 @@ def rig(warehouse: dbtools.Warehouse) -> Iterator[Rig]:
     name, fresh_dsn = wc.attach_warehouse(warehouse.oltp_dsn, "hostile_fresh")
     r = Rig(warehouse, fresh_dsn)
     yield r
-    print(
+    dbtools.report(
+        request,
         f"\nhostile source: {r.stats['examples']} examples, "
-        + ", ".join(f"{n} {what}" for what, n in sorted(r.stats.items()) if what != "examples")
+        + ", ".join(f"{n} {what}" for what, n in sorted(r.stats.items()) if what != "examples"),
     )
     dbtools.drop_database(name)
 

@@ -449,10 +449,10 @@ class Tally:
 
 
 @pytest.fixture(scope="module")
-def tally() -> Iterator[Tally]:
+def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     t = Tally()
     yield t
-    print(f"\nimport fuzz: {t.cases} folders, " + ", ".join(
+    dbtools.report(request, f"\nimport fuzz: {t.cases} folders, " + ", ".join(
         f"{n} {what}" for what, n in sorted(t.outcomes.items())))  # fmt: skip
 
 
