@@ -153,6 +153,14 @@ def scalar(dsn: str, sql_text: str, params: tuple | dict = ()) -> object:
     return query(dsn, sql_text, params)[0][0]
 
 
+def report(request, line: str) -> None:
+    """Print a line on the terminal even while pytest captures output (how many cases a
+    property test tried)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(line)
+
+
 def source_fingerprint(dsn: str) -> dict[str, tuple[int, str]]:
     """Rows and md5 of every column of every row, per source table, in key order."""
     from b2bdwh import source

@@ -5,8 +5,9 @@ sales_pipeline.csv with the contract's headers. The import is all or nothing:
 
 1. Every file is read and checked first. Malformed input (a missing or empty
    file, a wrong header, a ragged row, text that is not UTF-8, a bad date or
-   number) is an error naming file, line and column; all such errors are
-   reported together and nothing is written.
+   number, a number or a name too large for its column) is an error naming
+   file, line and column; all such errors are reported together and nothing
+   is written. A value that passes these checks fits its column.
 2. References by name are resolved: exact names first, then names compared
    without case, white space and punctuation (each such mapping is reported).
    A row that still cannot be resolved is rejected, never dropped in silence:
@@ -85,6 +86,11 @@ DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 UNDECODABLE = re.compile("[\udc80-\udcff]")
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 MAX_EXPONENT = 1000  # |exponent| of a numeric value; far beyond any amount
+MAX_FRACTION_DIGITS = 16383  # digits after the decimal point PostgreSQL's numeric holds
+MAX_INT_DIGITS = 10  # an integer column's longest value; longer text is out of range
+# The first column of each file is a unique key in the source: a btree index entry holds
+# about 2,700 bytes, so longer names and ids are refused before the database sees them.
+MAX_KEY_BYTES = 2000
 BOM = b"\xef\xbb\xbf"
 
 LOG_QUERY = (
@@ -169,6 +175,8 @@ def convert(column: str, text: str) -> tuple[object, str | None]:
     if column in INT_COLUMNS:
         if not INT_RE.fullmatch(text):
             return None, f"{show(text)} is not a whole number"
+        if len(text.lstrip("+-").lstrip("0")) > MAX_INT_DIGITS:  # int() refuses 4,300 digits
+            return None, f"{show(text)} is out of range for an integer column"
         number = int(text)
         if not INT_MIN <= number <= INT_MAX:
             return None, f"{show(text)} is out of range for an integer column"
@@ -178,10 +186,16 @@ def convert(column: str, text: str) -> tuple[object, str | None]:
             return None, f"{show(text)} is not a number"
         try:
             number = Decimal(text)
-        except InvalidOperation:
-            return None, f"{show(text)} is not a number"
+        except InvalidOperation:  # the form is right: the exponent is too large
+            return None, f"{show(text)} is out of range for a numeric column"
         if abs(number.adjusted()) > MAX_EXPONENT:
             return None, f"{show(text)} is out of range for a numeric column"
+        fraction_digits = -int(number.as_tuple().exponent)
+        if fraction_digits > MAX_FRACTION_DIGITS:
+            return None, (
+                f"{show(text)} has {fraction_digits} digits after the decimal point; "
+                f"a numeric column holds at most {MAX_FRACTION_DIGITS}"
+            )
         return number, None
     if column in DATE_COLUMNS:
         if not DATE_RE.fullmatch(text):
@@ -269,6 +283,7 @@ def read_csv(directory: Path, name: str, problems: Problems) -> CsvFile | None:
         if not header_problems(name, header, problems):
             return None
         width = len(header)
+        header_key = FILES[name][0]
         previous_line = reader.line_num
         for fields in reader:
             line = previous_line + 1  # where this record starts (it may span lines)
@@ -304,6 +319,12 @@ def read_csv(directory: Path, name: str, problems: Problems) -> CsvFile | None:
                     values[column] = None
                     continue
                 typed, error = convert(column, value)
+                size = len(value.encode("utf-8", errors="surrogateescape"))
+                if column == header_key and size > MAX_KEY_BYTES:
+                    error = (
+                        f"{show(value)} is {size} bytes long; a {column} is a unique key "
+                        f"and may be at most {MAX_KEY_BYTES} bytes"
+                    )
                 if error:
                     problems.add(name, line, column, error)
                 values[column] = typed

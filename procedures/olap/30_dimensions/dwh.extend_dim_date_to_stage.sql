@@ -2,7 +2,10 @@
 --     Unit of dwh.load_dim_date. Extends dim_date to cover every staged
 --     engage and close date, with date_margin_days on both sides. Dates
 --     outside date_min .. date_max are left to the fact step, which
---     quarantines them: one bad date never grows the dimension.
+--     quarantines them: one bad date never grows the dimension. When days
+--     were added, dim_date is analyzed: statistics taken while a rebuild had
+--     emptied it (one row on many pages) made the planner count 40,000 days
+--     as one and cross-join dim_date with itself in dwh.v_pipeline_by_stage.
 -- Returns: NULL (done).
 -- Tables: reads etl.stage_sales_pipeline, etl.config; writes dwh.dim_date.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
@@ -30,6 +33,9 @@ BEGIN
     v_added := CASE WHEN v_first IS NULL THEN 0
                     ELSE dwh.extend_dim_date(greatest(v_first - v_margin, v_min),
                                              least(v_last + v_margin, v_max)) END;
+    IF v_added > 0 THEN
+        ANALYZE dwh.dim_date;
+    END IF;
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_inserted => v_added);
     RETURN NULL;
 END

@@ -12,7 +12,7 @@ SELECT
     f.product_key,
     (count(*) FILTER (WHERE f.is_won))::integer AS won_deals,
     (count(*) FILTER (WHERE NOT f.is_won))::integer AS lost_deals,
-    coalesce(sum(f.close_value) FILTER (WHERE f.is_won), 0)::numeric(18, 2) AS won_value
+    coalesce(sum(f.close_value) FILTER (WHERE f.is_won), 0)::numeric(30, 2) AS won_value
 FROM dwh.fact_sales_performance AS f
 WHERE f.is_closed AND NOT f.is_deleted
 GROUP BY f.close_month_key, f.sales_agent_key, f.product_key;

@@ -32,7 +32,7 @@ SELECT
     coalesce(p.open_deals, 0)::integer AS open_deals,
     coalesce(p.won_deals, 0)::integer AS won_deals,
     coalesce(p.lost_deals, 0)::integer AS lost_deals,
-    coalesce(p.won_value, 0)::numeric(18, 2) AS won_value,
+    coalesce(p.won_value, 0)::numeric(30, 2) AS won_value,
     round(p.won_deals::numeric / nullif(p.won_deals + p.lost_deals, 0), 4) AS win_rate,
     round(p.avg_days_to_close, 1) AS avg_days_to_close,
     fe.full_date AS first_engage_date,

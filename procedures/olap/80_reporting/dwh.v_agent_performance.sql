@@ -14,7 +14,7 @@ WITH per_agent AS (
         a.sales_agent_key,
         sum(a.won_deals)::integer AS won_deals,
         sum(a.lost_deals)::integer AS lost_deals,
-        sum(a.won_value)::numeric(18, 2) AS won_value
+        sum(a.won_value)::numeric(30, 2) AS won_value
     FROM dwh.fact_sales_monthly_aggregate AS a
     GROUP BY a.sales_agent_key
 )
@@ -28,7 +28,7 @@ SELECT
     coalesce(p.won_deals, 0) AS won_deals,
     coalesce(p.lost_deals, 0) AS lost_deals,
     coalesce(p.won_deals + p.lost_deals, 0) AS closed_deals,
-    coalesce(p.won_value, 0)::numeric(18, 2) AS won_value,
+    coalesce(p.won_value, 0)::numeric(30, 2) AS won_value,
     round(p.won_deals::numeric / nullif(p.won_deals + p.lost_deals, 0), 4) AS win_rate,
     round(p.won_value / nullif(p.won_deals, 0), 2) AS avg_won_value,
     rank() OVER (

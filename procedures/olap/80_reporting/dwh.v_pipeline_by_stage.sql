@@ -46,7 +46,7 @@ SELECT
     s.deal_stage_name,
     s.stage_order,
     coalesce(d.open_deals, 0)::integer AS open_deals,
-    coalesce(d.list_value, 0)::numeric(18, 2) AS list_value,
+    round(coalesce(d.list_value, 0), 2) AS list_value,
     coalesce(d.without_engage_date, 0)::integer AS deals_without_engage_date,
     round(d.avg_age_days, 1) AS avg_age_days,
     d.median_age_days,

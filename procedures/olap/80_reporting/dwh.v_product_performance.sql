@@ -65,9 +65,9 @@ SELECT
     coalesce(d.open_deals, 0)::integer AS open_deals,
     coalesce(d.won_deals, 0)::integer AS won_deals,
     coalesce(d.lost_deals, 0)::integer AS lost_deals,
-    coalesce(d.won_value, 0)::numeric(18, 2) AS won_value,
+    coalesce(d.won_value, 0)::numeric(30, 2) AS won_value,
     round(d.won_deals::numeric / nullif(d.won_deals + d.lost_deals, 0), 4) AS win_rate,
-    d.won_list_value::numeric(18, 2) AS won_list_value,
+    round(d.won_list_value, 2) AS won_list_value,
     round(d.avg_discount, 2) AS avg_discount,
     round(d.avg_discount_rate, 4) AS avg_discount_rate,
     round(1 - d.priced_won_value / nullif(d.priced_list_value, 0), 4) AS overall_discount_rate

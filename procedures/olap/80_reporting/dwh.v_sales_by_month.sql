@@ -18,7 +18,7 @@ SELECT
     sum(a.won_deals)::integer AS won_deals,
     sum(a.lost_deals)::integer AS lost_deals,
     sum(a.won_deals + a.lost_deals)::integer AS closed_deals,
-    sum(a.won_value)::numeric(18, 2) AS won_value,
+    sum(a.won_value)::numeric(30, 2) AS won_value,
     round(sum(a.won_deals)::numeric / nullif(sum(a.won_deals + a.lost_deals), 0), 4) AS win_rate,
     round(sum(a.won_value) / nullif(sum(a.won_deals), 0), 2) AS avg_won_value
 FROM dwh.fact_sales_monthly_aggregate AS a
