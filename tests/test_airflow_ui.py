@@ -221,6 +221,9 @@ def test_the_connections_are_stored_from_the_settings(ui, warehouse, conn_id):
     assert conn["schema"] == params["dbname"]
     assert conn["host"] == (params.get("host") or os.environ["PGHOST"])
     assert str(conn["port"]) == str(params.get("port") or os.environ["PGPORT"])
+    # The pipeline runs as the ETL role; the source connection keeps the settings' user.
+    source_user = params.get("user") or os.environ["PGUSER"]
+    assert conn["login"] == ("b2b_etl" if conn_id == "b2b_sales_olap" else source_user)
 
 
 def test_a_run_triggered_through_the_api_loads_the_warehouse(ui, warehouse):

@@ -123,16 +123,18 @@ def test_the_dag_run_succeeds_and_prints_each_task(first_run):
 def test_the_etl_run_succeeded_with_the_batch_size_param(source, first_run):
     _code, _out, _error, run_id = first_run
     assert run_id > 0, "exactly one etl run"
-    [(pipeline, status, batch_size, message)] = query(
+    [(pipeline, status, batch_size, message, started_by)] = query(
         source.olap_dsn,
-        "SELECT pipeline, status, batch_size, message FROM etl.run WHERE run_id = %s",
+        "SELECT pipeline, status, batch_size, message, started_by FROM etl.run WHERE run_id = %s",
         (run_id,),
     )
-    assert (pipeline, status, batch_size, message) == (
+    # The DAG connects as the ETL role, which may execute the pipeline and nothing else.
+    assert (pipeline, status, batch_size, message, started_by) == (
         "initial_load",
         "succeeded",
         BATCH_SIZE,
         None,
+        "b2b_etl",
     )
 
 

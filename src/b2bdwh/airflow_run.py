@@ -54,10 +54,11 @@ SETUP_LOG_NAME = "serve_setup.log"
 DEFAULT_PORT = 8080
 # Written by the simple auth manager when `airflow standalone` first starts: user admin.
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
-# Airflow connection id -> the setting that gives its libpq connection string.
+# Airflow connection id -> the setting that gives its libpq connection string. The DAGs
+# run the warehouse's pipeline as the ETL role.
 CONNECTIONS: dict[str, Callable[[], str]] = {
     "b2b_sales": settings.oltp_dsn,
-    "b2b_sales_olap": settings.olap_dsn,
+    "b2b_sales_olap": settings.pipeline_dsn,
 }
 # libpq settings that fill in what a connection string leaves out.
 LIBPQ_DEFAULTS = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER"}

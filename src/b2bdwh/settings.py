@@ -22,6 +22,16 @@ def olap_dsn() -> str:
     return os.environ.get("B2B_OLAP_DSN") or f"dbname={OLAP_DB}"
 
 
+def pipeline_dsn() -> str:
+    """The warehouse as the pipeline's runner sees it: logged in as the ETL role
+    (B2B_ETL_USER, default b2b_etl), which may execute the pipeline and nothing else.
+    B2B_ETL_USER set empty keeps the warehouse DSN's own user."""
+    from psycopg import conninfo
+
+    user = os.environ.get("B2B_ETL_USER", "b2b_etl")
+    return conninfo.make_conninfo(olap_dsn(), user=user) if user else olap_dsn()
+
+
 def dsn_for(target: str) -> str:
     """The DSN of a migration target: 'oltp' or 'olap'."""
     if target == "oltp":
