@@ -39,7 +39,7 @@ from psycopg import conninfo, sql
 
 import dbtools
 import warehouse_compare as wc
-from b2bdwh import generate, simulate
+from b2bdwh import generate, simulate, status
 
 SCALE = 0.05  # 440 deals
 BATCH = 50  # several fact batches per run
@@ -362,6 +362,11 @@ def test_a_terminated_step_under_airflow_is_recorded_by_its_retry(loaded: Rig) -
     )[0]
     assert step_status == "running" and batches >= 1
     assert wc.scalar(rig.olap, "SELECT etl.pipeline_lock_holder()") is None
+    health = status.status(rig.olap)
+    assert any(
+        p.startswith(f"the latest run {run_id} (incremental_update) was interrupted")
+        for p in health.problems
+    ), health.problems
 
     call_steps(rig.olap, steps[fact_step : fact_step + 1], run_id)  # the retry
     errors = wc.fetch(
