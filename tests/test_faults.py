@@ -196,7 +196,8 @@ def cut_source_connections(oltp: str) -> int:
 
 
 # Where the source goes away: at a step's start (between steps), or inside a step whose
-# remote transaction is open (after its first remote read; the rest of its reads fail).
+# remote transaction is open: after its first remote read (the next one fails), or after
+# its last (releasing the step's remote savepoint fails, still inside the step).
 SOURCE_FAULTS = {
     "initial_before_extract": ("initial_load", lambda p: p.at_step("etl.extract_source")),
     "initial_inside_extract": (
@@ -210,6 +211,10 @@ SOURCE_FAULTS = {
     "incremental_inside_pull": (
         "incremental_update",
         lambda p: p.on_statement("etl.change_window", "INSERT"),
+    ),
+    "incremental_inside_pull_after_its_last_read": (
+        "incremental_update",
+        lambda p: p.on_statement("etl.run", "UPDATE"),
     ),
     "incremental_before_purge": ("incremental_update", lambda p: p.at_step("etl.purge_change_log")),
 }
