@@ -163,12 +163,6 @@ def call_steps(olap: str, steps: list[str], run_id: int | None = None) -> None:
         dbtools.execute(olap, f"CALL {step}(%s)", (run_id,))
 
 
-def failed_call(olap: str, statement: str, params: tuple = ()) -> psycopg.Error:
-    with pytest.raises(psycopg.Error) as caught:
-        dbtools.execute(olap, statement, params)
-    return caught.value
-
-
 # --- a) the source refuses connections ----------------------------------------------------------
 
 
