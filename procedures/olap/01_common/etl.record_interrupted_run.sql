@@ -51,3 +51,7 @@ BEGIN
     RETURN v_logged;
 END
 $fn$;
+
+COMMENT ON FUNCTION etl.record_interrupted_run(bigint, text, text) IS
+'Marks the steps of a run left running by a backend that died failed and logs them in etl.error_log '
+'(B2B02); called under the pipeline lock by etl.start_run, etl.begin_step and etl.abandon_run.';
