@@ -20,7 +20,7 @@ PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
 PASSWORDS := simple_auth_manager_passwords.json.generated
 
-.PHONY: help venv up down env status migrate demo report test tools lint lock clean airflow bench
+.PHONY: help venv up down env status migrate demo report test tools lint lock clean airflow bench soak
 
 help:
 	@echo "make demo     cluster up, migrate, source at scale $(SCALE), initial load and, after $(CHANGES)"
@@ -29,6 +29,8 @@ help:
 	@echo "make report   the HTML report (charts of sales and data health) in $(REPORT)"
 	@echo "make lint     sqlfluff over migrations/ and procedures/, ruff over Python"
 	@echo "make bench    benchmarks (SCALE=100 by default), table in bench/out/ (not part of make test)"
+	@echo "make soak     CRM writers and incremental updates for SOAK_SECONDS (300) at SCALE=5 by default:"
+	@echo "             lost changes (must be 0), lag, changes/s; bench/out/soak.md (not part of make test)"
 	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
 	@echo "make migrate  apply migrations and procedures to both databases"
 	@echo "make airflow  Airflow standalone (UI on http://127.0.0.1:8080, AIRFLOW_PORT=...) with dags/"
@@ -104,6 +106,14 @@ BENCH_ARGS ?=
 
 bench: venv up
 	@$(WITH_ENV) $(BIN)/python bench/run.py --scale $(BENCH_SCALE) $(BENCH_ARGS)
+
+# make soak: not part of make test. SCALE defaults to 5 here, as BENCH_SCALE does to 100.
+SOAK_SECONDS ?= 300
+SOAK_SCALE = $(if $(filter command line environment,$(origin SCALE)),$(SCALE),5)
+SOAK_ARGS ?=
+
+soak: venv up
+	@$(WITH_ENV) $(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --scale $(SOAK_SCALE) $(SOAK_ARGS)
 
 lint: venv
 	$(BIN)/sqlfluff lint migrations procedures

@@ -648,6 +648,16 @@ def _prepare(conn: psycopg.Connection, k: int, seed: int) -> tuple[Simulation, i
     return sim, len(deals), total
 
 
+def transactions(
+    conn: psycopg.Connection, changes: int, seed: int = DEFAULT_SEED
+) -> Iterator[list[Change]]:
+    """The transactions `simulate` would commit on this starting state and seed, for a
+    caller that commits them its own way (bench/soak.py: several writers at a steady rate).
+    Each is a list of changes to execute between BEGIN and COMMIT."""
+    sim, _sampled, _total = _prepare(conn, changes, seed)
+    return sim.transactions(changes)
+
+
 def simulate(
     dsn: str, changes: int, seed: int = DEFAULT_SEED, *, progress: TextIO | None = None
 ) -> Summary:

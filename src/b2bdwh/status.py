@@ -1,9 +1,10 @@
 """`b2bdwh status`: is the warehouse healthy? Recent runs, the latest run's steps, the lag
 behind the source, failed checks, recent errors and quarantined rows.
 
-Exits 2, naming the reason, when the latest run failed, when the oldest source change not
-yet applied is older than --max-lag, or when the lag cannot be measured: usable as a
-health check (exit 0 means healthy).
+Exits 2, naming the reason, when the latest run failed or was interrupted (a step marked
+running that nobody executes), when the oldest source change not yet applied is older
+than --max-lag, or when the lag cannot be measured: usable as a health check (exit 0
+means healthy).
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ BACKLOG = """
 SELECT count(*), min(c.changed_at), (SELECT s.taken_at FROM src.source_snapshot AS s)
   FROM src.change_log AS c
  WHERE c.txid >= %(xmin)s::xid8 AND NOT pg_visible_in_snapshot(c.txid, %(snapshot)s::pg_snapshot)
+"""
+# Steps marked running while nobody holds the pipeline lock: their backend died (terminated,
+# crashed, lost its client) and could not mark them; the next caller under the lock will.
+INTERRUPTED_STEPS = """
+SELECT string_agg(m.step, ', ' ORDER BY m.loading_metadata_id)
+  FROM etl.loading_metadata AS m
+ WHERE m.run_id = %s AND m.status = 'running' AND etl.pipeline_lock_holder() IS NULL
 """
 FAILED_CHECKS = """
 SELECT v.run_id, v.check_name, coalesce(v.expected, ''), coalesce(v.actual, '')
@@ -152,6 +160,13 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
         if run_status == "failed":
             problems.append(
                 f"the latest run {run_id} ({pipeline}) failed" + (f": {message}" if message else "")
+            )
+        (interrupted,) = conn.execute(INTERRUPTED_STEPS, (run_id,)).fetchone()
+        if interrupted:
+            problems.append(
+                f"the latest run {run_id} ({pipeline}) was interrupted: nobody executes its"
+                f" running step {interrupted}; retry the step, start a new run, or"
+                f" CALL etl.abandon_run({run_id});"
             )
 
         runs = conn.execute(RUNS, (runs_per_pipeline,)).fetchall()

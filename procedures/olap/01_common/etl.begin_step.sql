@@ -2,7 +2,9 @@
 --           RETURNS etl.loading_metadata
 --     Opens (or re-opens, on a retry) the metadata row of one step of a run
 --     and takes the pipeline lock for this session, so that no two steps
---     ever execute at once.
+--     ever execute at once. A step of the run left 'running' by a backend
+--     that died is first recorded failed, with its error
+--     (etl.record_interrupted_run).
 -- Parameters:
 --     p_run_id - the run; NULL means the run in progress, or else the latest
 --                run if it failed (a retried step resumes it). A failed run
@@ -53,7 +55,9 @@ BEGIN
                   HINT = 'Wait for it to finish; see SELECT * FROM etl.loading_metadata WHERE status = ''running'';';
     END IF;
 
-    IF v_run.status = 'failed' THEN
+    -- Holding the lock, no step of the run can be executing: one still 'running' was
+    -- interrupted (its backend died), and is recorded failed before the run goes on.
+    IF etl.record_interrupted_run(v_run.run_id, p_step, NULL) > 0 OR v_run.status = 'failed' THEN
         UPDATE etl.run AS r SET status = 'running', finished_at = NULL,
                message = 'resumed by ' || p_step
          WHERE r.run_id = v_run.run_id;

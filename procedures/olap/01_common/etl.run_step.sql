@@ -4,7 +4,10 @@
 --     taking the step's etl.loading_metadata id, committing after each call,
 --     until the unit says it is done. Any error rolls back the unit's
 --     uncommitted work and is logged, failing the step and the run
---     (etl.end_step), then raised again.
+--     (etl.end_step), then raised again. That includes a cancel
+--     (statement_timeout, pg_cancel_backend: SQLSTATE 57014), which WHEN
+--     OTHERS alone does not catch: it would leave the step 'running' and the
+--     pipeline lock held by the session.
 --     A unit function returns:
 --         NULL    - done;
 --         'more'  - one batch committed, call again (it resumes from the
@@ -44,7 +47,7 @@ BEGIN
         BEGIN
             EXECUTE pg_catalog.format('SELECT %s($1)', p_unit) INTO v_outcome
                 USING v_step.loading_metadata_id;
-        EXCEPTION WHEN OTHERS THEN
+        EXCEPTION WHEN OTHERS OR query_canceled THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                 v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,
                 v_context = PG_EXCEPTION_CONTEXT;

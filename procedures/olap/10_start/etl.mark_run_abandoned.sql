@@ -6,7 +6,8 @@
 --     step left it: start a new initial load.
 -- Parameters:
 --     p_run_id - the running run to give up
--- Tables: writes etl.run.
+-- Tables: writes etl.run; a step of it left 'running' by a backend that died is
+--     recorded failed (etl.record_interrupted_run: etl.loading_metadata, etl.error_log).
 -- Commits: no; etl.abandon_run commits it.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.mark_run_abandoned(p_run_id bigint)
@@ -28,6 +29,7 @@ BEGIN
         PERFORM etl.release_pipeline_lock();
         RAISE EXCEPTION 'run % is not running', p_run_id USING ERRCODE = '55000';
     END IF;
+    PERFORM etl.record_interrupted_run(p_run_id, 'etl.abandon_run', NULL);
     PERFORM etl.release_pipeline_lock();
 END
 $fn$;

@@ -6,14 +6,17 @@
 --     calling steps by hand). A run whose caller died in the middle of a
 --     step (its step is still 'running' but nobody holds the pipeline
 --     lock), or that has been idle longer than run_idle_timeout, is marked
---     failed instead, with a NOTICE, and the new run starts.
+--     failed instead, with a NOTICE, and the new run starts; its
+--     interrupted step is marked failed and logged in etl.error_log
+--     (etl.record_interrupted_run), which its dead caller could not do.
 -- Parameters:
 --     p_pipeline   - 'initial_load' or 'incremental_update'
 --     p_batch_size - rows per committed batch (default: etl.config batch_size)
 --     p_in_one_call - true when the caller runs every step itself
 --                    (etl.run_initial_load, etl.run_incremental_update):
 --                    its backend is recorded, so that its death is seen
--- Tables: writes etl.run.
+-- Tables: writes etl.run (and, for an interrupted run, etl.loading_metadata,
+--     etl.error_log).
 -- Returns: the new run's id.
 -- Commits: no; etl.start_run commits it.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
@@ -34,6 +37,7 @@ DECLARE
     v_last_status text;
     v_last_at timestamptz;
     v_run_id bigint;
+    v_interrupted text;
 BEGIN
     IF p_pipeline IS NULL OR p_pipeline NOT IN ('initial_load', 'incremental_update') THEN
         RAISE EXCEPTION 'unknown pipeline %', coalesce(pg_catalog.quote_literal(p_pipeline), 'NULL')
@@ -57,16 +61,22 @@ BEGIN
          WHERE m.run_id = v_running.run_id
          ORDER BY m.loading_metadata_id DESC LIMIT 1;
         v_last_at := coalesce(v_last_at, v_running.started_at);
-        IF v_last_status = 'running'
-           OR (v_running.driver_pid IS NOT NULL AND NOT EXISTS (
-                   SELECT FROM pg_catalog.pg_stat_activity AS a
+        v_interrupted := CASE
+            WHEN v_last_status = 'running' THEN format('its step %s was left running', v_last_step)
+            WHEN v_running.driver_pid IS NOT NULL AND NOT EXISTS (
+                   SELECT FROM pg_stat_activity AS a
                     WHERE a.pid = v_running.driver_pid
-                      AND a.backend_start = v_running.driver_started_at))
-           OR pg_catalog.clock_timestamp() - v_last_at
-              > etl.config_value('run_idle_timeout')::interval THEN
+                      AND a.backend_start = v_running.driver_started_at)
+                THEN format('its caller (backend pid %s) is gone', v_running.driver_pid)
+            WHEN clock_timestamp() - v_last_at > etl.config_value('run_idle_timeout')::interval
+                THEN 'idle for longer than run_idle_timeout'
+        END;
+        IF v_interrupted IS NOT NULL THEN
+            -- The failure trace its dead caller could not write: steps failed, error logged.
+            PERFORM etl.record_interrupted_run(v_running.run_id, 'etl.start_run', v_interrupted);
             UPDATE etl.run
-               SET status = 'failed', finished_at = pg_catalog.clock_timestamp(),
-                   message = 'interrupted: superseded by a new run before it finished'
+               SET status = 'failed', finished_at = clock_timestamp(),
+                   message = 'interrupted: superseded by a new run before it finished (' || v_interrupted || ')'
              WHERE run_id = v_running.run_id;
             RAISE NOTICE 'run % was left running by an interrupted caller; marked failed',
                 v_running.run_id;

@@ -2,7 +2,7 @@
 -- running run at a time, settings, counts, the extract unit, closing a run,
 -- and the committing procedures' refusal to run inside a transaction block.
 BEGIN;
-SELECT plan(51);
+SELECT plan(52);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('etl', 'run', 'etl.run exists');
@@ -142,6 +142,13 @@ SELECT is(
     (SELECT count(*)::integer FROM etl.loading_metadata WHERE run_id = :run1), 2,
     'a new step of the run gets a metadata row of its own'
 );
+SELECT results_eq(
+    format($q$SELECT m.status, e.sqlstate, e.procedure_name FROM etl.loading_metadata AS m
+                JOIN etl.error_log AS e ON e.run_id = m.run_id AND e.procedure_name = m.step
+               WHERE m.run_id = %s$q$, :run1),
+    $$VALUES ('failed'::text, 'B2B02'::text, 'dwh.load_fact_sales_performance'::text)$$,
+    'a step found running when the lock is taken for another was interrupted: failed, logged B2B02'
+);
 SELECT pg_advisory_unlock_all();
 SELECT ok(NOT tests.holds_pipeline_lock(), 'the session no longer holds the lock once released');
 
@@ -159,6 +166,7 @@ SELECT throws_ok(
     'nor when a retried task names it: a failed run superseded by a later run stays failed (55000)'
 );
 SELECT pg_advisory_unlock_all();
+DELETE FROM etl.error_log;
 DELETE FROM etl.loading_metadata;
 DELETE FROM etl.run;
 

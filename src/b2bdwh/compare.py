@@ -1,0 +1,270 @@
+"""Comparing warehouses by business keys: shared by the tests (tests/warehouse_compare.py)
+and the soak run (bench/soak.py).
+
+- `live_content`: what a user sees of the source through a warehouse: the current
+  attributes of live dimension members by business key, every live fact by
+  opportunity_id (dimension keys translated to business keys, the product by
+  product_id), the monthly aggregate summed per (month, agent, product_id).
+  Surrogate keys and the choice of product version are left out, so an
+  incrementally maintained warehouse and a fresh initial load of the same
+  source must agree on it exactly. `source_content` computes the same view
+  straight from the source tables.
+- `consistency_problems`: rules an incrementally maintained warehouse must keep
+  on its own (the aggregate equals its recomputation from the facts, SCD2
+  periods, the product version a fact resolves to, no live fact on a deleted
+  member).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from decimal import Decimal
+
+import psycopg
+
+# Deal stages the warehouse knows; any other stage is quarantined.
+KNOWN_STAGES = ("Prospecting", "Engaging", "Won", "Lost")
+
+# --- the live content: what a fresh initial load must agree on -------------------------------
+
+
+@dataclass
+class Content:
+    """A warehouse (or the source) as business keys and attributes."""
+
+    accounts: dict[int, tuple]
+    agents: dict[int, tuple]
+    products: dict[int, tuple]  # current version of each live product: name, series, price
+    facts: dict[str, tuple]
+    aggregate: dict[tuple, tuple]  # (month key, agent id, product id) -> won, lost, won value
+
+
+FACT_COLUMNS = (
+    "account_id",
+    "product_id",
+    "sales_agent_id",
+    "deal_stage",
+    "engage_date_key",
+    "close_date_key",
+    "close_month_key",
+    "close_value",
+    "is_won",
+    "is_closed",
+    "days_to_close",
+)
+
+LIVE_QUERIES = {
+    "accounts": """
+        SELECT account_id, account_name, sector, year_established, revenue, employees,
+               office_location, parent_account_id
+          FROM dwh.dim_account WHERE account_key <> -1 AND NOT is_deleted""",
+    "agents": """
+        SELECT sales_agent_id, sales_agent_name, manager_name, regional_office
+          FROM dwh.dim_sales_agent WHERE sales_agent_key <> -1 AND NOT is_deleted""",
+    "products": """
+        SELECT product_id, product_name, series, sales_price
+          FROM dwh.dim_product WHERE product_key <> -1 AND is_current AND NOT is_deleted""",
+    "facts": """
+        SELECT f.opportunity_id, a.account_id, p.product_id, g.sales_agent_id, st.deal_stage_name,
+               f.engage_date_key, f.close_date_key, f.close_month_key, f.close_value, f.is_won,
+               f.is_closed, f.days_to_close
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_account AS a USING (account_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+          JOIN dwh.dim_deal_stage AS st USING (deal_stage_key)
+         WHERE NOT f.is_deleted""",
+    "aggregate": """
+        SELECT m.month_date_key, g.sales_agent_id, p.product_id, sum(m.won_deals)::integer,
+               sum(m.lost_deals)::integer, sum(m.won_value)
+          FROM dwh.fact_sales_monthly_aggregate AS m
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+         GROUP BY 1, 2, 3""",
+}
+
+# The same view computed from the source tables (stage names outside KNOWN_STAGES are
+# quarantined by the warehouse, so they are no facts).
+SOURCE_QUERIES = {
+    "accounts": """
+        SELECT account_id, account_name, sector, year_established, revenue, employees,
+               office_location, parent_account_id
+          FROM public.accounts""",
+    "agents": "SELECT sales_agent_id, sales_agent_name, manager_name, regional_office"
+    " FROM public.sales_agents",
+    "products": "SELECT product_id, product_name, series, sales_price FROM public.products",
+    "facts": """
+        SELECT opportunity_id, account_id, product_id, sales_agent_id, deal_stage,
+               coalesce(to_char(engage_date, 'YYYYMMDD')::integer, -1),
+               coalesce(to_char(close_date, 'YYYYMMDD')::integer, -1),
+               coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
+               round(close_value, 2), deal_stage = 'Won', deal_stage IN ('Won', 'Lost'),
+               close_date - engage_date
+          FROM public.sales_pipeline
+         WHERE deal_stage IN ('Prospecting', 'Engaging', 'Won', 'Lost')""",
+    "aggregate": """
+        SELECT coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
+               sales_agent_id, product_id,
+               count(*) FILTER (WHERE deal_stage = 'Won')::integer,
+               count(*) FILTER (WHERE deal_stage = 'Lost')::integer,
+               coalesce(sum(round(close_value, 2)) FILTER (WHERE deal_stage = 'Won'), 0)
+          FROM public.sales_pipeline
+         WHERE deal_stage IN ('Won', 'Lost')
+         GROUP BY 1, 2, 3""",
+}
+
+
+def _content(dsn: str, queries: dict[str, str]) -> Content:
+    with psycopg.connect(dsn) as conn:
+        parts: dict[str, dict] = {}
+        for name, query in queries.items():
+            rows = conn.execute(query).fetchall()
+            if name == "aggregate":
+                parts[name] = {tuple(r[:3]): tuple(r[3:]) for r in rows}
+            else:
+                parts[name] = {r[0]: tuple(r[1:]) for r in rows}
+    return Content(**parts)
+
+
+def live_content(olap_dsn: str) -> Content:
+    return _content(olap_dsn, LIVE_QUERIES)
+
+
+def source_content(oltp_dsn: str) -> Content:
+    return _content(oltp_dsn, SOURCE_QUERIES)
+
+
+def _show(value: object) -> str:
+    return repr(value) if not isinstance(value, Decimal) else str(value)
+
+
+def dict_differences(
+    what: str, actual: dict, expected: dict, *, labels: tuple[str, str], limit: int = 8
+) -> list[str]:
+    """Readable differences between two keyed dicts (numbers compare by value)."""
+    out: list[str] = []
+    missing = sorted((k for k in expected if k not in actual), key=str)
+    extra = sorted((k for k in actual if k not in expected), key=str)
+    differ = sorted((k for k in expected if k in actual and actual[k] != expected[k]), key=str)
+    a_label, e_label = labels
+    if missing:
+        out.append(
+            f"{what}: {len(missing)} in {e_label} but not in {a_label}: "
+            + ", ".join(f"{k!r}={expected[k]!r}" for k in missing[:limit])
+        )
+    if extra:
+        out.append(
+            f"{what}: {len(extra)} in {a_label} but not in {e_label}: "
+            + ", ".join(f"{k!r}={actual[k]!r}" for k in extra[:limit])
+        )
+    for k in differ[:limit]:
+        out.append(f"{what} {k!r}: {a_label} {actual[k]!r} != {e_label} {expected[k]!r}")
+    if len(differ) > limit:
+        out.append(f"{what}: ... {len(differ) - limit} more differing")
+    return out
+
+
+def content_differences(
+    actual: Content, expected: Content, labels: tuple[str, str] = ("incremental", "fresh load")
+) -> list[str]:
+    out: list[str] = []
+    for f in fields(Content):
+        out += dict_differences(
+            f.name, getattr(actual, f.name), getattr(expected, f.name), labels=labels
+        )
+    return out
+
+
+# --- rules the incremental warehouse keeps on its own ---------------------------------------
+
+CONSISTENCY_CHECKS = {
+    # The aggregate is exactly the closed, live facts counted per group: a group applied
+    # twice, missed or left behind shows here.
+    "aggregate row differs from its recomputation from the facts": """
+        WITH recomputed AS (
+            SELECT close_month_key AS month_date_key, sales_agent_key, product_key,
+                   count(*) FILTER (WHERE is_won)::integer AS won_deals,
+                   count(*) FILTER (WHERE NOT is_won)::integer AS lost_deals,
+                   coalesce(sum(close_value) FILTER (WHERE is_won), 0) AS won_value
+              FROM dwh.fact_sales_performance
+             WHERE is_closed AND NOT is_deleted
+             GROUP BY 1, 2, 3
+        )
+        SELECT coalesce(a.month_date_key, r.month_date_key),
+               coalesce(a.sales_agent_key, r.sales_agent_key),
+               coalesce(a.product_key, r.product_key),
+               (a.won_deals, a.lost_deals, a.won_value)::text AS stored,
+               (r.won_deals, r.lost_deals, r.won_value)::text AS recomputed
+          FROM dwh.fact_sales_monthly_aggregate AS a
+          FULL JOIN recomputed AS r
+            ON (r.month_date_key, r.sales_agent_key, r.product_key)
+             = (a.month_date_key, a.sales_agent_key, a.product_key)
+         WHERE (a.won_deals, a.lost_deals, a.won_value)
+               IS DISTINCT FROM (r.won_deals, r.lost_deals, r.won_value)""",
+    "product version with an empty or reversed period": """
+        SELECT product_key, product_id, valid_from::text, valid_to::text
+          FROM dwh.dim_product WHERE product_key <> -1 AND NOT valid_from < valid_to""",
+    "product with more than one current version": """
+        SELECT product_id, count(*) FROM dwh.dim_product
+         WHERE product_key <> -1 AND is_current GROUP BY 1 HAVING count(*) > 1""",
+    "current version marked deleted": """
+        SELECT product_key, product_id FROM dwh.dim_product WHERE is_current AND is_deleted""",
+    # Versions follow each other without gaps, except after a delete.
+    "product versions not contiguous (and not after a delete)": """
+        SELECT product_id, product_key, valid_to::text, next_from::text
+          FROM (SELECT product_id, product_key, valid_to, is_deleted,
+                       lead(valid_from) OVER (PARTITION BY product_id ORDER BY valid_from)
+                           AS next_from
+                  FROM dwh.dim_product WHERE product_key <> -1) AS v
+         WHERE next_from IS NOT NULL
+           AND (CASE WHEN is_deleted THEN next_from < valid_to ELSE next_from <> valid_to END)""",
+    "overlapping product versions": """
+        SELECT a.product_id, a.product_key, b.product_key
+          FROM dwh.dim_product AS a JOIN dwh.dim_product AS b
+            ON a.product_id = b.product_id AND a.product_key < b.product_key
+           AND tstzrange(a.valid_from, a.valid_to) && tstzrange(b.valid_from, b.valid_to)""",
+    # A deal with an engage date takes the version in effect at that day (00:00 UTC); the
+    # first version when the date is earlier than all versions.
+    "fact with an engage date not on the version in effect then": """
+        SELECT f.opportunity_id, f.product_key, e.expected
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_product AS p ON p.product_key = f.product_key
+          CROSS JOIN LATERAL (
+              SELECT coalesce(
+                  (SELECT v.product_key FROM dwh.dim_product AS v
+                    WHERE v.product_id = p.product_id
+                      AND v.valid_from <= to_date(f.engage_date_key::text, 'YYYYMMDD')::timestamp
+                                          AT TIME ZONE 'UTC'
+                    ORDER BY v.valid_from DESC LIMIT 1),
+                  (SELECT v.product_key FROM dwh.dim_product AS v
+                    WHERE v.product_id = p.product_id ORDER BY v.valid_from LIMIT 1)) AS expected
+          ) AS e
+         WHERE NOT f.is_deleted AND f.engage_date_key <> -1 AND f.product_key <> -1
+           AND e.expected <> f.product_key""",
+    "fact list price is not its product version's price": """
+        SELECT f.opportunity_id, f.list_price, p.sales_price
+          FROM dwh.fact_sales_performance AS f JOIN dwh.dim_product AS p USING (product_key)
+         WHERE NOT f.is_deleted AND f.product_key <> -1
+           AND f.list_price IS DISTINCT FROM p.sales_price""",
+    "live fact on a deleted account or agent, or on a deleted product": """
+        SELECT f.opportunity_id
+          FROM dwh.fact_sales_performance AS f
+          JOIN dwh.dim_account AS a USING (account_key)
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+         WHERE NOT f.is_deleted
+           AND (a.is_deleted OR g.is_deleted
+                OR (f.product_key <> -1 AND NOT EXISTS (
+                        SELECT FROM dwh.dim_product AS c
+                         WHERE c.product_id = p.product_id AND c.is_current)))""",
+}
+
+
+def consistency_problems(olap_dsn: str, limit: int = 8) -> list[str]:
+    out: list[str] = []
+    with psycopg.connect(olap_dsn) as conn:
+        for name, query in CONSISTENCY_CHECKS.items():
+            rows = conn.execute(query).fetchall()
+            if rows:
+                out.append(f"{name}: {len(rows)} rows, e.g. {rows[:limit]}")
+    return out
