@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 
 import dbtools
 import warehouse_compare as wc
-from b2bdwh import source
+from b2bdwh import compare, source
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "25"))
 
@@ -587,7 +587,7 @@ def expected_content(oltp_dsn: str) -> tuple[wc.Content, set[str]]:
         name: (clean + q.replace("public.sales_pipeline", "sales_pipeline"))
         if name in ("facts", "aggregate")
         else q
-        for name, q in wc.SOURCE_QUERIES.items()
+        for name, q in compare.SOURCE_QUERIES.items()
     }
     quarantined = {
         r[0]
@@ -596,7 +596,7 @@ def expected_content(oltp_dsn: str) -> tuple[wc.Content, set[str]]:
             f"SELECT opportunity_id FROM public.sales_pipeline WHERE coalesce({HARD_RULE}, false)",
         )
     }
-    return comparable(wc._content(oltp_dsn, queries)), quarantined
+    return comparable(compare.content_of(oltp_dsn, queries)), quarantined
 
 
 def comparable(content: wc.Content) -> wc.Content:

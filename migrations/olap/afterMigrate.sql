@@ -7,6 +7,11 @@
 --   - nobody else has rights but these: b2b_etl executes the routines of etl
 --     and dwh (the pipeline; its SECURITY DEFINER units do the writing),
 --     b2b_reader reads dwh and runs its read-only helpers.
+--   - b2b_etl's sessions here check every 10 s that their client is still
+--     there, so a step whose caller was killed (an Airflow worker) stops
+--     instead of running on holding the pipeline lock; its retry then finds
+--     the pipeline free. (Per database: a database copied from this one,
+--     CREATE DATABASE ... TEMPLATE, gets it at its first migrate.)
 -- Runs before the roles exist (a database migrated up to V0006 only): then
 -- it does nothing.
 
@@ -72,6 +77,9 @@ BEGIN
     -- The pipeline.
     GRANT USAGE ON SCHEMA etl, dwh TO b2b_etl;
     GRANT EXECUTE ON ALL ROUTINES IN SCHEMA etl, dwh TO b2b_etl;
+
+    EXECUTE format('ALTER ROLE b2b_etl IN DATABASE %I SET client_connection_check_interval = %L',
+                   current_database(), '10s');
 
     -- The readers: the star schema, the reporting views and their helpers.
     GRANT USAGE ON SCHEMA dwh TO b2b_reader;

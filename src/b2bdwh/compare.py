@@ -114,7 +114,9 @@ SOURCE_QUERIES = {
 }
 
 
-def _content(dsn: str, queries: dict[str, str]) -> Content:
+def content_of(dsn: str, queries: dict[str, str]) -> Content:
+    """Runs each named query; its rows keyed by business key (the aggregate by its first three
+    columns), as a Content."""
     with psycopg.connect(dsn) as conn:
         parts: dict[str, dict] = {}
         for name, query in queries.items():
@@ -127,11 +129,11 @@ def _content(dsn: str, queries: dict[str, str]) -> Content:
 
 
 def live_content(olap_dsn: str) -> Content:
-    return _content(olap_dsn, LIVE_QUERIES)
+    return content_of(olap_dsn, LIVE_QUERIES)
 
 
 def source_content(oltp_dsn: str) -> Content:
-    return _content(oltp_dsn, SOURCE_QUERIES)
+    return content_of(oltp_dsn, SOURCE_QUERIES)
 
 
 def _show(value: object) -> str:

@@ -85,86 +85,64 @@ BEGIN
                     v_blocks);
 
     TRUNCATE etl.fact_batch;
-    WITH batch AS MATERIALIZED (
-        SELECT s.*,
-               CASE
-                   WHEN st.deal_stage_key IS NULL
-                       THEN 'unknown deal stage ' || coalesce(quote_literal(s.deal_stage), 'NULL')
-                   WHEN s.engage_date NOT BETWEEN v_min AND v_max
-                       THEN format('engage_date %s outside the accepted range %s .. %s',
-                                   s.engage_date, v_min, v_max)
-                   WHEN s.close_date NOT BETWEEN v_min AND v_max
-                       THEN format('close_date %s outside the accepted range %s .. %s',
-                                   s.close_date, v_min, v_max)
-                   WHEN s.close_value = 'NaN'::numeric OR abs(s.close_value) > v_max_value
-                       THEN format('close_value %s cannot be stored (limit %s)', s.close_value, v_max_value)
-               END AS hard_reason,
-               array_remove(ARRAY[
-                   CASE WHEN s.close_date < s.engage_date THEN 'close date before engage date' END,
-                   CASE WHEN st.is_won AND s.close_value IS NULL THEN 'won deal without a close value' END,
-                   CASE WHEN s.close_value < 0 THEN 'negative close value' END,
-                   CASE WHEN st.is_closed AND s.close_date IS NULL THEN 'closed deal without a close date' END,
-                   CASE WHEN s.close_value <> round(s.close_value, 2) THEN 'close value rounded to cents' END
-               ], NULL) AS soft_rules,
-               coalesce(a.account_key, -1) AS account_key,
-               coalesce(v.product_key, -1) AS product_key,
-               coalesce(g.sales_agent_key, -1) AS sales_agent_key,
-               st.deal_stage_key,
-               v.sales_price AS list_price,
-               st.is_won,
-               st.is_closed
-          FROM etl.stage_sales_pipeline AS s
-          LEFT JOIN dwh.dim_deal_stage AS st ON st.deal_stage_name = s.deal_stage AND st.deal_stage_key <> -1
-          LEFT JOIN dwh.dim_account AS a ON a.account_id = s.account_id
-          LEFT JOIN dwh.dim_sales_agent AS g ON g.sales_agent_id = s.sales_agent_id
-          LEFT JOIN dwh.product_version_lookup AS v
-                 ON v.product_id = s.product_id
-                AND CASE WHEN s.engage_date IS NULL THEN v.is_latest
-                         ELSE s.engage_date >= v.lookup_first_day AND s.engage_date < v.lookup_before_day
-                    END
-         WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid
-    ),
-    -- An incremental batch is kept: the facts it replaces are found by it.
-    staged AS (INSERT INTO etl.fact_batch SELECT * FROM batch WHERE v_incremental),
-    quarantined AS (
-        INSERT INTO etl.error_log (run_id, procedure_name, kind, message, table_name, business_key, record)
-        SELECT v_run.run_id, 'dwh.load_fact_sales_performance', 'quarantine', b.hard_reason,
-               'sales_pipeline', b.opportunity_id,
-               jsonb_build_object(
-                   'opportunity_id', b.opportunity_id, 'sales_agent_id', b.sales_agent_id,
-                   'product_id', b.product_id, 'account_id', b.account_id, 'deal_stage', b.deal_stage,
-                   'engage_date', b.engage_date, 'close_date', b.close_date, 'close_value', b.close_value)
-          FROM batch AS b
-         WHERE b.hard_reason IS NOT NULL
-        RETURNING 1
-    ),
-    issues AS (
-        INSERT INTO etl.data_quality_issue (run_id, table_name, business_key, rule, record)
-        SELECT v_run.run_id, 'sales_pipeline', b.opportunity_id, r.rule,
-               jsonb_build_object(
-                   'opportunity_id', b.opportunity_id, 'deal_stage', b.deal_stage,
-                   'engage_date', b.engage_date, 'close_date', b.close_date, 'close_value', b.close_value)
-          FROM batch AS b
-         CROSS JOIN LATERAL unnest(b.soft_rules) AS r (rule)
-         WHERE b.hard_reason IS NULL AND cardinality(b.soft_rules) > 0
-    ),
-    -- An initial load writes its facts in the same pass (an incremental
-    -- update first takes out the facts they replace, below).
-    loaded AS (
-        INSERT INTO dwh.fact_sales_performance (
-            opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,
-            engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,
-            days_to_close, is_deleted, run_id
-        )
-        SELECT b.opportunity_id, b.account_key, b.product_key, b.sales_agent_key, b.deal_stage_key,
-               dwh.date_key(b.engage_date), dwh.date_key(b.close_date), b.close_value, b.list_price,
-               b.is_won, b.is_closed, b.close_date - b.engage_date, false, v_run.run_id
-          FROM batch AS b
-         WHERE b.hard_reason IS NULL AND NOT v_incremental
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM quarantined), (SELECT count(*) FROM loaded)
-      INTO v_quarantined, v_loaded;
+    INSERT INTO etl.fact_batch
+    SELECT s.*,
+           CASE
+               WHEN st.deal_stage_key IS NULL
+                   THEN 'unknown deal stage ' || coalesce(quote_literal(s.deal_stage), 'NULL')
+               WHEN s.engage_date NOT BETWEEN v_min AND v_max
+                   THEN format('engage_date %s outside the accepted range %s .. %s',
+                               s.engage_date, v_min, v_max)
+               WHEN s.close_date NOT BETWEEN v_min AND v_max
+                   THEN format('close_date %s outside the accepted range %s .. %s',
+                               s.close_date, v_min, v_max)
+               WHEN s.close_value = 'NaN'::numeric OR abs(s.close_value) > v_max_value
+                   THEN format('close_value %s cannot be stored (limit %s)', s.close_value, v_max_value)
+           END,
+           array_remove(ARRAY[
+               CASE WHEN s.close_date < s.engage_date THEN 'close date before engage date' END,
+               CASE WHEN st.is_won AND s.close_value IS NULL THEN 'won deal without a close value' END,
+               CASE WHEN s.close_value < 0 THEN 'negative close value' END,
+               CASE WHEN st.is_closed AND s.close_date IS NULL THEN 'closed deal without a close date' END,
+               CASE WHEN s.close_value <> round(s.close_value, 2) THEN 'close value rounded to cents' END
+           ], NULL),
+           coalesce(a.account_key, -1),
+           coalesce(v.product_key, -1),
+           coalesce(g.sales_agent_key, -1),
+           st.deal_stage_key,
+           v.sales_price,
+           st.is_won,
+           st.is_closed
+      FROM etl.stage_sales_pipeline AS s
+      LEFT JOIN dwh.dim_deal_stage AS st ON st.deal_stage_name = s.deal_stage AND st.deal_stage_key <> -1
+      LEFT JOIN dwh.dim_account AS a ON a.account_id = s.account_id
+      LEFT JOIN dwh.dim_sales_agent AS g ON g.sales_agent_id = s.sales_agent_id
+      LEFT JOIN dwh.product_version_lookup AS v
+             ON v.product_id = s.product_id
+            AND CASE WHEN s.engage_date IS NULL THEN v.is_latest
+                     ELSE s.engage_date >= v.lookup_first_day AND s.engage_date < v.lookup_before_day
+                END
+     WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid;
+
+    INSERT INTO etl.error_log (run_id, procedure_name, kind, message, table_name, business_key, record)
+    SELECT v_run.run_id, 'dwh.load_fact_sales_performance', 'quarantine', b.hard_reason,
+           'sales_pipeline', b.opportunity_id,
+           jsonb_build_object(
+               'opportunity_id', b.opportunity_id, 'sales_agent_id', b.sales_agent_id,
+               'product_id', b.product_id, 'account_id', b.account_id, 'deal_stage', b.deal_stage,
+               'engage_date', b.engage_date, 'close_date', b.close_date, 'close_value', b.close_value)
+      FROM etl.fact_batch AS b
+     WHERE b.hard_reason IS NOT NULL;
+    GET DIAGNOSTICS v_quarantined = ROW_COUNT;
+
+    INSERT INTO etl.data_quality_issue (run_id, table_name, business_key, rule, record)
+    SELECT v_run.run_id, 'sales_pipeline', b.opportunity_id, r.rule,
+           jsonb_build_object(
+               'opportunity_id', b.opportunity_id, 'deal_stage', b.deal_stage,
+               'engage_date', b.engage_date, 'close_date', b.close_date, 'close_value', b.close_value)
+      FROM etl.fact_batch AS b
+     CROSS JOIN LATERAL unnest(b.soft_rules) AS r (rule)
+     WHERE b.hard_reason IS NULL AND cardinality(b.soft_rules) > 0;
 
     IF v_incremental THEN
         -- The batch's deals replace their facts; a quarantined one retires its fact.
@@ -189,22 +167,25 @@ BEGIN
             SELECT * FROM replaced UNION ALL SELECT * FROM retired
         )
         SELECT (SELECT count(*) FROM replaced) INTO v_replaced;
+    END IF;
 
-        WITH loaded AS (
-            INSERT INTO dwh.fact_sales_performance (
-                opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,
-                engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,
-                days_to_close, is_deleted, run_id
-            )
-            SELECT b.opportunity_id, b.account_key, b.product_key, b.sales_agent_key, b.deal_stage_key,
-                   dwh.date_key(b.engage_date), dwh.date_key(b.close_date), b.close_value, b.list_price,
-                   b.is_won, b.is_closed, b.close_date - b.engage_date, false, v_run.run_id
-              FROM etl.fact_batch AS b
-             WHERE b.hard_reason IS NULL
-            RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value
-        ),
-        added AS (INSERT INTO etl.fact_contribution SELECT * FROM loaded)
-        SELECT count(*) INTO v_loaded FROM loaded;
+    WITH loaded AS (
+        INSERT INTO dwh.fact_sales_performance (
+            opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,
+            engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,
+            days_to_close, is_deleted, run_id
+        )
+        SELECT b.opportunity_id, b.account_key, b.product_key, b.sales_agent_key, b.deal_stage_key,
+               dwh.date_key(b.engage_date), dwh.date_key(b.close_date), b.close_value, b.list_price,
+               b.is_won, b.is_closed, b.close_date - b.engage_date, false, v_run.run_id
+          FROM etl.fact_batch AS b
+         WHERE b.hard_reason IS NULL
+        RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value
+    ),
+    added AS (INSERT INTO etl.fact_contribution SELECT * FROM loaded WHERE v_incremental)
+    SELECT count(*) INTO v_loaded FROM loaded;
+
+    IF v_incremental THEN
         PERFORM dwh.fold_fact_contributions();
     END IF;
 

@@ -6,7 +6,7 @@
 -- planted in its search_path is never called, is tests/test_roles.py: the
 -- entry points commit, which a pgTAP transaction cannot host.)
 BEGIN;
-SELECT plan(36);
+SELECT plan(37);
 
 -- The roles -------------------------------------------------------------------------------
 SELECT has_role('b2b_owner', 'the migrations create b2b_owner');
@@ -80,6 +80,13 @@ SELECT ok(has_function_privilege('b2b_etl', 'etl.run_incremental_update(integer)
           'b2b_etl may call etl.run_incremental_update');
 SELECT ok(has_function_privilege('b2b_etl', 'dwh.load_fact_sales_performance(bigint)', 'EXECUTE'),
           'b2b_etl may call a step procedure (an Airflow task)');
+SELECT ok(
+    EXISTS (SELECT FROM pg_db_role_setting AS s
+             WHERE s.setrole = 'b2b_etl'::regrole
+               AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND s.setconfig @> ARRAY['client_connection_check_interval=10s']),
+    'b2b_etl''s sessions notice a dead client within 10 s (an orphaned step stops)'
+);
 SET ROLE b2b_etl;
 SELECT throws_ok(
     $$SELECT count(*) FROM dwh.fact_sales_performance$$,
