@@ -67,6 +67,15 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         assert inc["before_validation_s"] > 0 and inc["simulate_max_rss_kb"] > 0
         assert "etl.pull_change_window" in inc["steps"]
         assert s["size"]["facts"] > 0 and s["size"]["dwh_mb_per_million_facts"] > 0
+        assert s["vacuum_after_load_s"] > 0
+        assert set(s["views"]) == {
+            "dwh.v_sales_by_month",
+            "dwh.v_agent_performance",
+            "dwh.v_product_performance",
+            "dwh.v_pipeline_by_stage",
+            "dwh.v_account_performance",
+        }
+        assert all(v["median_ms"] > 0 and v["rows"] > 0 for v in s["views"].values())
     assert report["incremental_scale_ratio"]["100"] > 0
 
     bulk = report["capture"]["bulk"]
