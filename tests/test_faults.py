@@ -45,23 +45,7 @@ SCALE = 0.05  # 440 deals
 BATCH = 50  # several fact batches per run
 CHANGES = 300  # simulated CRM changes before each faulty run
 
-INITIAL_STEPS = [
-    "etl.extract_source",
-    "dwh.load_dim_date",
-    "dwh.load_dim_account",
-    "dwh.load_dim_sales_agent",
-    "dwh.load_dim_product",
-    "dwh.load_fact_sales_performance",
-    "dwh.load_fact_sales_monthly_aggregate",
-    "etl.validate_run",
-    "etl.finish_run",
-]
-INCREMENTAL_STEPS = [
-    "etl.pull_change_window",
-    *INITIAL_STEPS[1:-1],
-    "etl.purge_change_log",
-    "etl.finish_run",
-]
+INITIAL_STEPS, INCREMENTAL_STEPS = wc.INITIAL_STEPS, wc.INCREMENTAL_STEPS
 # Star schema parts of warehouse_compare.exact_state (dim_date may grow in a step that
 # committed before the fault: harmless, and not a change to the star's content).
 STAR = ("accounts", "agents", "product_versions", "facts", "aggregate")

@@ -843,16 +843,7 @@ def test_hostile_rows_are_loaded_or_quarantined(rig: Rig, dirty: dict, changes: 
     assert not problems, "after the incremental update:\n  " + "\n  ".join(problems)
 
 
-STEPS_AFTER_EXTRACT = (
-    "dwh.load_dim_date",
-    "dwh.load_dim_account",
-    "dwh.load_dim_sales_agent",
-    "dwh.load_dim_product",
-    "dwh.load_fact_sales_performance",
-    "dwh.load_fact_sales_monthly_aggregate",
-    "etl.validate_run",
-    "etl.finish_run",
-)
+STEPS_AFTER_EXTRACT = wc.INITIAL_STEPS[1:]
 
 
 def test_dim_date_statistics_count_the_days_after_a_rebuild(rig: Rig) -> None:

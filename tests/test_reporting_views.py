@@ -163,6 +163,41 @@ def test_pipeline_by_stage_agrees_with_the_source(loaded):
     assert max_age == (as_of - oldest).days
 
 
+def test_pipeline_median_and_mean_age_agree_with_postgres(loaded):
+    """The view takes the median age from counts per engage day, not from the deals sorted:
+    PostgreSQL's percentile_cont and avg over the same open deals must agree on the loaded
+    pipeline, then on four and three deals engaged on different days (an even count, whose
+    median falls between two ages, and an odd one); the changes are rolled back."""
+    check = """
+        SELECT v.median_age_days, v.avg_age_days, d.median, round(d.mean, 1)
+          FROM dwh.v_pipeline_by_stage AS v,
+               LATERAL (SELECT percentile_cont(0.5) WITHIN GROUP (
+                                   ORDER BY v.as_of_date - e.full_date) AS median,
+                               avg(v.as_of_date - e.full_date) AS mean
+                          FROM dwh.fact_sales_performance AS f
+                          JOIN dwh.dim_date AS e ON e.date_key = f.engage_date_key
+                         WHERE f.deal_stage_key = v.deal_stage_key AND NOT f.is_closed
+                           AND NOT f.is_deleted AND e.full_date IS NOT NULL) AS d
+         WHERE v.deal_stage_name = 'Engaging'"""
+    keep = """
+        UPDATE dwh.fact_sales_performance AS f SET is_deleted = true
+         WHERE NOT f.is_closed AND NOT f.is_deleted
+           AND f.opportunity_id NOT IN (
+               SELECT k.opportunity_id
+                 FROM (SELECT DISTINCT ON (engage_date_key) opportunity_id, engage_date_key
+                         FROM dwh.fact_sales_performance
+                        WHERE NOT is_closed AND NOT is_deleted AND engage_date_key <> -1
+                        ORDER BY engage_date_key, opportunity_id) AS k
+                ORDER BY k.engage_date_key LIMIT %s)"""
+    with psycopg.connect(loaded.olap_dsn) as conn:
+        for deals in (None, 4, 3):
+            if deals:
+                conn.execute(keep, (deals,))
+            view_median, view_mean, median, mean = conn.execute(check).fetchone()
+            assert (view_median, view_mean) == (median, mean), deals
+        conn.rollback()
+
+
 def test_account_performance_agrees_with_the_source(loaded):
     expected = source(
         loaded,

@@ -34,6 +34,7 @@ from b2bdwh.compare import (  # noqa: F401  (re-exported for the tests)
     CONSISTENCY_CHECKS,
     KNOWN_STAGES,
     Content,
+    check_problems,
     consistency_problems,
     content_differences,
     dict_differences,
@@ -45,6 +46,26 @@ from b2bdwh.compare import (  # noqa: F401  (re-exported for the tests)
 
 
 call, fetch = dbtools.execute, dbtools.query
+
+# The step procedures of each pipeline, in the order the entry points and the DAGs call them
+# (after etl.start_run). tests/test_dags.py holds the DAGs to the same lists on its own.
+INITIAL_STEPS = (
+    "etl.extract_source",
+    "dwh.load_dim_date",
+    "dwh.load_dim_account",
+    "dwh.load_dim_sales_agent",
+    "dwh.load_dim_product",
+    "dwh.load_fact_sales_performance",
+    "dwh.load_fact_sales_monthly_aggregate",
+    "etl.validate_run",
+    "etl.finish_run",
+)
+INCREMENTAL_STEPS = (
+    "etl.pull_change_window",
+    *INITIAL_STEPS[1:-1],
+    "etl.purge_change_log",
+    "etl.finish_run",
+)
 
 
 def scalar(dsn: str, query: str, params: tuple = ()) -> Any:
@@ -118,13 +139,7 @@ LATEST_RUN_CHECKS = {
 
 
 def latest_run_problems(olap_dsn: str, limit: int = 8) -> list[str]:
-    out: list[str] = []
-    with psycopg.connect(olap_dsn) as conn:
-        for name, query in LATEST_RUN_CHECKS.items():
-            rows = conn.execute(query).fetchall()
-            if rows:
-                out.append(f"{name}: {len(rows)} rows, e.g. {rows[:limit]}")
-    return out
+    return check_problems(olap_dsn, LATEST_RUN_CHECKS, limit)
 
 
 def assert_consistent(olap_dsn: str) -> None:

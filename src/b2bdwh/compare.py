@@ -262,11 +262,17 @@ CONSISTENCY_CHECKS = {
 }
 
 
-def consistency_problems(olap_dsn: str, limit: int = 8) -> list[str]:
+def check_problems(dsn: str, checks: dict[str, str], limit: int = 8) -> list[str]:
+    """Runs each named check query (its rows are the violations); a line per check that
+    found any, with the first `limit` rows."""
     out: list[str] = []
-    with psycopg.connect(olap_dsn) as conn:
-        for name, query in CONSISTENCY_CHECKS.items():
+    with psycopg.connect(dsn) as conn:
+        for name, query in checks.items():
             rows = conn.execute(query).fetchall()
             if rows:
                 out.append(f"{name}: {len(rows)} rows, e.g. {rows[:limit]}")
     return out
+
+
+def consistency_problems(olap_dsn: str, limit: int = 8) -> list[str]:
+    return check_problems(olap_dsn, CONSISTENCY_CHECKS, limit)

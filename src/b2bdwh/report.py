@@ -26,6 +26,7 @@ from plotly.offline import get_plotlyjs
 
 from b2bdwh import settings
 from b2bdwh.db import CliError, connect, describe
+from b2bdwh.status import FAILED_CHECKS  # the same failed checks `b2bdwh status` lists
 
 HELP = "write an HTML report with charts: sales, the pipeline and the warehouse's health"
 
@@ -58,12 +59,6 @@ SELECT r.run_id, r.pipeline, r.status, r.started_at,
   LEFT JOIN etl.loading_metadata AS m ON m.run_id = r.run_id
  GROUP BY r.run_id, r.pipeline, r.status, r.started_at, r.finished_at, r.message
  ORDER BY r.run_id
-"""
-FAILED_CHECKS = """
-SELECT v.run_id, v.check_name, coalesce(v.expected, ''), coalesce(v.actual, '')
-  FROM etl.validation_result AS v
- WHERE NOT v.passed AND v.run_id = ANY (%s)
- ORDER BY v.run_id DESC, v.validation_id
 """
 ERRORS = """
 SELECT to_char(e.logged_at, 'YYYY-MM-DD HH24:MI:SS'), e.run_id, e.procedure_name,

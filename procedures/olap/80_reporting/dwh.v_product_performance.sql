@@ -31,27 +31,45 @@ versions AS (
     FROM dwh.dim_product AS p
 ),
 
-deals AS (
+-- Per product version first (a plain grouping of the facts, which the
+-- planner can run in parallel), then per product over its few versions.
+by_version AS (
     SELECT
-        v.product_id,
-        max(v.version_count) AS version_count,
+        f.product_key,
         count(*) AS deals,
         count(*) FILTER (WHERE NOT f.is_closed) AS open_deals,
         count(*) FILTER (WHERE f.is_won) AS won_deals,
         count(*) FILTER (WHERE f.is_closed AND NOT f.is_won) AS lost_deals,
-        coalesce(sum(f.close_value) FILTER (WHERE f.is_won), 0) AS won_value,
+        sum(f.close_value) FILTER (WHERE f.is_won) AS won_value,
         sum(f.list_price) FILTER (WHERE f.is_won) AS won_list_value,
-        avg(f.list_price - f.close_value) FILTER (
+        count(f.list_price - f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0) AS discounted,
+        sum(f.list_price - f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0) AS discount,
+        sum((f.list_price - f.close_value) / f.list_price) FILTER (
             WHERE f.is_won AND f.list_price > 0
-        ) AS avg_discount,
-        avg((f.list_price - f.close_value) / f.list_price) FILTER (
-            WHERE f.is_won AND f.list_price > 0
-        ) AS avg_discount_rate,
+        ) AS discount_rate,
         sum(f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0) AS priced_won_value,
         sum(f.list_price) FILTER (WHERE f.is_won AND f.list_price > 0) AS priced_list_value
     FROM dwh.fact_sales_performance AS f
-    INNER JOIN versions AS v ON f.product_key = v.product_key
     WHERE NOT f.is_deleted
+    GROUP BY f.product_key
+),
+
+deals AS (
+    SELECT
+        v.product_id,
+        max(v.version_count) AS version_count,
+        sum(b.deals) AS deals,
+        sum(b.open_deals) AS open_deals,
+        sum(b.won_deals) AS won_deals,
+        sum(b.lost_deals) AS lost_deals,
+        coalesce(sum(b.won_value), 0) AS won_value,
+        sum(b.won_list_value) AS won_list_value,
+        sum(b.discount) / nullif(sum(b.discounted), 0) AS avg_discount,
+        sum(b.discount_rate) / nullif(sum(b.discounted), 0) AS avg_discount_rate,
+        sum(b.priced_won_value) AS priced_won_value,
+        sum(b.priced_list_value) AS priced_list_value
+    FROM by_version AS b
+    INNER JOIN versions AS v ON b.product_key = v.product_key
     GROUP BY v.product_id
 )
 
