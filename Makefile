@@ -1,5 +1,6 @@
 # b2bdwh: everything a DBA or developer runs, from a fresh clone.
-#   make demo   build the source at scale 1 and show what is in it
+#   make demo   the main job on built-in data: initial load, CRM changes, incremental
+#               update (both through Airflow), then the HTML report
 #   make test   the whole test suite (pytest, pgTAP included)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -87,10 +88,12 @@ airflow: migrate
 test: venv up tools
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
-# Tools the tests run besides Python and PostgreSQL: Chromium renders the HTML report
-# headless (tests/test_report.py). Installed with apt-get when run as root; otherwise
-# the test fails and says how to install it.
+# Tools the tests run besides Python and PostgreSQL: pgTAP (installed by db/cluster.sh
+# when root, or the command to install it and stop), and Chromium, which renders the HTML
+# report headless (tests/test_report.py): installed with apt-get when run as root;
+# otherwise the test fails and says how to install it.
 tools:
+	@$(CLUSTER) pgtap
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing chromium (headless browser for the report test): apt-get install -y chromium"; \

@@ -458,6 +458,10 @@ MALFORMED = {
         line_edit("products.csv", 3, lambda t: '"GTX" Pro,GTX,4821'),
         ["products.csv line 3: malformed CSV"],
     ),
+    "unclosed quote": (
+        line_edit("products.csv", 3, lambda t: '"GTX Pro,GTX,4821'),
+        ["products.csv line 3: malformed CSV in the record starting here (read on to line"],
+    ),
     "NUL character": (
         field("sales_teams.csv", 2, "manager", "Dustin\x00"),
         ["sales_teams.csv line 2, column manager: contains a NUL character"],

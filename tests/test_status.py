@@ -123,3 +123,15 @@ def test_a_failed_validation_is_listed(loaded, monkeypatch, capsys):
     code, out = run_status(loaded, monkeypatch, capsys)
     assert code == 0  # the run itself succeeded: a listed check, not a health failure
     assert "a check made to fail" in out
+
+
+def test_a_replaced_source_is_unhealthy_until_an_initial_load(loaded, monkeypatch, capsys):
+    """generate / import-csv replace the source (TRUNCATE, then load): an incremental update
+    cannot apply that, so the health check says so before any run fails, with the way out."""
+    generate(loaded.oltp_dsn, 0.2, seed=7)
+    code, out = run_status(loaded, monkeypatch, capsys)
+    assert code == status.UNHEALTHY
+    assert "the source was replaced" in out and "CALL etl.run_initial_load();" in out
+    call(loaded.olap_dsn, "CALL etl.run_initial_load()")
+    code, out = run_status(loaded, monkeypatch, capsys)
+    assert code == 0, out

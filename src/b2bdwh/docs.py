@@ -108,7 +108,16 @@ def routine_headers(procedures_dir: Path) -> list[dict[str, str]]:
             header.append(line[2:].strip() if len(line) > 2 else "")
         if not header:
             continue
-        match = HEADER_NAME.match("-- " + header[0])
+        # The signature may go on over several lines: open parentheses, a trailing comma
+        # (a list of routines), or its RETURNS clause.
+        first, rest = header[0], 1
+        while rest < len(header) and (
+            first.count("(") > first.count(")")
+            or first.endswith(",")
+            or header[rest].startswith("RETURNS ")
+        ):
+            first, rest = f"{first} {header[rest]}", rest + 1
+        match = HEADER_NAME.match("-- " + first)
         kind, name = (match.group(1), match.group(2)) if match else ("File", path.stem)
         tables = ""
         if written := WRITES.search(tables_block(header)):
@@ -119,7 +128,7 @@ def routine_headers(procedures_dir: Path) -> list[dict[str, str]]:
                 "file": str(path.relative_to(procedures_dir.parents[1])),
                 "kind": kind,
                 "name": name,
-                "contract": "\n".join(header[1:]).strip(),
+                "contract": "\n".join(header[rest:]).strip(),
                 "writes": tables,
             }
         )

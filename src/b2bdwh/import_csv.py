@@ -276,6 +276,7 @@ def read_csv(directory: Path, name: str, problems: Problems) -> CsvFile | None:
 
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records: list[Record] = []
+    previous_line = 0
     try:
         header = [column.strip() for column in next(reader)]
         if suspicious and field_encoding_problems(name, 1, header, header, problems):
@@ -330,7 +331,11 @@ def read_csv(directory: Path, name: str, problems: Problems) -> CsvFile | None:
                 values[column] = typed
             records.append(Record(line, raw, values))
     except csv.Error as exc:
-        problems.add(name, reader.line_num, None, f"malformed CSV: {exc}")
+        # Name the line where the broken record starts (an unclosed quote makes the
+        # parser read on to a much later line before it gives up).
+        start = previous_line + 1
+        where = f" (read on to line {reader.line_num})" if reader.line_num > start else ""
+        problems.add(name, start, None, f"malformed CSV in the record starting here{where}: {exc}")
         return None
     if not records:
         problems.add(

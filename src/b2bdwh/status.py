@@ -48,7 +48,8 @@ SELECT run_id, source_snapshot::text, pg_snapshot_xmin(source_snapshot)::text
 # Source changes that snapshot did not see: the incremental update's own rule. The xmin bound
 # goes to the source as a parameter; the visibility test runs here on what comes back.
 BACKLOG = """
-SELECT count(*), min(c.changed_at), (SELECT s.taken_at FROM src.source_snapshot AS s)
+SELECT count(*), min(c.changed_at), (SELECT s.taken_at FROM src.source_snapshot AS s),
+       count(*) FILTER (WHERE c.operation = 'T')
   FROM src.change_log AS c
  WHERE c.txid >= %(xmin)s::xid8 AND NOT pg_visible_in_snapshot(c.txid, %(snapshot)s::pg_snapshot)
 """
@@ -88,6 +89,7 @@ class Lag:
     oldest: dt.datetime | None = None
     age: dt.timedelta | None = None
     applied_run: int | None = None
+    replaced: int = 0  # TRUNCATEs among them: the source was replaced (import, generate)
     error: str | None = None
 
 
@@ -133,7 +135,7 @@ def measure_lag(conn: psycopg.Connection) -> Lag:
     run_id, snapshot, xmin = applied
     try:
         with conn.transaction():
-            backlog, oldest, source_now = conn.execute(
+            backlog, oldest, source_now, replaced = conn.execute(
                 BACKLOG, {"xmin": xmin, "snapshot": snapshot}
             ).fetchone()
     except psycopg.Error as exc:
@@ -141,7 +143,7 @@ def measure_lag(conn: psycopg.Connection) -> Lag:
         return Lag(applied_run=run_id, error=f"cannot read the source's change log: {first_line}")
     # Age by the source's clock: changed_at was written by it.
     age = (source_now - oldest) if oldest is not None else dt.timedelta(0)
-    return Lag(backlog=backlog, oldest=oldest, age=age, applied_run=run_id)
+    return Lag(backlog=backlog, oldest=oldest, age=age, applied_run=run_id, replaced=replaced)
 
 
 def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3) -> Status:
@@ -199,6 +201,12 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
                 f"{lag.oldest:%Y-%m-%d %H:%M:%S}, is {duration(lag.age)} old"
                 f" (last applied: run {lag.applied_run})"
             )
+            if lag.replaced:
+                problems.append(
+                    "the source was replaced (emptied and reloaded: b2bdwh import-csv or generate)"
+                    f" after run {lag.applied_run}; an incremental update cannot apply that:"
+                    " CALL etl.run_initial_load();"
+                )
             if lag.age is not None and lag.age > threshold:
                 problems.append(
                     f"lag {duration(lag.age)} exceeds --max-lag {duration(threshold)}"

@@ -27,6 +27,10 @@ BEGIN
      WHERE run_id = p_run_id AND status = 'running';
     IF NOT FOUND THEN
         PERFORM etl.release_pipeline_lock();
+        IF NOT EXISTS (SELECT FROM etl.run AS r WHERE r.run_id = p_run_id) THEN
+            RAISE EXCEPTION 'run % does not exist', p_run_id USING ERRCODE = '22023',
+                HINT = 'See SELECT run_id, pipeline, status FROM etl.run ORDER BY run_id DESC;';
+        END IF;
         RAISE EXCEPTION 'run % is not running', p_run_id USING ERRCODE = '55000';
     END IF;
     PERFORM etl.record_interrupted_run(p_run_id, 'etl.abandon_run', NULL);

@@ -2,7 +2,7 @@
 -- running run at a time, settings, counts, the extract unit, closing a run,
 -- and the committing procedures' refusal to run inside a transaction block.
 BEGIN;
-SELECT plan(52);
+SELECT plan(53);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('etl', 'run', 'etl.run exists');
@@ -289,6 +289,12 @@ SELECT throws_ok(
 SELECT ok(
     NOT tests.holds_pipeline_lock(),
     'a step CALLed inside a transaction block does not leave its session holding the pipeline lock'
+);
+
+-- Giving up a run that does not exist says so (etl.abandon_run's work, without its COMMIT).
+SELECT throws_ok(
+    'SELECT etl.mark_run_abandoned(987654321)', '22023', 'run 987654321 does not exist',
+    'abandoning a run that does not exist names it as missing, not as "not running"'
 );
 
 SELECT * FROM finish();
