@@ -431,17 +431,7 @@ def test_an_incremental_call_while_an_initial_load_is_between_steps_leaves_it_al
     wait or exit with a clear message, but the initial load must be able to go on: not be
     cut off half-way with the star schema cleared and no way to resume it."""
     rig = loaded
-    steps = [
-        "etl.extract_source",
-        "dwh.load_dim_date",
-        "dwh.load_dim_account",
-        "dwh.load_dim_sales_agent",
-        "dwh.load_dim_product",
-        "dwh.load_fact_sales_performance",
-        "dwh.load_fact_sales_monthly_aggregate",
-        "etl.validate_run",
-        "etl.finish_run",
-    ]
+    steps = list(wc.INITIAL_STEPS)
     with psycopg.connect(rig.olap, autocommit=True) as dag:
         run_id = dag.execute("CALL etl.start_run('initial_load', NULL, NULL)").fetchone()[0]
         for step in steps[:3]:

@@ -8,25 +8,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+import warehouse_compare as wc
 from b2bdwh.generate import generate
 from b2bdwh.simulate import simulate
 from test_initial_load_dag import b2bdwh_airflow, execute, query
 
 pytestmark = pytest.mark.slow
 
-TASKS = [
-    "etl.start_run",
-    "etl.pull_change_window",
-    "dwh.load_dim_date",
-    "dwh.load_dim_account",
-    "dwh.load_dim_sales_agent",
-    "dwh.load_dim_product",
-    "dwh.load_fact_sales_performance",
-    "dwh.load_fact_sales_monthly_aggregate",
-    "etl.validate_run",
-    "etl.purge_change_log",
-    "etl.finish_run",
-]
+TASKS = ["etl.start_run", *wc.INCREMENTAL_STEPS]
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,12 @@ import psycopg
 import pytest
 
 import dbtools
+import warehouse_compare as wc
 from b2bdwh import generate
 
 SCALE = 0.2
 # The initial load's steps after etl.start_run, in order.
-STEPS = [
-    "etl.extract_source",
-    "dwh.load_dim_date",
-    "dwh.load_dim_account",
-    "dwh.load_dim_sales_agent",
-    "dwh.load_dim_product",
-    "dwh.load_fact_sales_performance",
-    "dwh.load_fact_sales_monthly_aggregate",
-    "etl.validate_run",
-    "etl.finish_run",
-]
+STEPS = list(wc.INITIAL_STEPS)
 
 # The warehouse's content, without lineage columns that differ between runs.
 STATE_QUERIES = {
