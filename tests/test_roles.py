@@ -118,8 +118,10 @@ def test_a_function_planted_in_the_callers_search_path_is_never_called(etl_loade
         conn.execute("CREATE SCHEMA hostile")
         for statement in statements:
             conn.execute(statement)
-        conn.execute("GRANT USAGE ON SCHEMA hostile TO b2b_etl")
-        conn.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA hostile TO b2b_etl")
+        # To everyone: a schema its user may not use is skipped in a search path, and the
+        # definer functions run as b2b_owner.
+        conn.execute("GRANT USAGE ON SCHEMA hostile TO PUBLIC")
+        conn.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA hostile TO PUBLIC")
         # The planted functions work: a query in that search path calls them.
         conn.execute("SET search_path = hostile, pg_catalog")
         with pytest.raises(psycopg.errors.RaiseException, match="hostile"):

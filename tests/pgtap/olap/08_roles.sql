@@ -6,7 +6,7 @@
 -- planted in its search_path is never called, is tests/test_roles.py: the
 -- entry points commit, which a pgTAP transaction cannot host.)
 BEGIN;
-SELECT plan(37);
+SELECT plan(40);
 
 -- The roles -------------------------------------------------------------------------------
 SELECT has_role('b2b_owner', 'the migrations create b2b_owner');
@@ -121,6 +121,39 @@ SELECT throws_ok(
     '42501', NULL, 'b2b_etl cannot read the source through the foreign tables'
 );
 RESET ROLE;
+
+-- A function planted in the caller's search path -----------------------------------------
+-- The definer functions pin search_path, so the caller's cannot redirect their calls.
+-- (The whole pipeline, procedures included, is tests/test_roles.py.)
+INSERT INTO etl.run (pipeline, batch_size, started_at)
+VALUES ('incremental_update', 10, now() - INTERVAL '2 hours')
+RETURNING run_id AS idle_run \gset
+CREATE SCHEMA hostile;
+CREATE FUNCTION hostile.clock_timestamp() RETURNS timestamptz LANGUAGE plpgsql AS
+$$BEGIN RAISE EXCEPTION 'hostile.clock_timestamp was called'; END$$;
+CREATE FUNCTION hostile.format(text, text) RETURNS text LANGUAGE plpgsql AS
+$$BEGIN RAISE EXCEPTION 'hostile.format was called'; END$$;
+-- To everyone: a schema its user may not use is skipped in a search path, and the
+-- definer functions run as b2b_owner.
+GRANT USAGE ON SCHEMA hostile TO PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA hostile TO PUBLIC;
+SET ROLE b2b_etl;
+SET LOCAL search_path = hostile, pg_catalog, public;
+SELECT throws_ok(
+    $$SELECT clock_timestamp()$$,
+    'P0001', 'hostile.clock_timestamp was called',
+    'in this search path an unqualified clock_timestamp() reaches the planted function'
+);
+SELECT lives_ok(
+    $$SELECT etl.open_run('initial_load', NULL, false)$$,
+    'etl.open_run supersedes an idle run (clock_timestamp, format inside) without reaching them'
+);
+RESET search_path;
+RESET ROLE;
+SELECT is(
+    (SELECT status FROM etl.run WHERE run_id = :idle_run), 'failed',
+    'and the idle run was superseded as usual'
+);
 
 -- b2b_reader ------------------------------------------------------------------------------
 SET ROLE b2b_reader;
