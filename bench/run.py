@@ -28,6 +28,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from b2bdwh import reporting
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 B2BDWH = ROOT / ".venv" / "bin" / "b2bdwh"
@@ -355,29 +357,12 @@ def run_scale(pair: Pair, changes: list[int], psql: str, load_repeats: int) -> d
     return result
 
 
-REPORTING_VIEWS = (
-    "dwh.v_sales_by_month",
-    "dwh.v_agent_performance",
-    "dwh.v_product_performance",
-    "dwh.v_pipeline_by_stage",
-    "dwh.v_account_performance",
-)
-
-
-def view_timings(pair: Pair, repeats: int = 5) -> dict:
-    """Each reporting view read whole, as a dashboard would: median of `repeats` after one
-    warm-up read, and its rows."""
-    out = {}
+def view_timings(pair: Pair) -> dict:
+    """Each reporting view read whole, as a dashboard would: median of 5 after one warm-up
+    read, and its rows."""
     with pair.connect("olap") as conn:
-        for view in REPORTING_VIEWS:
-            conn.execute(f"SELECT * FROM {view}").fetchall()
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                rows = len(conn.execute(f"SELECT * FROM {view}").fetchall())
-                times.append(time.perf_counter() - started)
-            out[view] = {"median_ms": statistics.median(times) * 1000, "rows": rows}
-    return out
+        timings = reporting.time_views(conn)
+    return {view: {"median_ms": t.median_ms, "rows": t.rows} for view, t in timings.items()}
 
 
 # ---------------------------------------------------------------- capture overhead

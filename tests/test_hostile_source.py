@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 
 import dbtools
 import warehouse_compare as wc
-from b2bdwh import compare, source
+from b2bdwh import compare, reporting, source
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "25"))
 
@@ -675,26 +675,17 @@ def dim_date_problems(olap_dsn: str, dates: set[str]) -> list[str]:
     return []
 
 
-REPORTING_VIEWS = (
-    "v_sales_by_month",
-    "v_agent_performance",
-    "v_product_performance",
-    "v_pipeline_by_stage",
-    "v_account_performance",
-)
-
-
 def view_problems(olap_dsn: str) -> list[str]:
     """Every reporting view answers (casts to a fixed precision overflow on hostile sums)."""
     out = []
     with psycopg.connect(olap_dsn, autocommit=True) as conn:
         conn.execute("SET statement_timeout = '20s'")  # a few rows: a plan gone wrong
-        for view in REPORTING_VIEWS:
+        for view in reporting.VIEWS:
             try:
-                conn.execute(f"SELECT * FROM dwh.{view}").fetchall()
+                conn.execute(f"SELECT * FROM {view}").fetchall()
             except psycopg.Error as exc:
-                plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN SELECT * FROM dwh.{view}"))
-                out.append(f"dwh.{view}: {exc.sqlstate} {exc.diag.message_primary}\n{plan}")
+                plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN SELECT * FROM {view}"))
+                out.append(f"{view}: {exc.sqlstate} {exc.diag.message_primary}\n{plan}")
     return out
 
 

@@ -1,0 +1,40 @@
+"""The reporting views of schema dwh (procedures/olap/80_reporting): their names, and each
+read whole and timed, as a dashboard reads it (make bench, the reporting tests)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+VIEWS = (
+    "dwh.v_sales_by_month",
+    "dwh.v_agent_performance",
+    "dwh.v_product_performance",
+    "dwh.v_pipeline_by_stage",
+    "dwh.v_account_performance",
+)
+
+
+@dataclass(frozen=True)
+class ViewTiming:
+    """One view read whole: the median time of the timed reads, and its rows."""
+
+    median_ms: float
+    rows: int
+
+
+def time_views(conn: psycopg.Connection, repeats: int = 5) -> dict[str, ViewTiming]:
+    """Each reporting view read whole `repeats` times after one warm-up read."""
+    out = {}
+    for view in VIEWS:
+        conn.execute(f"SELECT * FROM {view}").fetchall()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            rows = len(conn.execute(f"SELECT * FROM {view}").fetchall())
+            times.append(time.perf_counter() - started)
+        out[view] = ViewTiming(statistics.median(times) * 1000, rows)
+    return out
