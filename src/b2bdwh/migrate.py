@@ -253,24 +253,27 @@ def error_line(exc: psycopg.Error, text: str) -> str:
 
 
 def apply_script(conn: psycopg.Connection, script: Script) -> int:
-    """Run one file and record it, in one transaction. Returns the duration in ms."""
+    """Run one file in one transaction, recording it unless it is the callback. Returns the
+    duration in ms."""
     started = time.monotonic()
     try:
         with conn.transaction():
             conn.execute("SET LOCAL check_function_bodies = off")
             conn.execute(script.text)
             duration = int((time.monotonic() - started) * 1000)
-            conn.execute(
-                f"""INSERT INTO {HISTORY_TABLE} (version, script, kind, checksum, duration_ms)
-                    VALUES (%s, %s, %s, %s, %s)""",
-                (script.version, script.name, script.kind, script.checksum, duration),
-            )
+            if script.kind != "callback":
+                conn.execute(
+                    f"""INSERT INTO {HISTORY_TABLE} (version, script, kind, checksum, duration_ms)
+                        VALUES (%s, %s, %s, %s, %s)""",
+                    (script.version, script.name, script.kind, script.checksum, duration),
+                )
     except psycopg.Error as exc:
         state = exc.sqlstate or "?"
         message = (exc.diag.message_primary or str(exc)).strip()
+        what = "the callback" if script.kind == "callback" else "this file"
         raise CliError(
             f"{script.name}{error_line(exc, script.text)}: {message} (SQLSTATE {state}); "
-            "this file was rolled back, the files before it stay applied"
+            f"{what} was rolled back, the files before it stay applied"
         ) from exc
     return duration
 
@@ -283,21 +286,6 @@ def after_migrate(target: Target) -> Script | None:
     name = relative(path, target.root)
     text = render(path.read_text(), target.placeholders, name)
     return Script(path, name, "callback", None, text, sha256(text))
-
-
-def run_callback(conn: psycopg.Connection, script: Script) -> int:
-    """Run a callback in one transaction, unrecorded. Returns the duration in ms."""
-    started = time.monotonic()
-    try:
-        with conn.transaction():
-            conn.execute(script.text)
-    except psycopg.Error as exc:
-        raise CliError(
-            f"{script.name}{error_line(exc, script.text)}: "
-            f"{(exc.diag.message_primary or str(exc)).strip()} (SQLSTATE {exc.sqlstate or '?'}); "
-            "the callback was rolled back, the files applied before it stay applied"
-        ) from exc
-    return int((time.monotonic() - started) * 1000)
 
 
 def migrate(
@@ -333,7 +321,7 @@ def migrate(
             say(f"  {verb} {script.name} ({duration} ms)")
         callback = after_migrate(target)
         if callback and not dry_run:
-            duration = run_callback(conn, callback)
+            duration = apply_script(conn, callback)
             if plan.pending:
                 say(f"  ran {callback.name} ({duration} ms)")
         if not plan.pending:
