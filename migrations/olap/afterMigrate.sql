@@ -4,8 +4,9 @@
 --   - b2b_owner owns the schemas dwh, etl, src, everything in them and the
 --     foreign server, so SECURITY DEFINER routines run as b2b_owner, never
 --     as the superuser who may have deployed them;
---   - nobody else has rights but these: b2b_etl executes the routines of etl
---     and dwh (the pipeline; its SECURITY DEFINER units do the writing),
+--   - nobody else has rights but these: b2b_etl executes the pipeline's
+--     procedures and the owner-rights functions they call (its units do the
+--     writing, each only inside its own step),
 --     b2b_reader reads dwh and runs its read-only helpers.
 --   - b2b_etl's sessions here check every 10 s that their client is still
 --     there, so a step whose caller was killed (an Airflow worker) stops
@@ -74,9 +75,33 @@ BEGIN
     REVOKE ALL ON ALL ROUTINES IN SCHEMA dwh, etl, src FROM PUBLIC, b2b_etl, b2b_reader;
     ALTER DEFAULT PRIVILEGES FOR ROLE b2b_owner REVOKE EXECUTE ON ROUTINES FROM PUBLIC;
 
-    -- The pipeline.
+    -- The pipeline: its procedures (which run with the caller's rights), and
+    -- the owner-rights functions they call: the run and step bookkeeping, the
+    -- units of etl.pipeline_step (each refuses a call outside its own step:
+    -- etl.assert_step_executor), the lock's release and holder, etl.validate.
+    -- Every other owner-rights function is internal: only the owner's
+    -- functions call it, and b2b_etl cannot (tests/pgtap/olap/08_roles.sql
+    -- enumerates them from the catalog).
     GRANT USAGE ON SCHEMA etl, dwh TO b2b_etl;
-    GRANT EXECUTE ON ALL ROUTINES IN SCHEMA etl, dwh TO b2b_etl;
+    FOR v IN
+        SELECT p.oid::regprocedure AS routine
+          FROM pg_catalog.pg_proc AS p
+          JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE n.nspname IN ('etl', 'dwh')
+           AND (p.prokind = 'p'
+                OR p.oid IN (to_regprocedure('etl.open_run(text, integer, boolean)'),
+                             to_regprocedure('etl.mark_run_abandoned(bigint)'),
+                             to_regprocedure('etl.begin_step(bigint, text, text)'),
+                             to_regprocedure('etl.close_step(bigint, text, text, text, text, text)'),
+                             to_regprocedure('etl.release_pipeline_lock()'),
+                             to_regprocedure('etl.pipeline_lock_holder()'),
+                             to_regprocedure('etl.validate(bigint)'),
+                             to_regprocedure('dwh.date_key(date)'),
+                             to_regprocedure('dwh.fact_lineage(text)'))
+                OR p.oid IN (SELECT to_regprocedure(s.unit || '(bigint)') FROM etl.pipeline_step AS s))
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO b2b_etl', v.routine);
+    END LOOP;
 
     EXECUTE format('ALTER ROLE b2b_etl IN DATABASE %I SET client_connection_check_interval = %L',
                    current_database(), '10s');

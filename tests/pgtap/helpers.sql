@@ -3,8 +3,8 @@
 CREATE SCHEMA IF NOT EXISTS tests;
 
 -- tests.open_step(pipeline, step, table): a running run with one open step,
--- as etl.start_run and etl.begin_step would leave them, without the
--- pipeline lock and without committing. Returns the loading_metadata id to
+-- as etl.start_run and etl.begin_step would leave them (this session its
+-- executor, holding the pipeline lock), without committing. Returns the loading_metadata id to
 -- pass to a unit function.
 CREATE OR REPLACE FUNCTION tests.open_step(p_pipeline text, p_step text, p_table text)
 RETURNS bigint
@@ -20,10 +20,16 @@ BEGIN
         VALUES (p_pipeline, 1000, now())
         RETURNING run_id INTO v_run_id;
     END IF;
-    INSERT INTO etl.loading_metadata (run_id, step, table_name)
-    VALUES (v_run_id, p_step, p_table)
-    ON CONFLICT (run_id, step, table_name) DO UPDATE SET status = 'running'
+    INSERT INTO etl.loading_metadata (run_id, step, table_name, executor_pid)
+    VALUES (v_run_id, p_step, p_table, pg_backend_pid())
+    ON CONFLICT (run_id, step, table_name) DO UPDATE SET status = 'running', executor_pid = pg_backend_pid()
     RETURNING loading_metadata_id INTO v_id;
+    -- Units run only for a step their session executes holding the pipeline lock
+    -- (etl.assert_step_executor): this session takes it for the rest of the
+    -- file unless it holds it already (tests.drop_pipeline_lock gives it back).
+    IF NOT tests.holds_pipeline_lock() THEN
+        PERFORM pg_advisory_lock(1647469175, 1);
+    END IF;
     RETURN v_id;
 END
 $fn$;
@@ -274,4 +280,34 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     RETURN SQLSTATE;
 END
+$fn$;
+
+-- tests.drop_pipeline_lock(): gives back every hold this session has on the
+-- pipeline lock (tests.open_step keeps it for the rest of a file).
+CREATE OR REPLACE FUNCTION tests.drop_pipeline_lock()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    WHILE tests.holds_pipeline_lock() LOOP
+        PERFORM pg_advisory_unlock(1647469175, 1);
+    END LOOP;
+END
+$fn$;
+
+-- tests.steps_succeeded(run, step): marks every step of the run's pipeline
+-- before the given one succeeded, in order (as a run that got that far leaves
+-- them), so that etl.begin_step lets the given step begin.
+CREATE OR REPLACE FUNCTION tests.steps_succeeded(p_run_id bigint, p_step text)
+RETURNS void
+LANGUAGE sql
+AS $fn$
+    INSERT INTO etl.loading_metadata (run_id, step, table_name, status, finished_at)
+    SELECT r.run_id, s.step, s.table_name, 'succeeded', clock_timestamp() + s.position * interval '1 ms'
+      FROM etl.run AS r
+      JOIN etl.pipeline_step AS s ON s.pipeline = r.pipeline
+     WHERE r.run_id = p_run_id
+       AND s.position < (SELECT t.position FROM etl.pipeline_step AS t
+                          WHERE t.pipeline = r.pipeline AND t.step = p_step)
+     ORDER BY s.position;
 $fn$;

@@ -1,6 +1,9 @@
 -- Function: etl.close_step(p_loading_metadata_id bigint, p_sqlstate text,
 --           p_message text, p_detail text, p_hint text, p_context text) RETURNS void
---     Records a step's outcome and releases the pipeline lock.
+--     Records the outcome of the step this session executes (refused with
+--     55000 for any other: etl.assert_step_executor). The pipeline lock is
+--     released by etl.end_step once this is committed, not here: released
+--     before the commit, it let the next step see this one still running.
 --     Success (p_sqlstate NULL): marks the step succeeded.
 --     Failure: logs the error in etl.error_log and marks the step and its run
 --     failed.
@@ -21,11 +24,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, NULL);
     IF p_sqlstate IS NULL THEN
         UPDATE etl.loading_metadata
            SET status = 'succeeded', finished_at = clock_timestamp()
          WHERE loading_metadata_id = p_loading_metadata_id;
-        PERFORM etl.release_pipeline_lock();
         RETURN;
     END IF;
 
@@ -41,10 +44,9 @@ BEGIN
            message = m.step || ' failed: ' || p_message
       FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id AND r.run_id = m.run_id;
-    PERFORM etl.release_pipeline_lock();
 END
 $fn$;
 
 COMMENT ON FUNCTION etl.close_step(bigint, text, text, text, text, text) IS
 'Records a step''s outcome for etl.end_step: succeeded, or failed with the error in etl.error_log and '
-'the run failed; releases the pipeline lock.';
+'the run failed; only for the step this session executes.';

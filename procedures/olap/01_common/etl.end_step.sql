@@ -1,7 +1,9 @@
 -- Procedure: etl.end_step(p_loading_metadata_id bigint, p_sqlstate text,
 --            p_message text, p_detail text, p_hint text, p_context text)
 --     Closes a step opened by etl.begin_step (see etl.close_step, which
---     writes the outcome with the owner's rights) and commits.
+--     writes the outcome with the owner's rights), commits, then releases the
+--     pipeline lock; if the outcome cannot be written, the lock is released
+--     and that error raised.
 --     Success (p_sqlstate NULL): the step is marked succeeded.
 --     Failure: the step's uncommitted work is rolled back first, the failure
 --     is recorded and committed, then the error is raised again with its own
@@ -21,8 +23,16 @@ BEGIN
     IF p_sqlstate IS NOT NULL THEN
         ROLLBACK;
     END IF;
-    PERFORM etl.close_step(p_loading_metadata_id, p_sqlstate, p_message, p_detail, p_hint, p_context);
+    BEGIN
+        PERFORM etl.close_step(p_loading_metadata_id, p_sqlstate, p_message, p_detail, p_hint, p_context);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        -- The outcome could not be recorded: never keep the pipeline lock for it.
+        PERFORM etl.release_pipeline_lock();
+        RAISE;
+    END;
     COMMIT;
+    -- Released once the outcome is committed: the next step sees this one closed.
+    PERFORM etl.release_pipeline_lock();
     IF p_sqlstate IS NULL THEN
         RETURN;
     END IF;

@@ -3,7 +3,8 @@
 --     session advisory lock on keys (1647469175, 1) that keeps two pipeline
 --     steps or run starts from executing at once. Does not wait.
 --     etl.release_pipeline_lock gives it back; etl.pipeline_lock_holder
---     says who holds it. The key lives in these three functions only.
+--     says who holds it; etl.take_pipeline_lock_until_commit takes the same
+--     lock for one transaction. The key lives in these four functions only.
 -- Returns: true when taken (session locks stack: take once, release once).
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.take_pipeline_lock()

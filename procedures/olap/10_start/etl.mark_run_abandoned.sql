@@ -2,8 +2,9 @@
 --     Gives up a run that is between steps and will not go on (its Airflow
 --     DAG run was cancelled, a DBA stopped calling steps): marks it failed,
 --     so that a new run can start. Refused (55P03) while one of its steps is
---     executing. An initial load given up leaves the star schema as its last
---     step left it: start a new initial load.
+--     executing (it holds the pipeline lock until its transaction ends:
+--     etl.take_pipeline_lock_until_commit). An initial load given up leaves
+--     the star schema as its last step left it: start a new initial load.
 -- Parameters:
 --     p_run_id - the running run to give up
 -- Tables: writes etl.run; a step of it left 'running' by a backend that died is
@@ -17,7 +18,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF NOT etl.take_pipeline_lock() THEN
+    IF NOT etl.take_pipeline_lock_until_commit() THEN
         RAISE EXCEPTION 'run % has a step executing (backend pid %)', p_run_id, etl.pipeline_lock_holder()
             USING ERRCODE = '55P03', HINT = 'Stop it first: SELECT pg_cancel_backend(pid);';
     END IF;
@@ -26,7 +27,6 @@ BEGIN
            message = 'abandoned by ' || session_user
      WHERE run_id = p_run_id AND status = 'running';
     IF NOT FOUND THEN
-        PERFORM etl.release_pipeline_lock();
         IF NOT EXISTS (SELECT FROM etl.run AS r WHERE r.run_id = p_run_id) THEN
             RAISE EXCEPTION 'run % does not exist', p_run_id USING ERRCODE = '22023',
                 HINT = 'See SELECT run_id, pipeline, status FROM etl.run ORDER BY run_id DESC;';
@@ -34,7 +34,6 @@ BEGIN
         RAISE EXCEPTION 'run % is not running', p_run_id USING ERRCODE = '55000';
     END IF;
     PERFORM etl.record_interrupted_run(p_run_id, 'etl.abandon_run', NULL);
-    PERFORM etl.release_pipeline_lock();
 END
 $fn$;
 

@@ -1,6 +1,8 @@
 -- Function: etl.open_run(p_pipeline text, p_batch_size integer, p_in_one_call boolean) RETURNS bigint
 --     Starts a run of a pipeline ('initial_load' or 'incremental_update').
---     Two runs never interleave. While another run is going, starting one
+--     Two runs never interleave: the pipeline lock is held until the
+--     transaction that writes the run ends (etl.take_pipeline_lock_until_commit),
+--     so of two callers at once one starts and the other is refused (55P03). While another run is going, starting one
 --     is refused (55P03) with what it is doing: a step of it is executing,
 --     or it is between two steps (an Airflow DAG between tasks, a DBA
 --     calling steps by hand). A run whose caller died in the middle of a
@@ -46,11 +48,16 @@ BEGIN
     IF v_batch_size < 1 THEN
         RAISE EXCEPTION 'batch size must be positive, got %', v_batch_size USING ERRCODE = '22023';
     END IF;
-    IF NOT etl.take_pipeline_lock() THEN
-        RAISE EXCEPTION 'cannot start a % run: a step of run % is executing (backend pid %)',
-            p_pipeline, (SELECT r.run_id FROM etl.run AS r WHERE r.status = 'running'),
-            etl.pipeline_lock_holder()
-            USING ERRCODE = '55P03', HINT = 'Wait for that run to finish, then start again.';
+    -- Until commit: the new run row is committed before anyone else can take
+    -- the lock and look for a running run (a session lock given back before
+    -- the commit let a second caller miss it and collide on run_one_running_idx).
+    IF NOT etl.take_pipeline_lock_until_commit() THEN
+        RAISE EXCEPTION 'cannot start a % run: %', p_pipeline,
+            coalesce('a step of run ' || (SELECT r.run_id FROM etl.run AS r WHERE r.status = 'running')
+                     || ' is executing', 'another caller is starting a run')
+            || pg_catalog.format(' (backend pid %s)', etl.pipeline_lock_holder())
+            USING ERRCODE = '55P03',
+                  HINT = 'Wait for it to finish, then start again; see SELECT * FROM etl.run ORDER BY run_id DESC LIMIT 1;';
     END IF;
 
     SELECT r.* INTO v_running FROM etl.run AS r WHERE r.status = 'running';
@@ -81,7 +88,6 @@ BEGIN
             RAISE NOTICE 'run % was left running by an interrupted caller; marked failed',
                 v_running.run_id;
         ELSE
-            PERFORM etl.release_pipeline_lock();
             RAISE EXCEPTION 'cannot start a % run: % run % is between steps (last: % at %)',
                 p_pipeline, v_running.pipeline, v_running.run_id, coalesce(v_last_step, 'etl.start_run'),
                 pg_catalog.to_char(v_last_at, 'YYYY-MM-DD HH24:MI:SS')
@@ -98,7 +104,6 @@ BEGIN
       FROM (SELECT pg_catalog.pg_backend_pid() AS pid) AS me
       LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = me.pid AND p_in_one_call
     RETURNING run_id INTO v_run_id;
-    PERFORM etl.release_pipeline_lock();
     RETURN v_run_id;
 END
 $fn$;

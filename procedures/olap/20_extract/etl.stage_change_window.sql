@@ -5,8 +5,10 @@
 --     does: a transaction that started earlier and committed later is
 --     caught, whatever its change ids), and stages the net effect of the
 --     window: every changed row as that same snapshot has it, read by key
---     from the source, into etl.stage_<table>; the keys whose last change
---     is a delete into etl.stage_deleted.
+--     from the source, into etl.stage_<table>; the keys of the window that
+--     snapshot does not hold into etl.stage_deleted (whatever order the log's
+--     rows are in: writable CTEs, MERGE and the CRM's own triggers log a
+--     statement's parts in any order).
 --     The last applied snapshot is the newest of the latest successful
 --     initial load and the incremental runs after it whose window was
 --     applied. This run's snapshot is stored with the window; it counts as
@@ -18,6 +20,7 @@
 --     src.products, src.sales_agents, src.sales_pipeline, etl.run; writes
 --     etl.change_window, etl.stage_*, etl.run.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION etl.stage_change_window(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -34,6 +37,7 @@ DECLARE
     v_replaced text;
     v_keys text[];
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'etl.stage_change_window');
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     SELECT r.* INTO v_initial FROM etl.run AS r
@@ -65,16 +69,7 @@ BEGIN
                   HINT = 'b2bdwh generate or import-csv replaced it: CALL etl.run_initial_load();';
     END IF;
 
-    -- Deleted rows: those whose last change in the window is a delete
-    -- (changes to one row are serialised by its row lock: change_id orders them).
-    INSERT INTO etl.stage_deleted (table_name, row_key, deleted_at)
-    SELECT l.table_name, l.row_key, l.changed_at
-      FROM (SELECT DISTINCT ON (w.table_name, w.row_key) w.*
-              FROM etl.change_window AS w
-             ORDER BY w.table_name, w.row_key, w.change_id DESC) AS l
-     WHERE l.operation = 'D';
-
-    -- Every other changed row as this snapshot has it: its net state. The keys
+    -- Every changed row as this snapshot has it: its net state. The keys
     -- go as one array parameter each, which postgres_fdw sends to the source
     -- (a function call in the condition would keep it here, row by row).
     v_keys := etl.window_keys('accounts');
@@ -90,6 +85,28 @@ BEGIN
     INSERT INTO etl.stage_sales_pipeline
     SELECT p.* FROM src.sales_pipeline AS p WHERE p.opportunity_id = ANY (v_keys);
     ANALYZE etl.stage_sales_pipeline;
+
+    -- Deleted rows: the window's keys that its snapshot no longer holds. Not
+    -- "the last change is a delete": the log's order is not the order of
+    -- effect (a writable CTE that deletes a key and inserts it again logs the
+    -- insert first), while the snapshot is the net state by definition.
+    INSERT INTO etl.stage_deleted (table_name, row_key, deleted_at)
+    SELECT w.table_name, w.row_key,
+           coalesce(max(w.changed_at) FILTER (WHERE w.operation = 'D'), max(w.changed_at))
+      FROM etl.change_window AS w
+     WHERE w.row_key IS NOT NULL
+       AND NOT EXISTS (SELECT FROM (SELECT 'accounts' AS table_name, a.account_id::text AS row_key
+                                      FROM etl.stage_accounts AS a
+                                    UNION ALL
+                                    SELECT 'products', p.product_id::text FROM etl.stage_products AS p
+                                    UNION ALL
+                                    SELECT 'sales_agents', g.sales_agent_id::text
+                                      FROM etl.stage_sales_agents AS g
+                                    UNION ALL
+                                    SELECT 'sales_pipeline', d.opportunity_id
+                                      FROM etl.stage_sales_pipeline AS d) AS staged
+                        WHERE staged.table_name = w.table_name AND staged.row_key = w.row_key)
+     GROUP BY w.table_name, w.row_key;
 
     UPDATE etl.run
        SET source_snapshot = v_snapshot::pg_snapshot, source_snapshot_at = v_taken_at,

@@ -9,6 +9,7 @@
 -- Returns: NULL (done in one transaction).
 -- Tables: reads src.*; writes etl.stage_*, etl.run, etl.loading_metadata, dwh.*.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION etl.stage_source(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -22,6 +23,7 @@ DECLARE
     v_rows bigint := 0;
     v_count bigint;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'etl.stage_source');
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     SELECT s.snapshot, s.taken_at INTO v_snapshot, v_taken_at FROM src.source_snapshot AS s;

@@ -4,8 +4,12 @@
 --     Initial load: one version per staged product, valid from -infinity
 --     (the earliest state the warehouse knows).
 --     Incremental update: every committed transaction of the window that
---     changed a product is one event (its last image in that transaction,
---     at its last changed_at; several updates in one transaction collapse).
+--     changed a product is one event at its last changed_at (several updates
+--     in one transaction collapse). Whether the product exists after it
+--     follows from the transaction's moves in (I) and out (D), counted, not
+--     from the order of its log rows (writable CTEs log out of order); its
+--     values are its last image. After the window's last event the product
+--     is exactly as the window's snapshot (etl.stage_products) has it.
 --     Per product, in changed_at order (commit order: writers of one row
 --     wait for each other), an event opens a version when the product was
 --     absent or deleted before it or a tracked attribute differs; a delete
@@ -20,6 +24,7 @@
 -- Tables: reads etl.stage_products, etl.change_window, etl.run; writes
 --     dwh.dim_product.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION dwh.apply_product_versions(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -33,6 +38,7 @@ DECLARE
     v_inserted bigint := 0;
     v_renamed bigint := 0;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.apply_product_versions');
     SELECT r.* INTO v_run
       FROM etl.run AS r JOIN etl.loading_metadata AS m USING (run_id)
      WHERE m.loading_metadata_id = p_loading_metadata_id;
@@ -56,39 +62,64 @@ BEGIN
         DROP TABLE pg_temp.product_event;
     END IF;
     CREATE TEMPORARY TABLE product_event ON COMMIT DROP AS
-    WITH event AS (
-        SELECT DISTINCT ON (w.row_key, w.txid)
-               w.row_key::integer AS product_id, w.operation = 'D' AS is_delete,
-               w.row_data ->> 'product_name' AS product_name, w.row_data ->> 'series' AS series,
-               (w.row_data ->> 'sales_price')::numeric AS sales_price,
-               max(w.changed_at) OVER (PARTITION BY w.row_key, w.txid) AS changed_at
+    WITH tx AS (
+        -- The log's order inside a transaction is not the order of effect (the
+        -- statement triggers of a writable CTE fire in any order), so an event
+        -- is not "its last log row": its moves in (I) and out (D) are counted,
+        -- and its image is its last I or U (one query leaves at most one image
+        -- of a key, and queries log in order).
+        SELECT w.row_key::integer AS product_id,
+               count(*) FILTER (WHERE w.operation = 'I')
+                   - count(*) FILTER (WHERE w.operation = 'D') AS presence_delta,
+               (array_agg(w.row_data ORDER BY w.change_id DESC) FILTER (WHERE w.operation <> 'D'))[1]
+                   AS image,
+               max(w.changed_at) AS changed_at
           FROM etl.change_window AS w
          WHERE w.table_name = 'products'
-         ORDER BY w.row_key, w.txid, w.change_id DESC
+         GROUP BY w.row_key, w.txid
     ),
-    ordered AS (
-        SELECT e.*,
+    chained AS (
+        SELECT t.*,
                row_number() OVER w AS n,
-               min(e.changed_at) OVER w AS window_start,
-               lag(NOT e.is_delete) OVER w AS live_before,
-               lag(e.series) OVER w AS series_before,
-               lag(e.sales_price) OVER w AS price_before
-          FROM event AS e
-        WINDOW w AS (PARTITION BY e.product_id ORDER BY e.changed_at)
+               count(*) OVER (PARTITION BY t.product_id) AS events,
+               min(t.changed_at) OVER (PARTITION BY t.product_id) AS window_start,
+               array_agg(t.presence_delta) FILTER (WHERE t.presence_delta <> 0) OVER w AS moves
+          FROM tx AS t
+        WINDOW w AS (PARTITION BY t.product_id ORDER BY t.changed_at ROWS UNBOUNDED PRECEDING)
+    ),
+    event AS (
+        -- Present after a transaction: after the window's last one, exactly when
+        -- the window's snapshot holds the product (with its values); after an
+        -- earlier one, as its last move in or out left it, or as it was when the
+        -- window began.
+        SELECT c.product_id, c.changed_at, c.n,
+               b.product_key AS version_before_window, b.series AS version_series,
+               b.sales_price AS version_price,
+               coalesce(b.valid_to >= c.window_start, false) AS live_into_window,
+               NOT CASE WHEN c.n = c.events THEN s.product_id IS NOT NULL
+                        WHEN c.moves IS NOT NULL THEN c.moves[array_upper(c.moves, 1)] > 0
+                        ELSE coalesce(b.valid_to >= c.window_start, false)
+                   END AS is_delete,
+               CASE WHEN c.n = c.events THEN s.product_name ELSE c.image ->> 'product_name' END
+                   AS product_name,
+               CASE WHEN c.n = c.events THEN s.series ELSE c.image ->> 'series' END AS series,
+               CASE WHEN c.n = c.events THEN s.sales_price ELSE (c.image ->> 'sales_price')::numeric END
+                   AS sales_price
+          FROM chained AS c
+          LEFT JOIN etl.stage_products AS s ON s.product_id = c.product_id
+          LEFT JOIN LATERAL (
+              SELECT d.* FROM dwh.dim_product AS d
+               WHERE d.product_id = c.product_id AND d.valid_from < c.window_start
+               ORDER BY d.valid_from DESC LIMIT 1
+          ) AS b ON true
     )
-    SELECT o.product_id, o.is_delete, o.product_name, o.series, o.sales_price, o.changed_at,
-           b.product_key AS version_before_window,
-           coalesce(b.valid_to >= o.window_start, false) AS live_into_window,
-           CASE WHEN o.n = 1 THEN coalesce(b.valid_to >= o.window_start, false)
-                ELSE o.live_before END AS live_before,
-           CASE WHEN o.n = 1 THEN b.series ELSE o.series_before END AS series_before,
-           CASE WHEN o.n = 1 THEN b.sales_price ELSE o.price_before END AS price_before
-      FROM ordered AS o
-      LEFT JOIN LATERAL (
-          SELECT d.* FROM dwh.dim_product AS d
-           WHERE d.product_id = o.product_id AND d.valid_from < o.window_start
-           ORDER BY d.valid_from DESC LIMIT 1
-      ) AS b ON true;
+    SELECT e.product_id, e.is_delete, e.product_name, e.series, e.sales_price, e.changed_at,
+           e.version_before_window, e.live_into_window,
+           CASE WHEN e.n = 1 THEN e.live_into_window ELSE lag(NOT e.is_delete) OVER w END AS live_before,
+           CASE WHEN e.n = 1 THEN e.version_series ELSE lag(e.series) OVER w END AS series_before,
+           CASE WHEN e.n = 1 THEN e.version_price ELSE lag(e.sales_price) OVER w END AS price_before
+      FROM event AS e
+    WINDOW w AS (PARTITION BY e.product_id ORDER BY e.changed_at);
 
     -- Keep the events that start or end a version.
     DELETE FROM product_event AS e

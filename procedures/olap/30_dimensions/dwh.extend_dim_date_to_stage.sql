@@ -9,6 +9,7 @@
 -- Returns: NULL (done).
 -- Tables: reads etl.stage_sales_pipeline, etl.config; writes dwh.dim_date.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION dwh.extend_dim_date_to_stage(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -23,6 +24,7 @@ DECLARE
     v_last date;
     v_added bigint;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.extend_dim_date_to_stage');
     SELECT least(min(s.engage_date) FILTER (WHERE s.engage_date BETWEEN v_min AND v_max),
                  min(s.close_date) FILTER (WHERE s.close_date BETWEEN v_min AND v_max)),
            greatest(max(s.engage_date) FILTER (WHERE s.engage_date BETWEEN v_min AND v_max),

@@ -7,6 +7,7 @@
 -- Returns: NULL (done).
 -- Tables: reads etl.stage_accounts, etl.stage_deleted; writes dwh.dim_account.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION dwh.upsert_dim_account(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -20,6 +21,7 @@ DECLARE
     v_updated bigint;
     v_deleted bigint;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.upsert_dim_account');
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     WITH upserted AS (

@@ -26,6 +26,7 @@
 --     etl.error_log, etl.data_quality_issue, etl.fact_contribution, etl.touched_group,
 --     etl.loading_metadata (counts and resume_after, with the batch).
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION dwh.insert_fact_batch(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -48,6 +49,7 @@ DECLARE
     v_deleted bigint := 0;
     v_replaced bigint := 0;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.insert_fact_batch');
     SELECT m.* INTO v_step FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     SELECT r.* INTO v_run FROM etl.run AS r WHERE r.run_id = v_step.run_id;

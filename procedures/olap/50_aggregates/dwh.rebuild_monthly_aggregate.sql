@@ -14,6 +14,7 @@
 -- Tables: reads dwh.fact_sales_performance (initial load), etl.touched_group; writes
 --     dwh.fact_sales_monthly_aggregate, etl.touched_group, etl.run.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION dwh.rebuild_monthly_aggregate(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -26,6 +27,7 @@ DECLARE
     v_deleted bigint;
     v_inserted bigint;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.rebuild_monthly_aggregate');
     SELECT r.* INTO v_run
       FROM etl.run AS r JOIN etl.loading_metadata AS m USING (run_id)
      WHERE m.loading_metadata_id = p_loading_metadata_id;

@@ -5,6 +5,7 @@
 --     the step).
 -- Tables: writes etl.validation_result.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION etl.check_run(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -16,6 +17,7 @@ DECLARE
     v_checks bigint;
     v_failed text;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'etl.check_run');
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     SELECT count(*), string_agg(v.check_name, '; ') FILTER (WHERE NOT v.passed)

@@ -6,6 +6,7 @@
 -- Returns: NULL (done).
 -- Tables: reads etl.run, etl.config; writes src.cdc_consumer.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION etl.report_applied_position(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -18,6 +19,7 @@ DECLARE
     v_xmin xid8;
     v_reported bigint;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'etl.report_applied_position');
     SELECT pg_snapshot_xmin(r.source_snapshot) INTO v_xmin
       FROM etl.run AS r
      WHERE r.window_applied

@@ -6,6 +6,7 @@
 -- Returns: NULL (done).
 -- Tables: reads etl.loading_metadata, etl.validation_result; writes etl.run.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION etl.close_run(p_loading_metadata_id bigint)
 RETURNS text
 LANGUAGE plpgsql
@@ -16,6 +17,7 @@ DECLARE
     v_run_id bigint;
     v_unfinished text;
 BEGIN
+    PERFORM etl.assert_step_executor(p_loading_metadata_id, 'etl.close_run');
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     SELECT string_agg(m.step || ' (' || m.status || ')', ', ' ORDER BY m.loading_metadata_id)

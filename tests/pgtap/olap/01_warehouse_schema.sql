@@ -3,7 +3,7 @@
 -- the foreign tables onto the source, every pipeline routine, and the
 -- comments a user reads in psql's \d+.
 BEGIN;
-SELECT plan(146);
+SELECT plan(149);
 
 -- Schemas ------------------------------------------------------------------
 SELECT has_schema('dwh', 'the warehouse has a dwh schema for the star schema');
@@ -216,8 +216,18 @@ SELECT has_column('etl', 'run', 'window_applied', 'etl.run records whether a run
 SELECT columns_are('etl', 'loading_metadata', ARRAY[
     'loading_metadata_id', 'run_id', 'step', 'table_name', 'status', 'rows_in', 'rows_inserted',
     'rows_updated', 'rows_deleted', 'rows_rejected', 'batches', 'resume_after', 'started_at',
-    'finished_at', 'message'
-], 'loading_metadata has status, rows in/inserted/updated/deleted/rejected, start and end');
+    'finished_at', 'message', 'executor_pid'
+], 'loading_metadata has status, rows in/inserted/updated/deleted/rejected, start, end and executor');
+SELECT has_table('etl', 'pipeline_step', 'etl.pipeline_step lists each pipeline''s steps and units in order');
+SELECT results_eq(
+    $$SELECT step FROM etl.pipeline_step WHERE pipeline = 'incremental_update' ORDER BY position$$,
+    ARRAY['etl.pull_change_window', 'dwh.load_dim_date', 'dwh.load_dim_account', 'dwh.load_dim_sales_agent',
+          'dwh.load_dim_product', 'dwh.load_fact_sales_performance', 'dwh.load_fact_sales_monthly_aggregate',
+          'etl.validate_run', 'etl.purge_change_log', 'etl.finish_run'],
+    'the incremental pipeline''s steps in order');
+SELECT is_empty(
+    $$SELECT s.unit FROM etl.pipeline_step AS s WHERE to_regprocedure(s.unit || '(bigint)') IS NULL$$,
+    'every unit etl.pipeline_step names is a function taking the step''s id');
 SELECT columns_are('etl', 'error_log', ARRAY[
     'error_id', 'run_id', 'procedure_name', 'kind', 'sqlstate', 'message', 'detail', 'hint', 'context',
     'table_name', 'business_key', 'record', 'logged_at'
