@@ -18,7 +18,7 @@
 -- Raises: 55000 when there is no run to work for, the step is not one of
 --     its pipeline or an earlier step is due, or its staging was lost
 --     (etl.assert_stage_intact); 55P03 when another step holds the pipeline
---     lock.
+--     lock (the run's own one-call caller waits up to 10 s for it first).
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.begin_step(p_run_id bigint, p_step text, p_table text)
 RETURNS etl.loading_metadata
@@ -31,6 +31,7 @@ DECLARE
     v_step etl.loading_metadata;
     v_position smallint;
     v_due text;
+    v_locked boolean;
 BEGIN
     IF p_run_id IS NULL THEN
         SELECT * INTO v_run FROM etl.run AS r
@@ -64,8 +65,21 @@ BEGIN
 
     PERFORM etl.assert_stage_intact(v_run.run_id, p_step);
 
-    IF NOT etl.take_pipeline_lock() THEN
-        RAISE EXCEPTION 'another pipeline step is executing (backend pid %)', etl.pipeline_lock_holder()
+    v_locked := etl.take_pipeline_lock();
+    -- The caller that runs every step of its run itself (etl.run_initial_load,
+    -- etl.run_incremental_update) waits a little: a second caller being refused
+    -- holds the lock for a moment (etl.open_run), and must not make the run that
+    -- is going fail between its steps.
+    IF NOT v_locked AND v_run.driver_pid = pg_backend_pid() THEN
+        FOR i IN 1..200 LOOP
+            PERFORM pg_sleep(0.05);
+            v_locked := etl.take_pipeline_lock();
+            EXIT WHEN v_locked;
+        END LOOP;
+    END IF;
+    IF NOT v_locked THEN
+        RAISE EXCEPTION 'another pipeline step is executing (backend pid %)',
+            coalesce(etl.pipeline_lock_holder()::text, 'gone')
             USING ERRCODE = '55P03',
                   HINT = 'Wait for it to finish; see SELECT * FROM etl.loading_metadata WHERE status = ''running'';';
     END IF;

@@ -55,7 +55,7 @@ BEGIN
         RAISE EXCEPTION 'cannot start a % run: %', p_pipeline,
             coalesce('a step of run ' || (SELECT r.run_id FROM etl.run AS r WHERE r.status = 'running')
                      || ' is executing', 'another caller is starting a run')
-            || pg_catalog.format(' (backend pid %s)', etl.pipeline_lock_holder())
+            || pg_catalog.format(' (backend pid %s)', coalesce(etl.pipeline_lock_holder()::text, 'gone'))
             USING ERRCODE = '55P03',
                   HINT = 'Wait for it to finish, then start again; see SELECT * FROM etl.run ORDER BY run_id DESC LIMIT 1;';
     END IF;
