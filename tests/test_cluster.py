@@ -195,12 +195,13 @@ def test_up_installs_before_it_starts_and_restarts_a_server_whose_binary_changed
     assert "already running" in out and "restarted" not in out, out
     assert throwaway.postmaster() == second
 
-    # The binary file replaced by one reporting the same version (a rebuilt package).
+    # The binary file replaced by one reporting the same version (a rebuilt package),
+    # written beside it and renamed over it, as dpkg does.
     wrapper = throwaway.bindir / "postgres"
-    text = wrapper.read_text()
-    wrapper.unlink()
-    wrapper.write_text(text)
-    wrapper.chmod(0o755)
+    fresh = throwaway.bindir / "postgres.dpkg-new"
+    fresh.write_text(wrapper.read_text())
+    fresh.chmod(0o755)
+    fresh.replace(wrapper)
     out = throwaway.up()
     assert "was replaced since the server started" in out, out
     third = throwaway.postmaster()
