@@ -49,6 +49,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+# db/cluster.sh up installs pgTAP (when root and missing) before it starts the server.
 up:
 	@$(CLUSTER) up
 
@@ -85,7 +86,12 @@ AIRFLOW_PORT ?= 8080
 airflow: migrate
 	@$(WITH_ENV) exec $(BIN)/b2bdwh airflow serve --port $(AIRFLOW_PORT)
 
-test: venv up tools
+# Tools first, cluster after: installing a package (pgTAP) can upgrade the server's
+# binaries, which must not happen under a running server (db/cluster.sh up restarts one
+# whose binary changed). `up` is a recipe line, not a prerequisite, so that no make -j
+# reorders it before `tools`.
+test: venv tools
+	@$(CLUSTER) up
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 # Tools the tests run besides Python and PostgreSQL: pgTAP (installed by db/cluster.sh

@@ -8,6 +8,12 @@
 #                          B2B_OLTP_DSN, B2B_OLAP_DSN (eval "$(make -s env)")
 #   db/cluster.sh pgtap    make sure the pgTAP extension is installable
 #
+# Packages are installed before the server starts, never under it: installing
+# postgresql-NN-pgtap can upgrade postgresql-NN, and a server still running the
+# old binary then fails to load its libraries ("undefined symbol"). `up`
+# installs first, and restarts a running server whose binary changed since it
+# started (recorded in $STATE/server.stamp), saying so in one line.
+#
 # When PGHOST (other than this cluster's socket) or B2B_OLTP_DSN/B2B_OLAP_DSN
 # are set, that server is used instead and no cluster is started.
 # As root the server runs as the `postgres` OS user (initdb refuses root).
@@ -92,15 +98,76 @@ cmd_env() {
 
 running() { as_owner "$BIN/pg_ctl" -D "$STATE/data" status >/dev/null 2>&1; }
 
+# An existing cluster is run by the binaries of its own major version (when PG_BIN
+# does not say otherwise), even after a newer major is installed beside them.
+pin_bindir() {
+    [ -z "${PG_BIN:-}" ] && [ -f "$STATE/data/PG_VERSION" ] || return 0
+    local major
+    major=$(cat "$STATE/data/PG_VERSION")
+    if [ -x "/usr/lib/postgresql/$major/bin/pg_ctl" ]; then BIN="/usr/lib/postgresql/$major/bin"; fi
+}
+
+# What the server binary is: its version, and the file (path, inode, change time,
+# size; a package upgrade writes a new file, so the inode and change time change).
+binary_stamp() {
+    echo "$("$BIN/postgres" --version) | $(readlink -f "$BIN/postgres")" \
+        "$(stat -L -c 'inode %i ctime %Z size %s' "$BIN/postgres")"
+}
+
+# The running postmaster: its pid and start time (epoch), from postmaster.pid.
+postmaster_id() { sed -n '1p;3p' "$STATE/data/postmaster.pid" 2>/dev/null | tr '\n' ' '; }
+
+record_stamp() {
+    { postmaster_id; echo; binary_stamp; } >"$STATE/server.stamp"
+}
+
+# Why the running server must restart (its binary changed since it started), or
+# nothing. A server that this script did not start (no stamp for it) is compared
+# by the binary's change time against the postmaster's start time.
+stale_reason() {
+    local stamp="$STATE/server.stamp" now was started changed
+    now=$(binary_stamp)
+    if [ -f "$stamp" ] && [ "$(sed -n 1p "$stamp")" = "$(postmaster_id)" ]; then
+        was=$(sed -n 2p "$stamp")
+        [ "$was" = "$now" ] && return 0
+        if [ "${was%% | *}" != "${now%% | *}" ]; then
+            was=${was%% | *} now=${now%% | *}
+            echo "$BIN/postgres changed under the running server" \
+                "(${was#postgres (PostgreSQL) } -> ${now#postgres (PostgreSQL) })"
+        else
+            echo "$BIN/postgres was replaced since the server started (${was#* | } -> ${now#* | })"
+        fi
+        return 0
+    fi
+    started=$(sed -n 3p "$STATE/data/postmaster.pid" 2>/dev/null)
+    changed=$(stat -L -c %Z "$BIN/postgres")
+    if [ -n "$started" ] && [ "$changed" -gt "$started" ]; then
+        echo "$BIN/postgres changed at $(date -d "@$changed" '+%F %T'), after the server started"
+        return 0
+    fi
+    record_stamp
+}
+
+start_server() {
+    as_owner "$BIN/pg_ctl" -D "$STATE/data" -l "$STATE/postgres.log" -w -t 60 start >/dev/null \
+        || { tail -20 "$STATE/postgres.log" >&2; die "the server did not start; see $STATE/postgres.log"; }
+    record_stamp
+}
+
 cmd_up() {
     if external; then
         note "using the server at PGHOST=${PGHOST:-} (no local cluster started)"
         return
     fi
-    require_bin
     resolve_state
+    pin_bindir
+    require_bin
     mkdir -p "$STATE"
     [ "$(id -u)" = 0 ] && chown postgres: "$STATE"
+    # Install first, start after: a package may upgrade the server's binaries.
+    # Only the tests need pgTAP: without it (and without root to install it) the
+    # cluster still comes up, with the way to install it said.
+    ( cmd_pgtap ) || note "the tests will need pgTAP (make test); everything else works without it"
     if [ ! -f "$STATE/data/PG_VERSION" ]; then
         note "initialising a cluster in $STATE/data"
         as_owner mkdir -p "$STATE/run"
@@ -123,24 +190,30 @@ max_connections = 200
 log_min_messages = warning
 CONF
     fi
+    local reason
     if running; then
-        note "already running (socket $STATE/run, port $PORT)"
+        reason=$(stale_reason)
+        if [ -n "$reason" ]; then
+            as_owner "$BIN/pg_ctl" -D "$STATE/data" -m fast -w -t 60 stop >/dev/null
+            start_server
+            note "restarted: $reason (socket $STATE/run, port $PORT)"
+        else
+            note "already running (socket $STATE/run, port $PORT)"
+        fi
     else
-        as_owner "$BIN/pg_ctl" -D "$STATE/data" -l "$STATE/postgres.log" -w -t 60 start >/dev/null \
-            || { tail -20 "$STATE/postgres.log" >&2; die "the server did not start; see $STATE/postgres.log"; }
+        start_server
         note "started (socket $STATE/run, port $PORT)"
     fi
-    # Only the tests need pgTAP: without it (and without root to install it) the
-    # cluster still comes up, with the way to install it said.
-    ( cmd_pgtap ) || note "the tests will need pgTAP (make test); everything else works without it"
 }
 
 cmd_down() {
     if external; then note "external server in use; nothing to stop"; return; fi
-    require_bin
     resolve_state
+    pin_bindir
+    require_bin
     if [ -f "$STATE/data/PG_VERSION" ] && running; then
         as_owner "$BIN/pg_ctl" -D "$STATE/data" -m fast -w stop >/dev/null
+        rm -f "$STATE/server.stamp"
         note "stopped"
     else
         note "not running"
@@ -160,6 +233,7 @@ cmd_status() {
 # pgTAP: the Debian package matching the server's major version.
 cmd_pgtap() {
     external && return 0
+    pin_bindir
     require_bin
     local ver share
     ver=$("$BIN/postgres" --version | sed -E 's/.* ([0-9]+)(\.[0-9]+)?.*/\1/')

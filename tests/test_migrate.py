@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -143,7 +144,7 @@ def test_placeholders_are_replaced_and_a_changed_value_redeploys(scratch):
     write(
         scratch,
         "procedures/where.sql",
-        "CREATE OR REPLACE VIEW public.source_host AS SELECT '${oltp_host}'::text AS host;",
+        "CREATE OR REPLACE VIEW public.source_host AS SELECT ${oltp_host}::text AS host;",
     )
     scratch.placeholders = {"oltp_host": "alpha"}
     run(scratch)
@@ -153,6 +154,147 @@ def test_placeholders_are_replaced_and_a_changed_value_redeploys(scratch):
     scratch.placeholders = {}
     with pytest.raises(CliError, match=r"unknown placeholder \$\{oltp_host\}"):
         run(scratch)
+
+
+# Values that ended the literal they were pasted into when placeholders went in unquoted:
+# a quote, a backslash (in an E'' string or with standard_conforming_strings off), a
+# dollar quote (a DO block's body), a line break after a comment, and SQL after each.
+HOSTILE_VALUES = [
+    "pa'ss",
+    "back\\slash\\",
+    "$$dollar$$ $config$",
+    "x'; CREATE ROLE b2bdwh_pwned; --",
+    "\\'; CREATE ROLE b2bdwh_pwned; --",
+    "$config$; CREATE ROLE b2bdwh_pwned; DO $config$ BEGIN END $config$; --",
+    "-- \n'; CREATE ROLE b2bdwh_pwned; --",
+    "pässwörd with spaces\tand a tab",
+    "",
+]
+
+
+def no_injected_role(target: migrate.Target) -> bool:
+    return query(target, "SELECT to_regrole('b2bdwh_pwned') IS NULL") == [(True,)]
+
+
+def test_a_placeholder_is_a_complete_literal_whatever_its_value(scratch):
+    write(
+        scratch,
+        "procedures/value.sql",
+        "CREATE OR REPLACE VIEW public.setting AS SELECT ${value}::text AS value;\n"
+        "-- a comment may mention ${value} or ${anything}: it is left as written\n"
+        "COMMENT ON VIEW public.setting IS ${value};",
+    )
+    for value in HOSTILE_VALUES:
+        scratch.placeholders = {"value": value}
+        run(scratch)
+        assert query(scratch, "SELECT value FROM public.setting") == [(value,)]
+        assert query(
+            scratch, "SELECT coalesce(obj_description('public.setting'::regclass), '')"
+        ) == [(value,)]
+        assert no_injected_role(scratch)
+    # With standard_conforming_strings off a backslash is an escape in '' strings too;
+    # the literal reads the same either way.
+    with psycopg.connect(scratch.dsn, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("ALTER DATABASE {} SET standard_conforming_strings = off").format(
+                psycopg.sql.Identifier(conn.info.dbname)
+            )
+        )
+    scratch.placeholders = {"value": "\\'; CREATE ROLE b2bdwh_pwned; --"}
+    run(scratch)
+    assert query(scratch, "SELECT value FROM public.setting") == [(scratch.placeholders["value"],)]
+    assert no_injected_role(scratch)
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("SELECT '${value}';", "a quoted string"),
+        ("SELECT E'\\' ${value}';", "a quoted string"),
+        ('SELECT 1 AS "${value}";', "a quoted identifier"),
+        ("DO $$ BEGIN PERFORM ${value}; END $$;", "the dollar-quoted body $$"),
+        ("DO $body$ BEGIN PERFORM ${value}; END $body$;", "the dollar-quoted body $body$"),
+    ],
+)
+def test_a_placeholder_inside_quoted_text_is_refused(scratch, text, where):
+    write(scratch, "procedures/quoted.sql", text)
+    scratch.placeholders = {"value": "x"}
+    with pytest.raises(
+        CliError, match=rf"procedures/quoted\.sql line 1: placeholder .* {re.escape(where)}"
+    ):
+        run(scratch)
+
+
+def mapping_options(dsn: str) -> dict[str, str]:
+    """The foreign server's options and its user mapping's, read as a superuser."""
+    rows = dbtools.query(
+        dsn,
+        """SELECT 'server.' || split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)
+             FROM pg_foreign_server s, unnest(s.srvoptions) o
+            WHERE s.srvname = 'b2b_sales_source'
+           UNION ALL
+           SELECT 'mapping.' || split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)
+             FROM pg_user_mappings m, unnest(m.umoptions) o
+            WHERE m.srvname = 'b2b_sales_source' AND m.usename = 'public'""",
+    )
+    return dict(rows)
+
+
+def test_any_source_setting_reaches_the_foreign_server_exactly():
+    """`B2B_OLTP_PASSWORD="pa'ss" b2bdwh migrate --target olap` and its harder cousins."""
+    odd_name = f'b2bdwh_t odd\'db "q" $$ \\ {dbtools.RUN_TAG}'
+    oltp_dsn = dbtools.create_database(odd_name, dbtools.oltp_template())
+    olap = f"b2bdwh_t_mapping_{dbtools.RUN_TAG}"
+    dbtools.drop_database(olap)
+    olap_dsn = dbtools.dsn(olap)
+    server_file = "procedures/olap/00_source/b2b_sales_source.server.sql"
+    try:
+        env = {
+            **os.environ,
+            "B2B_OLTP_DSN": oltp_dsn,
+            "B2B_OLAP_DSN": olap_dsn,
+            "B2B_OLTP_PASSWORD": "x'; CREATE ROLE b2bdwh_pwned; --",
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "b2bdwh", "migrate", "--target", "olap"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        options = mapping_options(olap_dsn)
+        assert options["mapping.password"] == env["B2B_OLTP_PASSWORD"]
+        assert options["mapping.user"] == "b2b_cdc_reader"
+        assert options["server.dbname"] == odd_name
+        assert dbtools.query(olap_dsn, "SELECT to_regrole('b2bdwh_pwned') IS NULL") == [(True,)]
+        # The foreign server reaches the oddly named source.
+        assert dbtools.query(olap_dsn, "SELECT count(*) FROM src.accounts") == [(0,)]
+
+        placeholders = migrate.source_placeholders(oltp_dsn)
+        target = dbtools.target("olap", olap_dsn, **placeholders)
+        for password in HOSTILE_VALUES:
+            target.placeholders = {**placeholders, "oltp_password": password}
+            lines: list[str] = []
+            migrate.migrate(target, say=lines.append)
+            # A new password redeploys the server file alone: no applied versioned
+            # migration looks edited, no other repeatable changes.
+            assert [line.split()[1] for line in lines if line.startswith("  applied")] == [
+                server_file
+            ]
+            options = mapping_options(olap_dsn)
+            assert options.get("mapping.password", "") == password
+            assert dbtools.query(olap_dsn, "SELECT to_regrole('b2bdwh_pwned') IS NULL") == [(True,)]
+        assert migrate.status(target, say=lambda _line: None)
+
+        odd_user = 'odd\'reader "$$" \\'
+        target.placeholders = {**placeholders, "oltp_user": odd_user, "oltp_host": "h'ost"}
+        migrate.migrate(target, say=lambda _line: None)
+        options = mapping_options(olap_dsn)
+        assert (options["mapping.user"], options["server.host"]) == (odd_user, "h'ost")
+    finally:
+        dbtools.drop_database(olap)
+        dbtools.drop_database(odd_name)
 
 
 def test_function_bodies_may_refer_to_routines_deployed_later(scratch):

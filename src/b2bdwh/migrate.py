@@ -9,9 +9,14 @@
   from the last one applied. Function bodies are not checked at creation
   (check_function_bodies = off, as pg_dump does), so their order does not
   matter.
-- Placeholders `${name}` are replaced with values from the settings; a
+- A placeholder `${name}` in SQL code stands for a complete string literal: it
+  is replaced with the setting's value quoted as quote_literal() would, so no
+  value (a password with quotes, backslashes, `$$` or SQL in it) can end the
+  literal. A placeholder inside a quoted string, quoted identifier or
+  dollar-quoted body is refused; one in a comment is left alone. A
   repeatable's checksum is taken after replacement, so a changed setting
-  redeploys it.
+  redeploys it; a versioned file's is taken of the file as written, so a
+  changed setting never makes an applied migration look edited.
 - The callback `migrations/<target>/afterMigrate.sql` (Flyway's name) runs at
   the end of every migrate, in its own transaction, and is not recorded: it
   re-establishes what must hold after any deployment (ownership, grants), so
@@ -104,15 +109,112 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def render(text: str, placeholders: dict[str, str], where: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in placeholders:
-            known = ", ".join(sorted(placeholders)) or "none"
-            raise CliError(f"{where}: unknown placeholder ${{{key}}} (known: {known})")
-        return placeholders[key]
+def quote_literal(value: str) -> str:
+    """`value` as a complete SQL string literal, as PostgreSQL's quote_literal() writes it:
+    quotes doubled, and with backslashes doubled in an E'' string, so it reads the same
+    whatever standard_conforming_strings says. Nothing in a value can end the literal."""
+    if "\0" in value:
+        raise CliError("a placeholder value contains a NUL character, which SQL text cannot hold")
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
 
-    return PLACEHOLDER.sub(replace, text)
+
+# What render() steps over without replacing: comments, quoted strings and identifiers,
+# dollar-quoted bodies. Identifiers and keywords are matched whole, so `a$b$` is no tag.
+_LINE_COMMENT = re.compile(r"--[^\n]*")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$")
+_WORD = re.compile(r"[\w\x80-\uffff](?:[\w\x80-\uffff]|\$(?!\{))*")
+
+
+def _quoted_end(text: str, start: int, quote: str, backslashes: bool) -> int:
+    """The index just past the quoted string or identifier opening at `start`."""
+    i = start + 1
+    while i < len(text):
+        if backslashes and text[i] == "\\":
+            i += 2
+        elif text[i] == quote:
+            if text.startswith(quote * 2, i):
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return len(text)
+
+
+def _block_comment_end(text: str, start: int) -> int:
+    depth, i = 0, start
+    while i < len(text):
+        if text.startswith("/*", i):
+            depth, i = depth + 1, i + 2
+        elif text.startswith("*/", i):
+            depth, i = depth - 1, i + 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return len(text)
+
+
+def render(text: str, placeholders: dict[str, str], where: str) -> str:
+    """Replace each `${name}` in SQL code with the value as a complete quoted literal.
+
+    A placeholder stands for a whole literal, so a value cannot end it early, whatever
+    it holds (quotes, backslashes, `$$`, SQL). One written inside a quoted string, a
+    quoted identifier or a dollar-quoted body would be pasted into that text unquoted,
+    so it is refused; one in a comment is left as it is."""
+    out: list[str] = []
+    i = 0
+
+    def refuse(region_start: int, region_end: int, what: str) -> None:
+        found = PLACEHOLDER.search(text, region_start, region_end)
+        if found:
+            line = text.count("\n", 0, found.start()) + 1
+            raise CliError(
+                f"{where} line {line}: placeholder {found.group(0)} inside {what}; write it "
+                "bare (it stands for a complete quoted literal), e.g. "
+                "SELECT set_config('app.x', ${x}, true) before a DO block"
+            )
+
+    while i < len(text):
+        ch = text[i]
+        end = i + 1
+        if text.startswith("--", i):
+            end = _LINE_COMMENT.match(text, i).end()  # type: ignore[union-attr]
+        elif text.startswith("/*", i):
+            end = _block_comment_end(text, i)
+        elif ch == "'":
+            prefix = text[i - 1 : i].lower() if i else ""
+            escaped = prefix == "e" and not (i >= 2 and _WORD.match(text[i - 2]))
+            end = _quoted_end(text, i, "'", escaped)
+            refuse(i, end, "a quoted string")
+        elif ch == '"':
+            end = _quoted_end(text, i, '"', False)
+            refuse(i, end, "a quoted identifier")
+        elif ch == "$":
+            match = PLACEHOLDER.match(text, i)
+            tag = _DOLLAR_TAG.match(text, i)
+            if match:
+                key = match.group(1)
+                if key not in placeholders:
+                    known = ", ".join(sorted(placeholders)) or "none"
+                    raise CliError(f"{where}: unknown placeholder ${{{key}}} (known: {known})")
+                out.append(quote_literal(placeholders[key]))
+                i = match.end()
+                continue
+            if tag:
+                close = text.find(tag.group(0), tag.end())
+                end = len(text) if close < 0 else close + len(tag.group(0))
+                refuse(i, end, f"the dollar-quoted body {tag.group(0)}")
+        else:
+            word = _WORD.match(text, i)
+            if word:
+                end = word.end()
+        out.append(text[i:end])
+        i = end
+    return "".join(out)
 
 
 def relative(path: Path, root: Path) -> str:

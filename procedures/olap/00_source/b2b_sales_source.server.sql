@@ -3,16 +3,29 @@
 --     (B2B_OLTP_DSN / PGHOST / PGPORT / PGUSER, resolved by `b2bdwh migrate`).
 --     Re-applied whenever those settings change (the runner checksums this
 --     file after replacing its placeholders).
+-- Placeholders: each one stands for a complete, quoted string literal (the
+--     runner quotes the value), so they appear bare and only here, outside the
+--     DO block: its dollar-quoted body is text that a value could end. The DO
+--     block reads them back from transaction-local settings.
 -- Password: never stored in the repository. Set B2B_OLTP_PASSWORD when the
 --     source needs one; it goes into the user mapping only.
+SELECT
+    set_config('b2bdwh.oltp_host', ${oltp_host}, TRUE) AS oltp_host,
+    set_config('b2bdwh.oltp_port', ${oltp_port}, TRUE) AS oltp_port,
+    set_config('b2bdwh.oltp_dbname', ${oltp_dbname}, TRUE) AS oltp_dbname,
+    set_config('b2bdwh.oltp_user', ${oltp_user}, TRUE) AS oltp_user,
+    set_config('b2bdwh.oltp_password', ${oltp_password}, TRUE) IS NOT NULL AS oltp_password;
+
 DO $config$
 DECLARE
     v_options text[] := ARRAY[
-        'host', '${oltp_host}', 'port', '${oltp_port}', 'dbname', '${oltp_dbname}',
+        'host', current_setting('b2bdwh.oltp_host'),
+        'port', current_setting('b2bdwh.oltp_port'),
+        'dbname', current_setting('b2bdwh.oltp_dbname'),
         'fetch_size', '50000', 'application_name', 'b2b_sales_olap'
     ];
-    v_user_options text[] := ARRAY['user', '${oltp_user}'];
-    v_password text := '${oltp_password}';
+    v_user_options text[] := ARRAY['user', current_setting('b2bdwh.oltp_user')];
+    v_password text := current_setting('b2bdwh.oltp_password');
     v_sets text;
     i int;
 BEGIN
