@@ -34,7 +34,7 @@ import warehouse_compare as wc
 from b2bdwh import generate
 
 SCALE = 0.02  # 176 deals, 2 accounts, 35 agents, 7 products
-ROUNDS = int(os.environ.get("CALLERS_ROUNDS", "25"))
+ROUNDS = int(os.environ.get("CALLERS_ROUNDS", "30"))
 INCREMENTAL = "CALL etl.run_incremental_update()"
 INITIAL = "CALL etl.run_initial_load()"
 MIXES = {
