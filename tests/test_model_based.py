@@ -432,6 +432,18 @@ class CrmAndCallers(RuleBasedStateMachine):
             if not any(c in taken for c in tx.children(table, k)) and not tx.children(table, k)
         ]
 
+    def refs_free(self, tx: Tx, table: str, rows: list[dict]) -> bool:
+        """Whether no other open transaction claims a parent these rows reference: writing
+        them again (an INSERT of old values) checks their foreign keys, which waits for a
+        transaction that renamed or deleted the parent."""
+        taken = self.others_claim(tx)
+        return not any(
+            (parent, row[column]) in taken
+            for row in rows
+            for (child, column), parent in FKS.items()
+            if child == table and row[column] is not None
+        )
+
     def new_key(self, table: str) -> object:
         n = next(self.source.ids)
         return f"MB{n}" if table == "sales_pipeline" else n
@@ -709,7 +721,7 @@ class CrmAndCallers(RuleBasedStateMachine):
                 return
             key = keys[0]
             row = dict(tx.row(table, key)) if keep else self.values(tx, table, rng, key)
-            if row is None:
+            if row is None or not self.refs_free(tx, table, [row]):
                 return
             self.execute(
                 tx,
@@ -802,7 +814,7 @@ class CrmAndCallers(RuleBasedStateMachine):
             row = old if keep else self.values(tx, table, rng, key)
             if row is not None and table == "accounts" and row["parent_account_id"] == key:
                 row["parent_account_id"] = None
-            if row is None:
+            if row is None or not self.refs_free(tx, table, [row]):
                 return
             k = KEYS[table]
             if keep:
@@ -1041,6 +1053,8 @@ class CrmAndCallers(RuleBasedStateMachine):
                 + f") AS v (old, new) WHERE t.{k} = v.old"
             )
             rows = {old: dict(tx.row(table, old)) for old in keys}
+            if not self.refs_free(tx, table, list(rows.values())):
+                return
 
             def effect() -> None:
                 for old in keys:
@@ -1074,6 +1088,8 @@ class CrmAndCallers(RuleBasedStateMachine):
                 return
             a, b = keys
             ra, rb = dict(tx.row(table, a)), dict(tx.row(table, b))
+            if not self.refs_free(tx, table, [ra, rb]):
+                return
             k = KEYS[table]
 
             def swapped() -> None:
