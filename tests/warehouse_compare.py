@@ -412,3 +412,67 @@ class PausePoint:
 
 def keys_missing(expected: Iterable, present: set) -> list:
     return sorted((k for k in expected if k not in present), key=str)
+
+
+# --- callers started together, and what they may leave behind -------------------------------
+
+
+def pipeline_leftovers(olap_dsn: str) -> list[str]:
+    """What a finished or refused caller must never leave: a run still 'running', or the
+    pipeline lock held (etl.pipeline_lock_holder() not NULL). Empty when clean."""
+    out = [
+        f"run {run_id} ({pipeline}) left 'running' since {started}"
+        for run_id, pipeline, started in fetch(
+            olap_dsn,
+            "SELECT run_id, pipeline, started_at::text FROM etl.run WHERE status = 'running'",
+        )
+    ]
+    holder = scalar(olap_dsn, "SELECT etl.pipeline_lock_holder()")
+    if holder is not None:
+        out.append(f"pipeline lock held by backend {holder}")
+    return out
+
+
+class Callers:
+    """Callers of the pipeline on connections of their own, started together through a
+    barrier. Their connections stay open after the calls (as a psql session or a pooled
+    connection does) until `close()`, so that whatever a caller left held is seen.
+    `outcomes[i]` is None (the call returned) or the psycopg error it raised."""
+
+    def __init__(self, dsn: str, statements: list[str], timeout: float = 120) -> None:
+        self.statements = statements
+        self.conns = [psycopg.connect(dsn, autocommit=True) for _ in statements]
+        self.outcomes: list[psycopg.Error | None] = [None] * len(statements)
+        barrier = threading.Barrier(len(statements))
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                barrier.wait(30)
+                self.conns[i].execute(statements[i])
+            except psycopg.Error as exc:
+                self.outcomes[i] = exc
+            except BaseException as exc:  # a broken barrier: reported below
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(statements))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout)
+        stuck = [statements[i] for i, t in enumerate(threads) if t.is_alive()]
+        assert not stuck, f"callers still running after {timeout}s: {stuck}"
+        assert not errors, errors
+
+    @staticmethod
+    def describe(outcome: psycopg.Error | None) -> str:
+        if outcome is None:
+            return "succeeded"
+        diag = outcome.diag
+        return f"{outcome.sqlstate} {diag.message_primary} (hint: {diag.message_hint})"
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
