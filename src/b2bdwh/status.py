@@ -288,9 +288,15 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
         headers = ("step", "status", "in", "inserted", "updated", "deleted", "rejected", "seconds")
         out.append(table(headers, steps) if steps else "  (no step yet)")
 
+        applied = conn.execute(APPLIED).fetchone()
+        window_start = applied[2] if applied else None
+        consumer = measure_consumer(conn, window_start)
         lag = measure_lag(conn)
         out += ["", "Lag behind the source:"]
-        if lag.error:
+        if consumer.covered is False:
+            # The changes it would count are partly gone: no figure, the reason below.
+            out.append("  unknown: the source purged changes not applied yet (see the consumer)")
+        elif lag.error:
             out.append(f"  unknown: {lag.error}")
             problems.append(f"the lag cannot be measured: {lag.error}")
         elif lag.backlog == 0:
@@ -313,9 +319,7 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
                     f" ({lag.backlog:,} change(s) waiting)"
                 )
 
-        applied = conn.execute(APPLIED).fetchone()
-        window_start = applied[2] if applied else None
-        lines, found = consumer_report(measure_consumer(conn, window_start), window_start)
+        lines, found = consumer_report(consumer, window_start)
         out += lines
         problems += found
 
