@@ -167,6 +167,9 @@ def test_a_warehouse_silent_beyond_its_retention_is_dropped_and_refused(
     assert code == 0, out
     assert f"  name: {pair.b_name}" in out
     assert "  purge: held back for the changes it has not applied" in out
+    # The other reader, A: with retention 0 it holds the purge back only as it reports.
+    assert f"  other reader: {pair.a_name}, position " in out
+    assert "ago, dropped (older than its retention)" in out
 
     pair.simulate()
     # B has not reported for 8 days, longer than its retention (7 days).

@@ -67,6 +67,15 @@ SELECT n.name, c.applied_xmin::text, c.retention, c.reported_at,
   CROSS JOIN src.purge_horizon AS h
   LEFT JOIN src.cdc_consumer AS c ON c.consumer_name = n.name
 """
+# The source's other readers: a row left behind (a warehouse gone, the old shared default name
+# b2b_sales_olap) holds the purge back until it is older than its retention.
+OTHER_CONSUMERS = """
+SELECT c.consumer_name, c.applied_xmin::text, s.taken_at - c.reported_at,
+       c.reported_at >= s.taken_at - c.retention
+  FROM src.cdc_consumer AS c CROSS JOIN src.source_snapshot AS s
+ WHERE c.consumer_name <> etl.consumer_name()
+ ORDER BY c.consumer_name
+"""
 # Steps marked running while nobody holds the pipeline lock: their backend died (terminated,
 # crashed, lost its client) and could not mark them; the next caller under the lock will.
 INTERRUPTED_STEPS = """
@@ -121,6 +130,7 @@ class Consumer:
     purged_at: dt.datetime | None = None
     covered: bool | None = None  # the next window's start is not below the horizon
     error: str | None = None
+    others: list[tuple] = field(default_factory=list)  # (name, position, report age, holds back)
 
 
 @dataclass
@@ -180,10 +190,11 @@ def measure_consumer(conn: psycopg.Connection, window_start: str | None) -> Cons
     try:
         with conn.transaction():
             row = conn.execute(CONSUMER, {"xmin": window_start}).fetchone()
+            others = conn.execute(OTHER_CONSUMERS).fetchall()
     except psycopg.Error as exc:
         first_line = str(exc).strip().splitlines()[0]
         return Consumer(error=f"cannot read the source's consumers: {first_line}")
-    return Consumer(*row)
+    return Consumer(*row, others=others)
 
 
 def consumer_report(consumer: Consumer, window_start: str | None) -> tuple[list[str], list[str]]:
@@ -222,6 +233,11 @@ def consumer_report(consumer: Consumer, window_start: str | None) -> tuple[list[
     else:
         moved = f", last moved {consumer.purged_at:%Y-%m-%d %H:%M:%S}" if consumer.purged_at else ""
         out.append(f"  purge horizon: {consumer.horizon} (changes below it may be gone{moved})")
+    for name, position, age, holds_back in consumer.others:
+        verdict = "holds the purge back" if holds_back else "dropped (older than its retention)"
+        out.append(
+            f"  other reader: {name}, position {position}, reported {duration(age)} ago, {verdict}"
+        )
     if window_start is None:
         return out, problems
     if consumer.covered is False:
