@@ -19,6 +19,7 @@ pipeline_dag(
     tags=["initial_load"],
     steps=[
         "etl.extract_source",
+        "etl.purge_change_log",
         "dwh.load_dim_date",
         "dwh.load_dim_account",
         "dwh.load_dim_sales_agent",

@@ -156,6 +156,7 @@ def test_initial_load_runs_the_steps_of_etl_run_initial_load_in_order(dagbag):
     assert steps == [
         "etl.start_run",
         "etl.extract_source",
+        "etl.purge_change_log",
         "dwh.load_dim_date",
         "dwh.load_dim_account",
         "dwh.load_dim_sales_agent",

@@ -87,7 +87,8 @@ def test_the_source_was_told_what_it_may_purge(applied):
     [(consumer, retention)] = query(
         warehouse.oltp_dsn, "SELECT consumer_name, retention::text FROM cdc.consumer"
     )
-    assert (consumer, retention) == ("b2b_sales_olap", "7 days")
+    # Under its own database's name (etl.config consumer_name is empty by default).
+    assert (consumer, retention) == (warehouse.olap_name, "7 days")
 
 
 def test_a_replaced_source_stops_the_next_run_with_a_clear_message(applied, tmp_path_factory):

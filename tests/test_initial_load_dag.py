@@ -235,14 +235,15 @@ def test_a_failing_step_fails_the_dag_run_and_the_etl_run(source, first_run, tmp
     assert 'invalid input syntax for type integer: "one year" (SQLSTATE 22P02)' in error
     assert "Airflow's log: " in error
     states = [line.split()[:2] for line in out.splitlines()[2:]]
-    assert states[:5] == [
+    assert states[:6] == [
         ["etl.start_run", "success"],
         ["etl.extract_source", "success"],
+        ["etl.purge_change_log", "success"],
         ["dwh.load_dim_date", "up_for_retry"],
         ["dwh.load_dim_date", "up_for_retry"],
         ["dwh.load_dim_date", "failed"],
     ]
-    assert states[5:] == [[task, "upstream_failed"] for task in TASKS[3:]]
+    assert states[6:] == [[task, "upstream_failed"] for task in TASKS[4:]]
 
     *_, first_run_id = first_run
     runs = query(
@@ -270,7 +271,11 @@ def test_a_failing_step_fails_the_dag_run_and_the_etl_run(source, first_run, tmp
         " ORDER BY loading_metadata_id",
         (run_id,),
     )
-    assert steps == [("etl.extract_source", "succeeded"), ("dwh.load_dim_date", "failed")]
+    assert steps == [
+        ("etl.extract_source", "succeeded"),
+        ("etl.purge_change_log", "succeeded"),
+        ("dwh.load_dim_date", "failed"),
+    ]
 
     code, out, error = b2bdwh_airflow(
         source, "test", "dwh_initial_load", "--airflow-home", str(tmp_path / "fixed")

@@ -17,6 +17,7 @@ SECTIONS = [
     "Recent runs (last 3 of each pipeline):",
     "Steps of run ",
     "Lag behind the source:",
+    "Change consumer (this warehouse in the source's cdc.consumer):",
     "Failed validations of these runs:",
     "Recent errors (etl.error_log, last 10):",
     "Quarantined rows: ",
@@ -69,6 +70,8 @@ def test_a_healthy_warehouse_exits_0_and_shows_every_section(loaded, monkeypatch
     assert "initial_load  succeeded" in out
     assert "dwh.load_fact_sales_performance" in out
     assert "none: every committed source change is applied" in out
+    assert f"  name: {loaded.olap_name}" in out
+    assert "  purge: held back for the changes it has not applied" in out
     assert out.rstrip().endswith("Healthy (max lag 1h 00m 00s).")
 
 
@@ -133,5 +136,22 @@ def test_a_replaced_source_is_unhealthy_until_an_initial_load(loaded, monkeypatc
     assert code == status.UNHEALTHY
     assert "the source was replaced" in out and "CALL etl.run_initial_load();" in out
     call(loaded.olap_dsn, "CALL etl.run_initial_load()")
+    code, out = run_status(loaded, monkeypatch, capsys)
+    assert code == 0, out
+
+
+def test_a_warehouse_the_source_does_not_know_is_unhealthy_until_it_reports(
+    loaded, monkeypatch, capsys
+):
+    """Its row gone from cdc.consumer (a DBA cleaned up, or a copy never registered), the
+    source would purge what it has not applied: unhealthy, with the way out; its next
+    incremental update registers it again."""
+    call(loaded.oltp_dsn, "DELETE FROM cdc.consumer")
+    code, out = run_status(loaded, monkeypatch, capsys)
+    assert code == status.UNHEALTHY
+    assert "  position: not registered" in out
+    assert f"consumer {loaded.olap_name} is not registered with the source" in out
+    assert "CALL etl.run_incremental_update(); now" in out
+    call(loaded.olap_dsn, "CALL etl.run_incremental_update()")
     code, out = run_status(loaded, monkeypatch, capsys)
     assert code == 0, out

@@ -51,6 +51,7 @@ call, fetch = dbtools.execute, dbtools.query
 # (after etl.start_run). tests/test_dags.py holds the DAGs to the same lists on its own.
 INITIAL_STEPS = (
     "etl.extract_source",
+    "etl.purge_change_log",  # registers the load's snapshot as this warehouse's position
     "dwh.load_dim_date",
     "dwh.load_dim_account",
     "dwh.load_dim_sales_agent",
@@ -62,7 +63,7 @@ INITIAL_STEPS = (
 )
 INCREMENTAL_STEPS = (
     "etl.pull_change_window",
-    *INITIAL_STEPS[1:-1],
+    *INITIAL_STEPS[2:-1],
     "etl.purge_change_log",
     "etl.finish_run",
 )

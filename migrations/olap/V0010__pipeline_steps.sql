@@ -30,17 +30,18 @@ COMMENT ON COLUMN etl.pipeline_step.unit IS
 
 INSERT INTO etl.pipeline_step (pipeline, position, step, table_name, unit) VALUES
 ('initial_load', 1, 'etl.extract_source', 'etl.stage_*', 'etl.stage_source'),
-('initial_load', 2, 'dwh.load_dim_date', 'dwh.dim_date', 'dwh.extend_dim_date_to_stage'),
-('initial_load', 3, 'dwh.load_dim_account', 'dwh.dim_account', 'dwh.upsert_dim_account'),
-('initial_load', 4, 'dwh.load_dim_sales_agent', 'dwh.dim_sales_agent', 'dwh.upsert_dim_sales_agent'),
-('initial_load', 5, 'dwh.load_dim_product', 'dwh.dim_product', 'dwh.apply_product_versions'),
-('initial_load', 6, 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance', 'dwh.insert_fact_batch'),
+('initial_load', 2, 'etl.purge_change_log', 'src.cdc_consumer', 'etl.report_applied_position'),
+('initial_load', 3, 'dwh.load_dim_date', 'dwh.dim_date', 'dwh.extend_dim_date_to_stage'),
+('initial_load', 4, 'dwh.load_dim_account', 'dwh.dim_account', 'dwh.upsert_dim_account'),
+('initial_load', 5, 'dwh.load_dim_sales_agent', 'dwh.dim_sales_agent', 'dwh.upsert_dim_sales_agent'),
+('initial_load', 6, 'dwh.load_dim_product', 'dwh.dim_product', 'dwh.apply_product_versions'),
+('initial_load', 7, 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance', 'dwh.insert_fact_batch'),
 (
-    'initial_load', 7, 'dwh.load_fact_sales_monthly_aggregate', 'dwh.fact_sales_monthly_aggregate',
+    'initial_load', 8, 'dwh.load_fact_sales_monthly_aggregate', 'dwh.fact_sales_monthly_aggregate',
     'dwh.rebuild_monthly_aggregate'
 ),
-('initial_load', 8, 'etl.validate_run', 'etl.validation_result', 'etl.check_run'),
-('initial_load', 9, 'etl.finish_run', 'etl.run', 'etl.close_run'),
+('initial_load', 9, 'etl.validate_run', 'etl.validation_result', 'etl.check_run'),
+('initial_load', 10, 'etl.finish_run', 'etl.run', 'etl.close_run'),
 ('incremental_update', 1, 'etl.pull_change_window', 'etl.change_window', 'etl.stage_change_window'),
 ('incremental_update', 2, 'dwh.load_dim_date', 'dwh.dim_date', 'dwh.extend_dim_date_to_stage'),
 ('incremental_update', 3, 'dwh.load_dim_account', 'dwh.dim_account', 'dwh.upsert_dim_account'),

@@ -6,7 +6,7 @@
 --     SECURITY DEFINER functions write the log.
 --   - b2b_cdc_reader: reads the four tables and the change log, and keeps
 --     its own row in cdc.consumer (its applied position; the purge follows
---     from it).
+--     from it), and reads how far the log was purged (cdc.purge_horizon).
 -- Does nothing before the roles exist (a source migrated up to V0004 only).
 
 DO $privileges$
@@ -27,7 +27,7 @@ BEGIN
     GRANT SELECT
         ON public.accounts, public.products, public.sales_agents, public.sales_pipeline TO b2b_cdc_reader;
     GRANT USAGE ON SCHEMA cdc TO b2b_cdc_reader;
-    GRANT SELECT ON cdc.change_log, cdc.source_snapshot TO b2b_cdc_reader;
+    GRANT SELECT ON cdc.change_log, cdc.source_snapshot, cdc.purge_horizon TO b2b_cdc_reader;
     GRANT SELECT, INSERT, UPDATE ON cdc.consumer TO b2b_cdc_reader;
 END
 $privileges$;

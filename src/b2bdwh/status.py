@@ -1,10 +1,13 @@
 """`b2bdwh status`: is the warehouse healthy? Recent runs, the latest run's steps, the lag
-behind the source, failed checks, recent errors and quarantined rows.
+behind the source, this warehouse as a consumer of the source's change log, failed checks,
+recent errors and quarantined rows.
 
 Exits 2, naming the reason, when the latest run failed or was interrupted (a step marked
 running that nobody executes), when the oldest source change not yet applied is older
-than --max-lag, or when the lag cannot be measured: usable as a health check (exit 0
-means healthy).
+than --max-lag, when the lag cannot be measured, or when the source no longer holds back
+the changes this warehouse has not applied (it is not registered, or did not report for
+longer than its retention) or has already purged some of them: usable as a health check
+(exit 0 means healthy).
 """
 
 from __future__ import annotations
@@ -53,6 +56,26 @@ SELECT count(*), min(c.changed_at), (SELECT s.taken_at FROM src.source_snapshot 
   FROM src.change_log AS c
  WHERE c.txid >= %(xmin)s::xid8 AND NOT pg_visible_in_snapshot(c.txid, %(snapshot)s::pg_snapshot)
 """
+# This warehouse as a consumer of the source's change log: its name, its row in cdc.consumer,
+# the source's purge horizon and clock, all read in one statement (one remote snapshot).
+CONSUMER = """
+SELECT n.name, c.applied_xmin::text, c.retention, c.reported_at,
+       c.reported_at >= s.taken_at - c.retention, s.taken_at, h.horizon::text, h.purged_at,
+       h.horizon <= %(xmin)s::xid8
+  FROM (SELECT etl.consumer_name() AS name) AS n
+  CROSS JOIN src.source_snapshot AS s
+  CROSS JOIN src.purge_horizon AS h
+  LEFT JOIN src.cdc_consumer AS c ON c.consumer_name = n.name
+"""
+# The source's other readers: a row left behind (a warehouse gone, the old shared default name
+# b2b_sales_olap) holds the purge back until it is older than its retention.
+OTHER_CONSUMERS = """
+SELECT c.consumer_name, c.applied_xmin::text, s.taken_at - c.reported_at,
+       c.reported_at >= s.taken_at - c.retention
+  FROM src.cdc_consumer AS c CROSS JOIN src.source_snapshot AS s
+ WHERE c.consumer_name <> etl.consumer_name()
+ ORDER BY c.consumer_name
+"""
 # Steps marked running while nobody holds the pipeline lock: their backend died (terminated,
 # crashed, lost its client) and could not mark them; the next caller under the lock will.
 INTERRUPTED_STEPS = """
@@ -91,6 +114,23 @@ class Lag:
     applied_run: int | None = None
     replaced: int = 0  # TRUNCATEs among them: the source was replaced (import, generate)
     error: str | None = None
+
+
+@dataclass
+class Consumer:
+    """This warehouse as a reader of the source's change log (cdc.consumer)."""
+
+    name: str = ""
+    reported_xmin: str | None = None  # None: no row under this name
+    retention: dt.timedelta | None = None
+    reported_at: dt.datetime | None = None
+    holds_back: bool = False
+    source_now: dt.datetime | None = None
+    horizon: str = ""
+    purged_at: dt.datetime | None = None
+    covered: bool | None = None  # the next window's start is not below the horizon
+    error: str | None = None
+    others: list[tuple] = field(default_factory=list)  # (name, position, report age, holds back)
 
 
 @dataclass
@@ -146,6 +186,82 @@ def measure_lag(conn: psycopg.Connection) -> Lag:
     return Lag(backlog=backlog, oldest=oldest, age=age, applied_run=run_id, replaced=replaced)
 
 
+def measure_consumer(conn: psycopg.Connection, window_start: str | None) -> Consumer:
+    try:
+        with conn.transaction():
+            row = conn.execute(CONSUMER, {"xmin": window_start}).fetchone()
+            others = conn.execute(OTHER_CONSUMERS).fetchall()
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        return Consumer(error=f"cannot read the source's consumers: {first_line}")
+    return Consumer(*row, others=others)
+
+
+def consumer_report(consumer: Consumer, window_start: str | None) -> tuple[list[str], list[str]]:
+    """The lines of the consumer section and the problems it finds."""
+    out = ["", "Change consumer (this warehouse in the source's cdc.consumer):"]
+    problems: list[str] = []
+    if consumer.error:
+        out.append(f"  unknown: {consumer.error}")
+        return out, [consumer.error]
+    way_out = "CALL etl.run_initial_load();"
+    out.append(f"  name: {consumer.name}")
+    if consumer.reported_xmin is None:
+        out.append(
+            "  position: not registered: the source does not hold back what it has not applied"
+        )
+    else:
+        age = consumer.source_now - consumer.reported_at
+        out.append(
+            f"  position: next window from transaction {window_start or '(none applied)'};"
+            f" reported {consumer.reported_xmin}, {duration(age)} ago"
+            f" (retention {duration(consumer.retention)})"
+        )
+        if consumer.holds_back:
+            until = consumer.reported_at + consumer.retention
+            out.append(
+                "  purge: held back for the changes it has not applied"
+                f" (until {until:%Y-%m-%d %H:%M:%S} without a new report)"
+            )
+        else:
+            out.append(
+                f"  purge: DROPPED: no report for {duration(age)}, longer than its retention;"
+                " the source purges changes it has not applied"
+            )
+    if consumer.horizon == "0":
+        out.append("  purge horizon: 0 (nothing purged yet)")
+    else:
+        moved = f", last moved {consumer.purged_at:%Y-%m-%d %H:%M:%S}" if consumer.purged_at else ""
+        out.append(f"  purge horizon: {consumer.horizon} (changes below it may be gone{moved})")
+    for name, position, age, holds_back in consumer.others:
+        verdict = "holds the purge back" if holds_back else "dropped (older than its retention)"
+        out.append(
+            f"  other reader: {name}, position {position}, reported {duration(age)} ago, {verdict}"
+        )
+    if window_start is None:
+        return out, problems
+    if consumer.covered is False:
+        problems.append(
+            f"the source purged changes this warehouse has not applied (purge horizon"
+            f" {consumer.horizon} is past its next window's start {window_start}): the next"
+            f" incremental update will be refused; {way_out}"
+        )
+    elif consumer.reported_xmin is None:
+        problems.append(
+            f"consumer {consumer.name} is not registered with the source, which may purge the"
+            " changes it has not applied: run CALL etl.run_incremental_update(); now (it"
+            f" registers), or {way_out} if that is refused"
+        )
+    elif not consumer.holds_back:
+        problems.append(
+            f"consumer {consumer.name} was dropped from the purge hold-back (no report for"
+            f" longer than its retention {duration(consumer.retention)}): run"
+            " CALL etl.run_incremental_update(); now (it reports again), or"
+            f" {way_out} if that is refused"
+        )
+    return out, problems
+
+
 def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3) -> Status:
     """The report and the reasons it is unhealthy (none: healthy)."""
     out: list[str] = []
@@ -188,9 +304,15 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
         headers = ("step", "status", "in", "inserted", "updated", "deleted", "rejected", "seconds")
         out.append(table(headers, steps) if steps else "  (no step yet)")
 
+        applied = conn.execute(APPLIED).fetchone()
+        window_start = applied[2] if applied else None
+        consumer = measure_consumer(conn, window_start)
         lag = measure_lag(conn)
         out += ["", "Lag behind the source:"]
-        if lag.error:
+        if consumer.covered is False:
+            # The changes it would count are partly gone: no figure, the reason below.
+            out.append("  unknown: the source purged changes not applied yet (see the consumer)")
+        elif lag.error:
             out.append(f"  unknown: {lag.error}")
             problems.append(f"the lag cannot be measured: {lag.error}")
         elif lag.backlog == 0:
@@ -212,6 +334,10 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
                     f"lag {duration(lag.age)} exceeds --max-lag {duration(threshold)}"
                     f" ({lag.backlog:,} change(s) waiting)"
                 )
+
+        lines, found = consumer_report(consumer, window_start)
+        out += lines
+        problems += found
 
         checks = conn.execute(FAILED_CHECKS, ([r[0] for r in runs],)).fetchall()
         out += ["", "Failed validations of these runs:"]

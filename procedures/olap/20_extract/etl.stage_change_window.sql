@@ -53,6 +53,8 @@ BEGIN
 
     -- The snapshot first: the remote transaction's snapshot is taken by its first query.
     SELECT s.snapshot, s.taken_at INTO v_snapshot, v_taken_at FROM src.source_snapshot AS s;
+    -- In that snapshot: does the change log still hold the whole window? (55000 if not)
+    PERFORM etl.assert_window_covered(v_previous);
     TRUNCATE etl.change_window, etl.stage_accounts, etl.stage_products, etl.stage_sales_agents,
              etl.stage_sales_pipeline, etl.stage_deleted;
     INSERT INTO etl.change_window

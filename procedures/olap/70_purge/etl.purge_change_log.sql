@@ -1,7 +1,9 @@
 -- Procedure: etl.purge_change_log(p_run_id bigint)
---     Incremental update: tells the source how far the warehouse has applied
---     its change log, so that the source purges the changes every reader has
---     applied and that are older than change_retention (unit:
+--     Incremental update (after validation) and initial load (right after
+--     the extract): tells the source where this warehouse's next window
+--     starts, under its own consumer name, so that the source holds back the
+--     changes it has not applied and purges those every reader has applied
+--     and that are older than change_retention (unit:
 --     etl.report_applied_position; the purge itself is cdc.purge_consumed,
 --     in the source).
 -- Parameters:
@@ -18,5 +20,6 @@ END
 $proc$;
 
 COMMENT ON PROCEDURE etl.purge_change_log(bigint) IS  -- noqa: LT01
-'Step: reports how far the warehouse applied the source''s change log (src.cdc_consumer) so the source'
-' purges applied changes older than change_retention (unit etl.report_applied_position).';
+'Step (both pipelines): reports where the warehouse''s next change window starts (src.cdc_consumer) so'
+' the source holds back what it has not applied and purges applied changes older than change_retention'
+' (unit etl.report_applied_position).';

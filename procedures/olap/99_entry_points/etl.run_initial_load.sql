@@ -4,7 +4,9 @@
 --     dwh_initial_load calls the same steps one task each.
 -- Parameters:
 --     p_batch_size - rows per committed batch (default: etl.config batch_size)
--- Steps: etl.start_run, etl.extract_source, dwh.load_dim_date,
+-- Steps: etl.start_run, etl.extract_source, etl.purge_change_log (registers
+--     the load's snapshot with the source: what the first incremental window
+--     needs is held back from then on), dwh.load_dim_date,
 --     dwh.load_dim_account, dwh.load_dim_sales_agent, dwh.load_dim_product,
 --     dwh.load_fact_sales_performance, dwh.load_fact_sales_monthly_aggregate,
 --     etl.validate_run, etl.finish_run.
@@ -18,6 +20,7 @@ DECLARE
 BEGIN
     CALL etl.start_run('initial_load', p_batch_size, v_run_id, p_in_one_call => true);
     CALL etl.extract_source(v_run_id);
+    CALL etl.purge_change_log(v_run_id);
     CALL dwh.load_dim_date(v_run_id);
     CALL dwh.load_dim_account(v_run_id);
     CALL dwh.load_dim_sales_agent(v_run_id);

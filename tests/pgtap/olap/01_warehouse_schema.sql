@@ -265,8 +265,8 @@ SELECT ok(
 
 -- Foreign tables onto the source ---------------------------------------------------
 SELECT foreign_tables_are('src', ARRAY['accounts', 'products', 'sales_agents', 'sales_pipeline', 'source_snapshot',
-                                 'change_log', 'cdc_consumer'],
-                          'src holds foreign tables for the four source tables, its snapshot, its change log and its readers'' positions');
+                                 'change_log', 'cdc_consumer', 'purge_horizon'],
+                          'src holds foreign tables for the four source tables, its snapshot, its change log, its readers'' positions and its purge horizon');
 SELECT columns_are('src', 'change_log', ARRAY[
     'change_id', 'txid', 'table_name', 'operation', 'row_key', 'row_data', 'changed_at'
 ], 'src.change_log has the source change log''s columns');
