@@ -4,10 +4,9 @@ update ends where a fresh initial load of the final source ends.
 Each example starts from a generated source and an initial load, then applies a random
 sequence of batches; a batch is a few transactions of a few changes each (deal inserts,
 stage moves, edits, deletes, re-inserts of a deleted key, a deal moved to a stage the
-warehouse does not know or spelt in another case; deals engaged in the future, which follow
-their product's new versions; SCD1 changes, inserts, deletes and re-inserts of accounts and
-agents; SCD2 changes of a product's series or price, renames, no-op updates, inserts,
-deletes and re-inserts of products; a change often hits the same row as the one before it,
+warehouse does not know or spelt in another case; SCD1 changes, inserts, deletes and
+re-inserts of accounts and agents; SCD2 changes of a product's series or price, renames,
+no-op updates, inserts, deletes and re-inserts of products; a change often hits the same row as the one before it,
 so one row changes several times in one transaction and in one window), and
 `CALL etl.run_incremental_update()` runs after each batch.
 
@@ -221,8 +220,6 @@ class Tx:
 
 
 def some_date(rng: random.Random) -> date:
-    if rng.random() < 0.1:  # engaged in the future: moves with its product's new versions
-        return date.today() + timedelta(days=rng.randint(1, 700))
     return DAY0 + timedelta(days=rng.randint(-150, 800))
 
 

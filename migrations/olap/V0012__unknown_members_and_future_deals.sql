@@ -8,17 +8,20 @@
 --    infinite, NaN) is still quarantined. The settings and the issue table
 --    say so.
 UPDATE etl.config
-   SET description = 'Earliest date the calendar (dim_date) holds; an older date points at the Unknown date'
-                     || ' (-1) and is listed as a data-quality issue.'
- WHERE key = 'date_min';
+SET
+    description = 'Earliest date the calendar (dim_date) holds; an older date points at the Unknown date'
+    || ' (-1) and is listed as a data-quality issue.'
+WHERE key = 'date_min';
 UPDATE etl.config
-   SET description = 'Latest date the calendar (dim_date) holds; a later date points at the Unknown date'
-                     || ' (-1) and is listed as a data-quality issue.'
- WHERE key = 'date_max';
+SET
+    description = 'Latest date the calendar (dim_date) holds; a later date points at the Unknown date'
+    || ' (-1) and is listed as a data-quality issue.'
+WHERE key = 'date_max';
 UPDATE etl.config
-   SET description = 'Largest plausible close value; a larger one is loaded as is (if numeric(18, 2) holds it)'
-                     || ' and listed as a data-quality issue.'
- WHERE key = 'max_close_value';
+SET
+    description = 'Largest plausible close value; a larger one is loaded as is (if numeric(18, 2) holds it)'
+    || ' and listed as a data-quality issue.'
+WHERE key = 'max_close_value';
 COMMENT ON TABLE etl.data_quality_issue IS
 'Source rows loaded despite a data-quality rule they break (close before engage, Won without value, negative '
 'value, an unresolved stage or a date outside the calendar pointed at Unknown, a value above max_close_value), '
