@@ -6,9 +6,9 @@ sequence of batches; a batch is a few transactions of a few changes each (deal i
 stage moves, edits, deletes, re-inserts of a deleted key, a deal moved to a stage the
 warehouse does not know or spelt in another case; SCD1 changes, inserts, deletes and
 re-inserts of accounts and agents; SCD2 changes of a product's series or price, renames,
-no-op updates, inserts, deletes and re-inserts of products; a change often hits the same row as the one before it,
-so one row changes several times in one transaction and in one window), and
-`CALL etl.run_incremental_update()` runs after each batch.
+no-op updates, inserts, deletes and re-inserts of products; a change often hits the same
+row as the one before it, so one row changes several times in one transaction and in one
+window), and `CALL etl.run_incremental_update()` runs after each batch.
 
 At the end, a second warehouse reading the same source does `CALL etl.run_initial_load()`;
 the two must show the same live content by business keys, and the source itself
