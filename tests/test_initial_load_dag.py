@@ -34,11 +34,11 @@ pytestmark = pytest.mark.slow
 SCALE = 0.2
 BATCH_SIZE = 500  # several fact batches at this scale
 TASKS = ["etl.start_run", *wc.INITIAL_STEPS]
-# Source rows the warehouse must quarantine (hard data-quality rules), by opportunity.
+# Source rows the warehouse must quarantine (a close value no column holds), by opportunity.
+# (An unknown stage or a date outside the calendar is loaded on the Unknown member.)
 DIRTY = {
-    "deal stage unknown": "SET deal_stage = 'Closed (migrated)'",
-    "close date out of range": "SET close_date = DATE '1899-12-31'",
-    "close value too large": "SET close_value = 1e15",
+    "close value not a number": "SET close_value = 'NaN'",
+    "close value beyond numeric(18, 2)": "SET close_value = 1e17",
 }
 
 

@@ -22,8 +22,13 @@ from decimal import Decimal
 
 import psycopg
 
-# Deal stages the warehouse knows; any other stage is quarantined.
+# Deal stages the warehouse knows. A source stage resolves to one of them by name, else once
+# trimmed and case-folded (as the CSV importer matches names); any other stage is the Unknown
+# stage: the deal is a live fact, neither won nor lost.
 KNOWN_STAGES = ("Prospecting", "Engaging", "Won", "Lost")
+# The calendar: etl.config's date_min .. date_max as the migrations set them. A date outside
+# it is the Unknown date (-1).
+CALENDAR = ("1990-01-01", "2099-12-31")
 
 # --- the live content: what a fresh initial load must agree on -------------------------------
 
@@ -83,8 +88,27 @@ LIVE_QUERIES = {
          GROUP BY 1, 2, 3""",
 }
 
-# The same view computed from the source tables (stage names outside KNOWN_STAGES are
-# quarantined by the warehouse, so they are no facts).
+# What the warehouse makes of each source deal: its stage resolved (Unknown when it does not
+# resolve), its dates within the calendar (NULL, that is Unknown, outside it), its close value
+# in cents. A deal whose value no column holds (NaN, infinite, beyond numeric(18, 2)) is
+# quarantined: no fact.
+SOURCE_DEALS = f"""
+    SELECT p.opportunity_id, p.account_id, p.product_id, p.sales_agent_id,
+           coalesce(st.name, 'Unknown') AS deal_stage,
+           coalesce(st.is_won, false) AS is_won, coalesce(st.is_closed, false) AS is_closed,
+           CASE WHEN p.engage_date BETWEEN '{CALENDAR[0]}' AND '{CALENDAR[1]}'
+                THEN p.engage_date END AS engage_date,
+           CASE WHEN p.close_date BETWEEN '{CALENDAR[0]}' AND '{CALENDAR[1]}'
+                THEN p.close_date END AS close_date,
+           round(p.close_value, 2) AS close_value
+      FROM public.sales_pipeline AS p
+      LEFT JOIN (VALUES ('Prospecting', false, false), ('Engaging', false, false),
+                        ('Won', true, true), ('Lost', true, false)) AS st (name, is_closed, is_won)
+        ON lower(st.name)
+           = regexp_replace(lower(normalize(p.deal_stage, NFKC)), '[^[:alnum:]]+', '', 'g')
+     WHERE NOT coalesce(p.close_value = 'NaN' OR abs(round(p.close_value, 2)) >= 1e16, false)"""
+
+# The same view computed from the source tables.
 SOURCE_QUERIES = {
     "accounts": """
         SELECT account_id, account_name, sector, year_established, revenue, employees,
@@ -93,23 +117,21 @@ SOURCE_QUERIES = {
     "agents": "SELECT sales_agent_id, sales_agent_name, manager_name, regional_office"
     " FROM public.sales_agents",
     "products": "SELECT product_id, product_name, series, sales_price FROM public.products",
-    "facts": """
+    "facts": f"""
         SELECT opportunity_id, account_id, product_id, sales_agent_id, deal_stage,
                coalesce(to_char(engage_date, 'YYYYMMDD')::integer, -1),
                coalesce(to_char(close_date, 'YYYYMMDD')::integer, -1),
                coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
-               round(close_value, 2), deal_stage = 'Won', deal_stage IN ('Won', 'Lost'),
-               close_date - engage_date
-          FROM public.sales_pipeline
-         WHERE deal_stage IN ('Prospecting', 'Engaging', 'Won', 'Lost')""",
-    "aggregate": """
+               close_value, is_won, is_closed, close_date - engage_date
+          FROM ({SOURCE_DEALS}) AS deal""",
+    "aggregate": f"""
         SELECT coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
                sales_agent_id, product_id,
-               count(*) FILTER (WHERE deal_stage = 'Won')::integer,
-               count(*) FILTER (WHERE deal_stage = 'Lost')::integer,
-               coalesce(sum(round(close_value, 2)) FILTER (WHERE deal_stage = 'Won'), 0)
-          FROM public.sales_pipeline
-         WHERE deal_stage IN ('Won', 'Lost')
+               count(*) FILTER (WHERE is_won)::integer,
+               count(*) FILTER (WHERE NOT is_won)::integer,
+               coalesce(sum(close_value) FILTER (WHERE is_won), 0)
+          FROM ({SOURCE_DEALS}) AS deal
+         WHERE is_closed
          GROUP BY 1, 2, 3""",
 }
 

@@ -1,8 +1,9 @@
 -- Function: dwh.extend_dim_date_to_stage(p_loading_metadata_id bigint) RETURNS text
 --     Unit of dwh.load_dim_date. Extends dim_date to cover every staged
 --     engage and close date, with date_margin_days on both sides. Dates
---     outside date_min .. date_max are left to the fact step, which
---     quarantines them: one bad date never grows the dimension. When days
+--     outside date_min .. date_max are left to the fact step, which points
+--     them at the Unknown date (-1) and lists them as data-quality issues:
+--     one bad date never grows the dimension. When days
 --     were added, dim_date is analyzed: statistics taken while a rebuild had
 --     emptied it (one row on many pages) made the planner count 40,000 days
 --     as one and cross-join dim_date with itself in dwh.v_pipeline_by_stage.

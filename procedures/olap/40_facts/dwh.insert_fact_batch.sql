@@ -4,22 +4,48 @@
 --     changed in an incremental update), taken as a range of the staging
 --     table's heap blocks (a TID range scan: no sort, no index), sized to
 --     the run's batch size. The batch is resolved once into etl.fact_batch:
---       - hard rules (quarantined in etl.error_log with the record and the
---         reason, not loaded): unknown deal stage, a date outside date_min ..
---         date_max, a close value that is NaN or cannot be stored;
---       - soft rules (loaded, listed in etl.data_quality_issue): close date
---         before engage date, Won without a value, a negative value, a closed
---         deal without a close date, fractions of a cent (stored rounded);
---       - every dimension key, Unknown (-1) for a missing reference; the
---         product key is the version in effect at the engage date, the latest
---         one without an engage date (dwh.product_version_lookup).
+--       - hard rule (quarantined in etl.error_log with the record and the
+--         reason, not loaded): a close value no column can hold (beyond
+--         numeric(18, 2), infinite, or NaN, which would poison every sum
+--         of the aggregate and its exact deltas);
+--       - every dimension key, Unknown (-1) for a missing or unresolved
+--         reference, never dropped (the contract): a stage resolves by its
+--         name, then by dwh.deal_stage_match_key (trimmed, case-folded, as
+--         the CSV importer matches names); one that still does not is the
+--         Unknown stage (-1: neither closed nor won). A date outside the
+--         calendar (date_min .. date_max) is the Unknown date (-1); for the
+--         product version it counts as no engage date;
+--       - soft rules (loaded, listed in etl.data_quality_issue, the detail
+--         naming the value where the rule alone does not): close date before
+--         engage date, Won without a value, a negative value, a closed deal
+--         without a close date, fractions of a cent (stored rounded), a stage
+--         read only once trimmed and case-folded, an unknown stage, a date
+--         outside the calendar, a close value above max_close_value (loaded
+--         as is);
+--       - the product key is the version in effect at the engage date, the
+--         latest one without an engage date (dwh.product_version_lookup).
 --     An initial load fills an empty table: the first batch sets its keys,
 --     foreign keys and indexes aside (etl.suspend_ddl), the last puts them
 --     back (etl.restore_ddl). An incremental update replaces the facts of
 --     the batch's deals (a quarantined deal's fact is retired: is_deleted),
---     first marks the window's deleted deals deleted, and adds what the old
---     facts took from and the new ones give to each aggregate group to
---     etl.touched_group (dwh.fold_fact_contributions).
+--     first marks the window's deleted deals deleted and moves the deals
+--     engaged in the period of a product version this run wrote onto it
+--     (below), and adds what the old facts took from and the new ones give
+--     to each aggregate group to etl.touched_group
+--     (dwh.fold_fact_contributions).
+--     Moving deals to a new product version lives here, not in
+--     dwh.load_dim_product: a move changes facts and the aggregate groups
+--     they count in, and this step is the one that records every such
+--     change as contributions (old out, new in) folded into the pending
+--     deltas; one mechanism, in the transaction of the first batch, after
+--     the dimension steps wrote the run's versions (dim_product.run_id).
+--     Only deals whose engage date falls in a version's period move (a new
+--     version starts at its change's time, so these are the deals engaged
+--     since, mostly in the future); each version's candidates are found by
+--     fact_sales_performance_product_engage_idx (product_key,
+--     engage_date_key), so the cost follows the deals that move. A deal
+--     without (or with an unknown) engage date keeps its version until the
+--     deal itself changes.
 -- Returns: 'more' while blocks remain, NULL when done.
 -- Tables: reads etl.stage_sales_pipeline, etl.stage_deleted, dwh dimensions,
 --     etl.config; writes etl.fact_batch, dwh.fact_sales_performance,
@@ -39,7 +65,7 @@ DECLARE
     v_incremental boolean;
     v_min date := etl.config_value('date_min')::date;
     v_max date := etl.config_value('date_max')::date;
-    v_max_value numeric := least(etl.config_value('max_close_value')::numeric, 1e16 - 0.01);
+    v_max_value numeric := etl.config_value('max_close_value')::numeric;
     v_blocks bigint := pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint;
     v_rows_per_block double precision;
     v_first bigint;
@@ -48,6 +74,7 @@ DECLARE
     v_quarantined bigint;
     v_deleted bigint := 0;
     v_replaced bigint := 0;
+    v_moved bigint := 0;
 BEGIN
     PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.insert_fact_batch');
     SELECT m.* INTO v_step FROM etl.loading_metadata AS m
@@ -74,6 +101,47 @@ BEGIN
         ),
         taken AS (INSERT INTO etl.fact_contribution SELECT * FROM retired)
         SELECT count(*) INTO v_deleted FROM retired;
+
+        -- Deals engaged in the period of a product version this run wrote,
+        -- on another version of the product, move onto it: old contribution
+        -- out, new in. Per version, its siblings' facts in its range of
+        -- engage dates (index on product_key, engage_date_key); -1 (no
+        -- engage date, or one outside the calendar) never matches.
+        WITH target AS (
+            SELECT v.product_key, v.product_id, v.sales_price,
+                   CASE WHEN isfinite(v.lookup_first_day) THEN dwh.date_key(v.lookup_first_day) ELSE 0 END
+                       AS first_key,
+                   CASE WHEN isfinite(v.lookup_before_day) THEN dwh.date_key(v.lookup_before_day)
+                        ELSE 2147483647 END AS before_key
+              FROM dwh.product_version_lookup AS v
+             WHERE v.product_key IN (SELECT d.product_key FROM dwh.dim_product AS d
+                                      WHERE d.run_id = v_run.run_id AND d.product_key <> -1)
+        ),
+        misplaced AS (
+            SELECT f.opportunity_id, f.product_key AS old_key, t.product_key AS new_key, t.sales_price
+              FROM target AS t
+              JOIN dwh.dim_product AS o ON o.product_id = t.product_id AND o.product_key <> t.product_key
+              JOIN dwh.fact_sales_performance AS f
+                ON f.product_key = o.product_key
+               AND f.engage_date_key >= greatest(t.first_key, 0) AND f.engage_date_key < t.before_key
+        ),
+        moved AS (
+            UPDATE dwh.fact_sales_performance AS f
+               SET product_key = m.new_key, list_price = m.sales_price, run_id = v_run.run_id
+              FROM misplaced AS m
+             WHERE f.opportunity_id = m.opportunity_id
+            RETURNING m.old_key, f.close_month_key, f.sales_agent_key, f.product_key,
+                      f.is_closed AND NOT f.is_deleted AS counted, f.is_won, f.close_value
+        ),
+        taken AS (
+            INSERT INTO etl.fact_contribution
+            SELECT -1, m.close_month_key, m.sales_agent_key, m.old_key, m.counted, m.is_won, m.close_value
+              FROM moved AS m
+            UNION ALL
+            SELECT 1, m.close_month_key, m.sales_agent_key, m.product_key, m.counted, m.is_won, m.close_value
+              FROM moved AS m
+        )
+        SELECT count(*) INTO v_moved FROM moved;
     ELSIF v_first = 0 AND NOT EXISTS (SELECT FROM dwh.fact_sales_performance) THEN
         -- A rebuild fills an empty table: set its keys, foreign keys and
         -- indexes aside for the load, and put them back with the last batch.
@@ -90,23 +158,25 @@ BEGIN
     INSERT INTO etl.fact_batch
     SELECT s.*,
            CASE
-               WHEN st.deal_stage_key IS NULL
-                   THEN 'unknown deal stage ' || coalesce(quote_literal(s.deal_stage), 'NULL')
-               WHEN s.engage_date NOT BETWEEN v_min AND v_max
-                   THEN format('engage_date %s outside the accepted range %s .. %s',
-                               s.engage_date, v_min, v_max)
-               WHEN s.close_date NOT BETWEEN v_min AND v_max
-                   THEN format('close_date %s outside the accepted range %s .. %s',
-                               s.close_date, v_min, v_max)
-               WHEN s.close_value = 'NaN'::numeric OR abs(s.close_value) > v_max_value
-                   THEN format('close_value %s cannot be stored (limit %s)', s.close_value, v_max_value)
+               WHEN s.close_value = 'NaN'::numeric
+                   THEN 'close_value NaN cannot be stored (not a number: it would poison every sum)'
+               WHEN abs(round(s.close_value, 2)) >= 1e16
+                   THEN format('close_value %s cannot be stored (numeric(18, 2) holds less than 1e16)',
+                               s.close_value)
            END,
            array_remove(ARRAY[
-               CASE WHEN s.close_date < s.engage_date THEN 'close date before engage date' END,
+               CASE WHEN s.close_date < s.engage_date AND s.close_date >= v_min AND s.engage_date <= v_max
+                   THEN 'close date before engage date' END,
                CASE WHEN st.is_won AND s.close_value IS NULL THEN 'won deal without a close value' END,
                CASE WHEN s.close_value < 0 THEN 'negative close value' END,
                CASE WHEN st.is_closed AND s.close_date IS NULL THEN 'closed deal without a close date' END,
-               CASE WHEN s.close_value <> round(s.close_value, 2) THEN 'close value rounded to cents' END
+               CASE WHEN s.close_value <> round(s.close_value, 2) THEN 'close value rounded to cents' END,
+               CASE WHEN exact.deal_stage_key IS NULL AND folded.deal_stage_key IS NOT NULL
+                   THEN 'deal stage read once trimmed and case-folded' END,
+               CASE WHEN st.deal_stage_key = -1 THEN 'unknown deal stage' END,
+               CASE WHEN s.engage_date NOT BETWEEN v_min AND v_max THEN 'engage date outside the calendar' END,
+               CASE WHEN s.close_date NOT BETWEEN v_min AND v_max THEN 'close date outside the calendar' END,
+               CASE WHEN abs(s.close_value) > v_max_value THEN 'close value above max_close_value' END
            ], NULL),
            coalesce(a.account_key, -1),
            coalesce(v.product_key, -1),
@@ -116,13 +186,27 @@ BEGIN
            st.is_won,
            st.is_closed
       FROM etl.stage_sales_pipeline AS s
-      LEFT JOIN dwh.dim_deal_stage AS st ON st.deal_stage_name = s.deal_stage AND st.deal_stage_key <> -1
+      -- The stage by its name; only a name that misses is folded (the
+      -- folding costs more than the whole join).
+      LEFT JOIN dwh.dim_deal_stage AS exact
+             ON exact.deal_stage_name = s.deal_stage AND exact.deal_stage_key <> -1
+      LEFT JOIN dwh.dim_deal_stage AS folded
+             ON dwh.deal_stage_match_key(folded.deal_stage_name)
+                = CASE WHEN exact.deal_stage_key IS NULL THEN dwh.deal_stage_match_key(s.deal_stage) END
+            AND folded.deal_stage_key <> -1
+      CROSS JOIN LATERAL (
+          SELECT coalesce(exact.deal_stage_key, folded.deal_stage_key, -1)::smallint AS deal_stage_key,
+                 coalesce(exact.is_won, folded.is_won, false) AS is_won,
+                 coalesce(exact.is_closed, folded.is_closed, false) AS is_closed
+      ) AS st
       LEFT JOIN dwh.dim_account AS a ON a.account_id = s.account_id
       LEFT JOIN dwh.dim_sales_agent AS g ON g.sales_agent_id = s.sales_agent_id
+      -- A date outside the calendar is unknown to the warehouse: no engage date.
       LEFT JOIN dwh.product_version_lookup AS v
              ON v.product_id = s.product_id
-            AND CASE WHEN s.engage_date IS NULL THEN v.is_latest
-                     ELSE s.engage_date >= v.lookup_first_day AND s.engage_date < v.lookup_before_day
+            AND CASE WHEN s.engage_date BETWEEN v_min AND v_max
+                     THEN s.engage_date >= v.lookup_first_day AND s.engage_date < v.lookup_before_day
+                     ELSE v.is_latest
                 END
      WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid;
 
@@ -142,8 +226,28 @@ BEGIN
            jsonb_build_object(
                'opportunity_id', b.opportunity_id, 'deal_stage', b.deal_stage,
                'engage_date', b.engage_date, 'close_date', b.close_date, 'close_value', b.close_value)
+           || CASE WHEN d.detail IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('detail', d.detail) END
       FROM etl.fact_batch AS b
      CROSS JOIN LATERAL unnest(b.soft_rules) AS r (rule)
+      LEFT JOIN dwh.dim_deal_stage AS st ON st.deal_stage_key = b.deal_stage_key
+     CROSS JOIN LATERAL (
+         SELECT CASE r.rule
+                    WHEN 'deal stage read once trimmed and case-folded'
+                        THEN format('deal stage %L read as %L', b.deal_stage, st.deal_stage_name)
+                    WHEN 'unknown deal stage'
+                        THEN format('deal stage %s does not resolve (trimmed and case-folded): Unknown stage',
+                                    coalesce(quote_literal(b.deal_stage), 'NULL'))
+                    WHEN 'engage date outside the calendar'
+                        THEN format('engage_date %s outside the calendar %s .. %s: Unknown date',
+                                    b.engage_date, v_min, v_max)
+                    WHEN 'close date outside the calendar'
+                        THEN format('close_date %s outside the calendar %s .. %s: Unknown date',
+                                    b.close_date, v_min, v_max)
+                    WHEN 'close value above max_close_value'
+                        THEN format('close_value %s above max_close_value %s: loaded as is',
+                                    b.close_value, v_max_value)
+                END AS detail
+     ) AS d
      WHERE b.hard_reason IS NULL AND cardinality(b.soft_rules) > 0;
 
     IF v_incremental THEN
@@ -178,9 +282,14 @@ BEGIN
             days_to_close, is_deleted, run_id
         )
         SELECT b.opportunity_id, b.account_key, b.product_key, b.sales_agent_key, b.deal_stage_key,
-               dwh.date_key(b.engage_date), dwh.date_key(b.close_date), b.close_value, b.list_price,
-               b.is_won, b.is_closed, b.close_date - b.engage_date, false, v_run.run_id
+               dwh.date_key(c.engage_date), dwh.date_key(c.close_date), b.close_value, b.list_price,
+               b.is_won, b.is_closed, c.close_date - c.engage_date, false, v_run.run_id
           FROM etl.fact_batch AS b
+         -- the dates the calendar holds; others are unknown (-1)
+         CROSS JOIN LATERAL (
+             SELECT CASE WHEN b.engage_date BETWEEN v_min AND v_max THEN b.engage_date END AS engage_date,
+                    CASE WHEN b.close_date BETWEEN v_min AND v_max THEN b.close_date END AS close_date
+         ) AS c
          WHERE b.hard_reason IS NULL
         RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value
     ),
@@ -195,7 +304,7 @@ BEGIN
         p_loading_metadata_id,
         p_in => v_loaded + v_quarantined,
         p_inserted => v_loaded - v_replaced,
-        p_updated => v_replaced,
+        p_updated => v_replaced + v_moved,
         p_deleted => v_deleted,
         p_rejected => v_quarantined,
         p_resume_after => v_last::text
@@ -212,5 +321,6 @@ END
 $fn$;
 
 COMMENT ON FUNCTION dwh.insert_fact_batch(bigint) IS
-'Unit of dwh.load_fact_sales_performance: resolves one batch of staged deals (keys, hard rules '
-'quarantined in etl.error_log, soft rules in etl.data_quality_issue) and writes its facts.';
+'Unit of dwh.load_fact_sales_performance: resolves one batch of staged deals (keys, Unknown (-1) for '
+'what does not resolve; values no column holds quarantined in etl.error_log; issues in '
+'etl.data_quality_issue), writes its facts, and moves deals engaged in a product version the run wrote.';

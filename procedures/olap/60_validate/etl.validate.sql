@@ -4,7 +4,9 @@
 --       - every staged source row was loaded or quarantined (initial load);
 --       - per deal stage, source rows and close values (in cents, as stored)
 --         reconcile with the facts (initial load: the staged source is the
---         run's snapshot);
+--         run's snapshot); a source stage counts as the stage it resolves to
+--         (by name, else trimmed and case-folded: dwh.deal_stage_match_key),
+--         Unknown (-1) when it resolves to none;
 --       - dimensions hold every staged account, agent and product;
 --       - every fact key resolves to a dimension row (initial load: by
 --         validating the foreign keys the load put back NOT VALID;
@@ -13,7 +15,12 @@
 --       - the monthly aggregate equals its recomputation from the facts
 --         (incremental: a bounded sample of the groups the run refreshed);
 --       - incremental: every deal the window changed is a live fact as the
---         source has it, a quarantined record, or a fact marked deleted.
+--         source has it (its stage resolved as above, a date outside
+--         date_min .. date_max as Unknown), a quarantined record, or a fact
+--         marked deleted;
+--       - incremental: no deal engaged in the period of a product version the
+--         run wrote is left on another version of the product (the facts of
+--         those versions' siblings in those ranges of engage dates, by index).
 --     Incremental checks read only what the window touched: their cost
 --     follows the changes, not the size of the warehouse.
 -- Parameters:
@@ -32,6 +39,8 @@ DECLARE
     v_fk record;
     v_validated integer := 0;
     v_broken jsonb := '[]';
+    v_min date := etl.config_value('date_min')::date;
+    v_max date := etl.config_value('date_max')::date;
 BEGIN
     SELECT r.pipeline INTO v_pipeline FROM etl.run AS r WHERE r.run_id = p_run_id;
     IF NOT FOUND THEN
@@ -63,14 +72,23 @@ BEGIN
                    'deal_stage', coalesce(s.deal_stage, f.deal_stage),
                    'source_rows', s.rows, 'fact_rows', f.rows,
                    'source_value', s.value, 'fact_value', f.value)), '[]')
-          FROM (SELECT p.deal_stage, count(*) AS rows,
+          FROM (SELECT st.deal_stage_name AS deal_stage, count(*) AS rows,
                        coalesce(sum(round(p.close_value, 2)), 0) AS value
                   FROM etl.stage_sales_pipeline AS p
+                  LEFT JOIN dwh.dim_deal_stage AS exact
+                         ON exact.deal_stage_name = p.deal_stage AND exact.deal_stage_key <> -1
+                  LEFT JOIN dwh.dim_deal_stage AS folded
+                         ON dwh.deal_stage_match_key(folded.deal_stage_name)
+                            = CASE WHEN exact.deal_stage_key IS NULL
+                                   THEN dwh.deal_stage_match_key(p.deal_stage) END
+                        AND folded.deal_stage_key <> -1
+                  JOIN dwh.dim_deal_stage AS st
+                    ON st.deal_stage_key = coalesce(exact.deal_stage_key, folded.deal_stage_key, -1)
                  WHERE NOT EXISTS (SELECT FROM etl.error_log AS e
                                     WHERE e.run_id = p_run_id AND e.kind = 'quarantine'
                                       AND e.table_name = 'sales_pipeline'
                                       AND e.business_key = p.opportunity_id)
-                 GROUP BY p.deal_stage) AS s
+                 GROUP BY st.deal_stage_name) AS s
           FULL JOIN (SELECT st.deal_stage_name AS deal_stage, count(*) AS rows,
                             coalesce(sum(f.close_value), 0) AS value
                        FROM dwh.fact_sales_performance AS f
@@ -218,20 +236,54 @@ BEGIN
                                           AND e.table_name = 'sales_pipeline'
                                           AND e.business_key = s.opportunity_id)
                                OR EXISTS (SELECT FROM dwh.fact_sales_performance AS f
-                                            JOIN dwh.dim_deal_stage AS st USING (deal_stage_key)
                                            WHERE f.opportunity_id = s.opportunity_id
                                              AND NOT f.is_deleted AND f.run_id = p_run_id
-                                             AND st.deal_stage_name = s.deal_stage
+                                             AND f.deal_stage_key = coalesce(exact.deal_stage_key,
+                                                                             folded.deal_stage_key, -1)
                                              AND f.close_value IS NOT DISTINCT FROM round(s.close_value, 2)
-                                             AND f.engage_date_key = dwh.date_key(s.engage_date)
-                                             AND f.close_date_key = dwh.date_key(s.close_date)) AS ok
+                                             AND f.engage_date_key = dwh.date_key(
+                                                 CASE WHEN s.engage_date BETWEEN v_min AND v_max
+                                                      THEN s.engage_date END)
+                                             AND f.close_date_key = dwh.date_key(
+                                                 CASE WHEN s.close_date BETWEEN v_min AND v_max
+                                                      THEN s.close_date END)) AS ok
                           FROM etl.stage_sales_pipeline AS s
+                          LEFT JOIN dwh.dim_deal_stage AS exact
+                                 ON exact.deal_stage_name = s.deal_stage AND exact.deal_stage_key <> -1
+                          LEFT JOIN dwh.dim_deal_stage AS folded
+                                 ON dwh.deal_stage_match_key(folded.deal_stage_name)
+                                    = CASE WHEN exact.deal_stage_key IS NULL
+                                           THEN dwh.deal_stage_match_key(s.deal_stage) END
+                                AND folded.deal_stage_key <> -1
                         UNION ALL
                         SELECT d.row_key,
                                NOT EXISTS (SELECT FROM dwh.fact_sales_performance AS f
                                             WHERE f.opportunity_id = d.row_key AND NOT f.is_deleted)
                           FROM etl.stage_deleted AS d
                          WHERE d.table_name = 'sales_pipeline') AS x) AS c;
+
+        -- Deals engaged in the period of a product version this run wrote
+        -- are on it (dwh.insert_fact_batch moves them there): the facts of
+        -- its sibling versions in its range of engage dates, by index.
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'deals engaged in a product version the run wrote are on it',
+               c.misplaced = 0, '0', c.misplaced::text, c.sample
+          FROM (SELECT count(*) AS misplaced,
+                       jsonb_agg(jsonb_build_object('opportunity_id', f.opportunity_id,
+                                                    'product_key', f.product_key,
+                                                    'expected', t.product_key)) AS sample
+                  FROM (SELECT v.product_key, v.product_id,
+                               CASE WHEN isfinite(v.lookup_first_day)
+                                    THEN dwh.date_key(v.lookup_first_day) ELSE 0 END AS first_key,
+                               CASE WHEN isfinite(v.lookup_before_day)
+                                    THEN dwh.date_key(v.lookup_before_day) ELSE 2147483647 END AS before_key
+                          FROM dwh.product_version_lookup AS v
+                         WHERE v.product_key IN (SELECT d.product_key FROM dwh.dim_product AS d
+                                                  WHERE d.run_id = p_run_id AND d.product_key <> -1)) AS t
+                  JOIN dwh.dim_product AS o ON o.product_id = t.product_id AND o.product_key <> t.product_key
+                  JOIN dwh.fact_sales_performance AS f
+                    ON f.product_key = o.product_key
+                   AND f.engage_date_key >= greatest(t.first_key, 0) AND f.engage_date_key < t.before_key) AS c;
     END IF;
 
     RETURN QUERY SELECT * FROM etl.validation_result AS v WHERE v.run_id = p_run_id

@@ -1,9 +1,11 @@
 -- The opportunity fact: dwh.insert_fact_batch on hand-staged deals. Key
 -- resolution (Unknown members, the product version in effect at the engage
--- date), measures, the hard rules that quarantine and the soft rules that
--- only report, the step's counts, and batching over the staging heap.
+-- date), measures, unresolved stages and dates outside the calendar on the
+-- Unknown members (loaded, reported), the one hard rule that quarantines (a
+-- value no column holds) and the soft rules that only report, the step's
+-- counts, and batching over the staging heap.
 BEGIN;
-SELECT plan(47);
+SELECT plan(52);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('dwh', 'fact_sales_performance', 'the opportunity fact exists');
@@ -40,16 +42,25 @@ SELECT tests.stage_deal('S1', 'Won',         '2017-03-10', '2017-03-01', 10);
 SELECT tests.stage_deal('S2', 'Won',         '2017-03-10', '2017-03-20', NULL);
 SELECT tests.stage_deal('S3', 'Won',         '2017-03-10', '2017-03-20', -5);
 SELECT tests.stage_deal('S4', 'Lost',        '2017-03-10', NULL,         0);
--- hard rules: quarantined
-SELECT tests.stage_deal('H1', 'Negotiating');
-SELECT tests.stage_deal('H2', 'Unknown');
-SELECT tests.stage_deal('H3', NULL);
-SELECT tests.stage_deal('H4', 'Won',         '1980-01-01', '2017-02-10', 1000);
-SELECT tests.stage_deal('H5', 'Won',         '2017-01-10', '2150-01-01', 1000);
+-- unresolved references: loaded on the Unknown members (-1), and reported
+SELECT tests.stage_deal('U1', 'Negotiating');
+SELECT tests.stage_deal('U2', 'Unknown');
+SELECT tests.stage_deal('U3', NULL);
+SELECT tests.stage_deal('U4', 'Won',         '1980-01-01', '2017-02-10', 1000,   1,   7,  1);
+SELECT tests.stage_deal('U5', 'Won',         '2017-01-10', '2150-01-01', 1000);
+SELECT tests.stage_deal('U6', 'Lost',        'infinity',   '2017-02-10', 0);
+-- stage names that resolve once trimmed and case-folded
+SELECT tests.stage_deal('N1', 'won');
+SELECT tests.stage_deal('N2', ' Won ');
+SELECT tests.stage_deal('N3', 'LOST',        '2017-01-10', '2017-02-10', 0);
+-- a value above max_close_value, and the largest numeric(18, 2) holds: loaded as is
+SELECT tests.stage_deal('L1', 'Won',         '2017-01-10', '2017-02-10', 1e13);
+SELECT tests.stage_deal('L2', 'Won',         '2017-01-10', '2017-02-10', 9999999999999999.99);
+-- the hard rule: a value no column holds is quarantined
 SELECT tests.stage_deal('H6', 'Won',         '2017-01-10', '2017-02-10', 'NaN');
-SELECT tests.stage_deal('H7', 'Won',         '2017-01-10', '2017-02-10', 1e13);
+SELECT tests.stage_deal('H7', 'Won',         '2017-01-10', '2017-02-10', 1e16);
 SELECT tests.stage_deal('H8', 'Won',         '2017-01-10', '2017-02-10', 'Infinity');
-SELECT tests.stage_deal('H9', 'Lost',        'infinity',   '2017-02-10', 0);
+SELECT tests.stage_deal('H9', 'Won',         '2017-01-10', '2017-02-10', 9999999999999999.995);
 
 SELECT tests.run_unit('initial_load', 'dwh.load_dim_date', 'dwh.dim_date', 'dwh.extend_dim_date_to_stage');
 SELECT tests.open_step('initial_load', 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance') AS f1 \gset
@@ -59,8 +70,9 @@ SELECT is(dwh.insert_fact_batch(:f1), NULL, 'a stage that fits in one batch is l
 SELECT set_eq(
     $$SELECT opportunity_id FROM dwh.fact_sales_performance$$,
     $$VALUES ('K1'), ('K2'), ('K3'), ('K4'), ('V1'), ('V2'), ('V3'), ('V4'), ('V5'),
-             ('S1'), ('S2'), ('S3'), ('S4')$$,
-    'every deal that breaks no hard rule is loaded, and no quarantined one'
+             ('S1'), ('S2'), ('S3'), ('S4'), ('U1'), ('U2'), ('U3'), ('U4'), ('U5'), ('U6'),
+             ('N1'), ('N2'), ('N3'), ('L1'), ('L2')$$,
+    'every deal is loaded, unresolved references included, but those whose value no column holds'
 );
 SELECT results_eq(
     $$SELECT a.account_id, p.product_id, g.sales_agent_id, s.deal_stage_name, f.engage_date_key, f.close_date_key,
@@ -75,7 +87,7 @@ SELECT results_eq(
     'a won deal resolves every key to its dimension row, with list price, won/closed flags and days to close'
 );
 SELECT is(
-    (SELECT count(*)::integer FROM dwh.fact_sales_performance WHERE run_id = :run1), 13,
+    (SELECT count(*)::integer FROM dwh.fact_sales_performance WHERE run_id = :run1), 24,
     'every loaded fact carries the run that wrote it'
 );
 SELECT results_eq(
@@ -138,8 +150,19 @@ SELECT set_eq(
     format($q$VALUES ('S1', 'close date before engage date', 'sales_pipeline', %1$s::bigint),
                      ('S2', 'won deal without a close value', 'sales_pipeline', %1$s),
                      ('S3', 'negative close value', 'sales_pipeline', %1$s),
-                     ('S4', 'closed deal without a close date', 'sales_pipeline', %1$s)$q$, :run1),
-    'each soft rule a loaded deal breaks is listed once, with the run, and clean deals are not listed'
+                     ('S4', 'closed deal without a close date', 'sales_pipeline', %1$s),
+                     ('U1', 'unknown deal stage', 'sales_pipeline', %1$s),
+                     ('U2', 'unknown deal stage', 'sales_pipeline', %1$s),
+                     ('U3', 'unknown deal stage', 'sales_pipeline', %1$s),
+                     ('U4', 'engage date outside the calendar', 'sales_pipeline', %1$s),
+                     ('U5', 'close date outside the calendar', 'sales_pipeline', %1$s),
+                     ('U6', 'engage date outside the calendar', 'sales_pipeline', %1$s),
+                     ('N1', 'deal stage read once trimmed and case-folded', 'sales_pipeline', %1$s),
+                     ('N2', 'deal stage read once trimmed and case-folded', 'sales_pipeline', %1$s),
+                     ('N3', 'deal stage read once trimmed and case-folded', 'sales_pipeline', %1$s),
+                     ('L1', 'close value above max_close_value', 'sales_pipeline', %1$s),
+                     ('L2', 'close value above max_close_value', 'sales_pipeline', %1$s)$q$, :run1),
+    'each rule a loaded deal breaks is listed once, with the run, and clean deals are not listed'
 );
 SELECT is(
     (SELECT days_to_close FROM dwh.fact_sales_performance WHERE opportunity_id = 'S1'), -9,
@@ -156,62 +179,96 @@ SELECT is(
     'a data-quality issue keeps the offending record as jsonb'
 );
 
--- Hard rules: quarantined in etl.error_log, not loaded ---------------------------------------------
+-- Unresolved references: on the Unknown members, live, counted, and reported --------------------
+SELECT results_eq(
+    $$SELECT f.opportunity_id, f.deal_stage_key::integer, f.is_closed, f.is_won, f.is_deleted
+        FROM dwh.fact_sales_performance AS f WHERE f.opportunity_id IN ('U1', 'U2', 'U3')
+       ORDER BY 1$$,
+    $$VALUES ('U1'::text, -1, false, false, false), ('U2', -1, false, false, false),
+             ('U3', -1, false, false, false)$$,
+    'a stage that does not resolve (Negotiating, the Unknown member''s own name, NULL) is the live Unknown stage, neither won nor lost'
+);
+SELECT is(
+    (SELECT record ->> 'detail' FROM etl.data_quality_issue WHERE business_key = 'U1'),
+    'deal stage ''Negotiating'' does not resolve (trimmed and case-folded): Unknown stage',
+    'the issue of an unknown stage names the stage'
+);
+SELECT is(
+    (SELECT record ->> 'detail' FROM etl.data_quality_issue WHERE business_key = 'U3'),
+    'deal stage NULL does not resolve (trimmed and case-folded): Unknown stage',
+    'a deal with no stage is reported as such'
+);
+SELECT results_eq(
+    $$SELECT engage_date_key, close_date_key, days_to_close, product_key, close_value, is_won
+        FROM dwh.fact_sales_performance WHERE opportunity_id = 'U4'$$,
+    format('VALUES (-1, 20170210, NULL::integer, %s, 1000::numeric(18, 2), true)', :vb_key),
+    'an engage date before date_min is the Unknown date; the deal takes the latest product version, as without an engage date'
+);
+SELECT matches(
+    (SELECT record ->> 'detail' FROM etl.data_quality_issue WHERE business_key = 'U4'),
+    '^engage_date 1980-01-01 outside the calendar 1990-01-01 \.\. 2099-12-31',
+    'the issue of a date outside the calendar names the date and the calendar'
+);
+SELECT results_eq(
+    $$SELECT engage_date_key, close_date_key, close_month_key, is_closed FROM dwh.fact_sales_performance
+       WHERE opportunity_id IN ('U5', 'U6') ORDER BY opportunity_id$$,
+    $$VALUES (20170110, -1, -1, true), (-1, 20170210, 20170201, true)$$,
+    'a close date after date_max, and an infinite engage date, are the Unknown date; the deal stays closed'
+);
+SELECT results_eq(
+    $$SELECT f.opportunity_id, s.deal_stage_name, f.is_won, f.is_closed
+        FROM dwh.fact_sales_performance AS f JOIN dwh.dim_deal_stage AS s USING (deal_stage_key)
+       WHERE f.opportunity_id IN ('N1', 'N2', 'N3') ORDER BY 1$$,
+    $$VALUES ('N1'::text, 'Won'::text, true, true), ('N2', 'Won', true, true), ('N3', 'Lost', false, true)$$,
+    'stage names differing only in case or white space resolve to their stage'
+);
+SELECT is(
+    (SELECT record ->> 'detail' FROM etl.data_quality_issue WHERE business_key = 'N2'),
+    'deal stage '' Won '' read as ''Won''',
+    'the issue of a folded stage says what it was read as'
+);
+SELECT results_eq(
+    $$SELECT opportunity_id, close_value FROM dwh.fact_sales_performance
+       WHERE opportunity_id IN ('L1', 'L2') ORDER BY 1$$,
+    $$VALUES ('L1'::text, 10000000000000::numeric(18, 2)), ('L2', 9999999999999999.99)$$,
+    'a close value above max_close_value that numeric(18, 2) holds is loaded as is'
+);
+SELECT is(
+    (SELECT record ->> 'detail' FROM etl.data_quality_issue WHERE business_key = 'L1'),
+    'close_value 10000000000000 above max_close_value 1000000000000: loaded as is',
+    'the issue of a large value names the value and the setting'
+);
+
+-- The hard rule: a value no column holds is quarantined in etl.error_log, not loaded ------------
 SELECT results_eq(
     $$SELECT business_key, kind, table_name, procedure_name, run_id FROM etl.error_log ORDER BY business_key$$,
-    format($q$VALUES ('H1'::text, 'quarantine'::text, 'sales_pipeline'::text, 'dwh.load_fact_sales_performance'::text, %1$s::bigint),
-                     ('H2', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s),
-                     ('H3', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s),
-                     ('H4', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s),
-                     ('H5', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s),
-                     ('H6', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s),
+    format($q$VALUES ('H6'::text, 'quarantine'::text, 'sales_pipeline'::text, 'dwh.load_fact_sales_performance'::text, %1$s::bigint),
                      ('H7', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s),
                      ('H8', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s),
                      ('H9', 'quarantine', 'sales_pipeline', 'dwh.load_fact_sales_performance', %1$s)$q$, :run1),
-    'each deal breaking a hard rule is quarantined once, by business key, with the run and the step'
-);
-SELECT is(
-    (SELECT message FROM etl.error_log WHERE business_key = 'H1'), 'unknown deal stage ''Negotiating''',
-    'a stage the warehouse does not know is quarantined, naming the stage'
-);
-SELECT is(
-    (SELECT message FROM etl.error_log WHERE business_key = 'H2'), 'unknown deal stage ''Unknown''',
-    'the Unknown member''s name is not a stage a source deal may have'
-);
-SELECT is(
-    (SELECT message FROM etl.error_log WHERE business_key = 'H3'), 'unknown deal stage NULL',
-    'a deal with no stage is quarantined'
-);
-SELECT matches(
-    (SELECT message FROM etl.error_log WHERE business_key = 'H4'),
-    '^engage_date 1980-01-01 outside the accepted range 1990-01-01 \.\. 2099-12-31',
-    'an engage date before date_min is quarantined, naming the date and the range'
-);
-SELECT matches(
-    (SELECT message FROM etl.error_log WHERE business_key = 'H5'), '^close_date 2150-01-01 outside',
-    'a close date after date_max is quarantined'
+    'only the deals whose value no column holds are quarantined, once, by business key, with the run and the step'
 );
 SELECT matches(
     (SELECT message FROM etl.error_log WHERE business_key = 'H6'), '^close_value NaN cannot be stored',
     'a NaN close value is quarantined'
 );
 SELECT matches(
-    (SELECT message FROM etl.error_log WHERE business_key = 'H7'), '^close_value 10000000000000 cannot be stored',
-    'a close value beyond max_close_value is quarantined'
+    (SELECT message FROM etl.error_log WHERE business_key = 'H7'), '^close_value 10000000000000000 cannot be stored',
+    'a close value beyond numeric(18, 2) is quarantined, naming the value'
 );
 SELECT matches(
     (SELECT message FROM etl.error_log WHERE business_key = 'H8'), '^close_value Infinity cannot be stored',
     'an infinite close value is quarantined'
 );
 SELECT matches(
-    (SELECT message FROM etl.error_log WHERE business_key = 'H9'), '^engage_date infinity outside',
-    'an infinite engage date is quarantined'
+    (SELECT message FROM etl.error_log WHERE business_key = 'H9'), '^close_value 9999999999999999.995 cannot be stored',
+    'a close value that rounds to cents beyond numeric(18, 2) is quarantined'
 );
 SELECT is(
-    (SELECT record FROM etl.error_log WHERE business_key = 'H1'),
-    jsonb_build_object('opportunity_id', 'H1', 'sales_agent_id', 1, 'product_id', 1, 'account_id', 1,
-                       'deal_stage', 'Negotiating', 'engage_date', '2017-01-10', 'close_date', '2017-02-10',
-                       'close_value', 1000),
+    (SELECT record FROM etl.error_log WHERE business_key = 'H6'),
+    jsonb_build_object('opportunity_id', 'H6', 'sales_agent_id', 1, 'product_id', 1, 'account_id', 1,
+                       'deal_stage', 'Won', 'engage_date', '2017-01-10', 'close_date', '2017-02-10',
+                       'close_value', 'NaN'::numeric),
     'a quarantined deal keeps its whole source record as jsonb'
 );
 SELECT is_empty(
@@ -223,13 +280,13 @@ SELECT is_empty(
 SELECT results_eq(
     $$SELECT rows_in, rows_inserted, rows_updated, rows_rejected, batches, resume_after
         FROM etl.loading_metadata WHERE loading_metadata_id = $$ || :f1,
-    $$SELECT 22::bigint, 13::bigint, 0::bigint, 9::bigint, 1,
+    $$SELECT 28::bigint, 24::bigint, 0::bigint, 4::bigint, 1,
              (pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint)::text$$,
-    'the fact step counts 22 in, 13 inserted, 9 rejected, and resumes after the last heap block'
+    'the fact step counts 28 in, 24 inserted, 4 rejected, and resumes after the last heap block'
 );
 SELECT is(dwh.insert_fact_batch(:f1), NULL, 'calling the unit again once it is done loads nothing and says done');
 SELECT is(
-    (SELECT rows_in FROM etl.loading_metadata WHERE loading_metadata_id = :f1), 22::bigint,
+    (SELECT rows_in FROM etl.loading_metadata WHERE loading_metadata_id = :f1), 28::bigint,
     'a call after the last batch reads no row again'
 );
 
@@ -246,7 +303,7 @@ DELETE FROM dwh.fact_sales_performance;
 TRUNCATE etl.stage_sales_pipeline;
 SELECT tests.stage_deal(format('B%s', lpad(g::text, 4, '0')), CASE WHEN g % 3 = 0 THEN 'Lost' ELSE 'Won' END)
   FROM generate_series(1, 400) AS g;
-SELECT tests.stage_deal('BHARD', 'Negotiating');
+SELECT tests.stage_deal('BHARD', 'Won', '2017-01-10', '2017-02-10', 'NaN');
 SELECT (pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint) AS blocks \gset
 SELECT tests.open_step('initial_load', 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance') AS f2 \gset
 SELECT tests.running_run() AS run2 \gset

@@ -263,8 +263,9 @@ SELECT set_eq(
              ('every live product has exactly one current version', true),
              ('product versions never overlap', true),
              ('refreshed aggregate groups equal their recomputation from the facts', true),
-             ('every changed deal is loaded as in the source, quarantined or deleted', true)$$,
-    'an incremental run is checked on what its window touched (its stage is not the whole source): five checks pass'
+             ('every changed deal is loaded as in the source, quarantined or deleted', true),
+             ('deals engaged in a product version the run wrote are on it', true)$$,
+    'an incremental run is checked on what its window touched (its stage is not the whole source): six checks pass'
 );
 DELETE FROM etl.stage_deleted;
 DELETE FROM etl.stage_sales_pipeline;

@@ -285,7 +285,7 @@ SELECT tests.new_window();
 --                   id    stage          engage        close         value  account product agent
 SELECT tests.stage_deal('F1', 'Won',         '2017-01-10', '2017-03-15', 1200,  1,      1,      1);
 SELECT tests.stage_deal('F2', 'Won',         '2017-02-01', '2017-03-10', 800,   2,      1,      2);
-SELECT tests.stage_deal('F3', 'Negotiating', '2017-01-15', '2017-03-05', 500,   1,      2,      1);
+SELECT tests.stage_deal('F3', 'Won',      '2017-01-15', '2017-03-05', 'NaN', 1,      2,      1);
 SELECT tests.stage_deal('F6', 'Won',         '2017-02-01', '2017-03-20', 300,   1,      1,      1);
 INSERT INTO etl.stage_deleted (table_name, row_key, deleted_at) VALUES
 ('sales_pipeline', 'F4', '2017-03-01 08:00+00'),
@@ -339,8 +339,8 @@ SELECT results_eq(
 SELECT results_eq(
     format($q$SELECT business_key, message FROM etl.error_log
                WHERE run_id = %s AND kind = 'quarantine'$q$, :run6),
-    $$VALUES ('F3'::text, 'unknown deal stage ''Negotiating'''::text)$$,
-    'the deal that now breaks a hard rule is quarantined with its reason'
+    $$VALUES ('F3'::text, 'close_value NaN cannot be stored (not a number: it would poison every sum)'::text)$$,
+    'the deal whose value no column holds now is quarantined with its reason'
 );
 SELECT set_eq(
     $$SELECT month_date_key, sales_agent_key, product_key FROM etl.touched_group$$,
@@ -399,8 +399,9 @@ SELECT set_eq(
              ('every live product has exactly one current version', true),
              ('product versions never overlap', true),
              ('refreshed aggregate groups equal their recomputation from the facts', true),
-             ('every changed deal is loaded as in the source, quarantined or deleted', true)$$,
-    'a consistent incremental run passes its five checks'
+             ('every changed deal is loaded as in the source, quarantined or deleted', true),
+             ('deals engaged in a product version the run wrote are on it', true)$$,
+    'a consistent incremental run passes its six checks'
 );
 SELECT results_eq(
     format($q$SELECT expected, actual FROM etl.validation_result
@@ -451,7 +452,7 @@ INSERT INTO dwh.fact_sales_monthly_aggregate (
     month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
 ) VALUES (20170301, :ag2, :p1, 1, 0, 800, :run6);
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed), 5,
+    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed), 6,
     'once the tampering is undone the incremental run validates again'
 );
 SELECT tests.end_run();
