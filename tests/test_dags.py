@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+import dbtools
+
 ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = ROOT / "dags"
 PROCEDURES = ROOT / "procedures" / "olap"
@@ -186,6 +188,26 @@ def test_incremental_update_runs_the_steps_of_etl_run_incremental_update_in_orde
         "etl.finish_run",
     ]
     assert chain_of(dag) == steps
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "dag_id"),
+    [("initial_load", "dwh_initial_load"), ("incremental_update", "dwh_incremental_update")],
+)
+def test_entry_point_dag_and_pipeline_step_agree(dagbag, warehouse, pipeline, dag_id):
+    """etl.pipeline_step is what etl.begin_step enforces: a step the entry point or the DAG
+    calls that it does not list would be refused, one it lists that they skip would block
+    every later step."""
+    listed = [
+        step
+        for (step,) in dbtools.query(
+            warehouse.olap_dsn,
+            "SELECT step FROM etl.pipeline_step WHERE pipeline = %s ORDER BY position",
+            (pipeline,),
+        )
+    ]
+    assert ["etl.start_run", *listed] == entry_point_steps(f"etl.run_{pipeline}")
+    assert ["etl.start_run", *listed] == chain_of(dagbag.dags[dag_id])
 
 
 def test_incremental_update_is_scheduled_every_fifteen_minutes_without_catchup(dagbag):
