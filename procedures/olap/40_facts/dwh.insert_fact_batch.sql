@@ -41,8 +41,8 @@
 --     the dimension steps wrote the run's versions (dim_product.run_id).
 --     Only deals whose engage date falls in a version's period move (a new
 --     version starts at its change's time, so these are the deals engaged
---     since, mostly in the future); each version's candidates are found by
---     fact_sales_performance_product_engage_idx (product_key,
+--     since, mostly in the future); dwh.facts_off_their_version finds them
+--     by fact_sales_performance_product_engage_idx (product_key,
 --     engage_date_key), so the cost follows the deals that move. A deal
 --     without (or with an unknown) engage date keeps its version until the
 --     deal itself changes.
@@ -104,26 +104,10 @@ BEGIN
 
         -- Deals engaged in the period of a product version this run wrote,
         -- on another version of the product, move onto it: old contribution
-        -- out, new in. Per version, its siblings' facts in its range of
-        -- engage dates (index on product_key, engage_date_key); -1 (no
-        -- engage date, or one outside the calendar) never matches.
-        WITH target AS (
-            SELECT v.product_key, v.product_id, v.sales_price,
-                   CASE WHEN isfinite(v.lookup_first_day) THEN dwh.date_key(v.lookup_first_day) ELSE 0 END
-                       AS first_key,
-                   CASE WHEN isfinite(v.lookup_before_day) THEN dwh.date_key(v.lookup_before_day)
-                        ELSE 2147483647 END AS before_key
-              FROM dwh.product_version_lookup AS v
-             WHERE v.product_key IN (SELECT d.product_key FROM dwh.dim_product AS d
-                                      WHERE d.run_id = v_run.run_id AND d.product_key <> -1)
-        ),
-        misplaced AS (
-            SELECT f.opportunity_id, f.product_key AS old_key, t.product_key AS new_key, t.sales_price
-              FROM target AS t
-              JOIN dwh.dim_product AS o ON o.product_id = t.product_id AND o.product_key <> t.product_key
-              JOIN dwh.fact_sales_performance AS f
-                ON f.product_key = o.product_key
-               AND f.engage_date_key >= greatest(t.first_key, 0) AND f.engage_date_key < t.before_key
+        -- out, new in (dwh.facts_off_their_version finds them by index).
+        WITH misplaced AS (
+            SELECT m.opportunity_id, m.old_key, m.new_key, m.list_price AS sales_price
+              FROM dwh.facts_off_their_version(v_run.run_id) AS m
         ),
         moved AS (
             UPDATE dwh.fact_sales_performance AS f

@@ -269,21 +269,10 @@ BEGIN
         SELECT p_run_id, 'deals engaged in a product version the run wrote are on it',
                c.misplaced = 0, '0', c.misplaced::text, c.sample
           FROM (SELECT count(*) AS misplaced,
-                       jsonb_agg(jsonb_build_object('opportunity_id', f.opportunity_id,
-                                                    'product_key', f.product_key,
-                                                    'expected', t.product_key)) AS sample
-                  FROM (SELECT v.product_key, v.product_id,
-                               CASE WHEN isfinite(v.lookup_first_day)
-                                    THEN dwh.date_key(v.lookup_first_day) ELSE 0 END AS first_key,
-                               CASE WHEN isfinite(v.lookup_before_day)
-                                    THEN dwh.date_key(v.lookup_before_day) ELSE 2147483647 END AS before_key
-                          FROM dwh.product_version_lookup AS v
-                         WHERE v.product_key IN (SELECT d.product_key FROM dwh.dim_product AS d
-                                                  WHERE d.run_id = p_run_id AND d.product_key <> -1)) AS t
-                  JOIN dwh.dim_product AS o ON o.product_id = t.product_id AND o.product_key <> t.product_key
-                  JOIN dwh.fact_sales_performance AS f
-                    ON f.product_key = o.product_key
-                   AND f.engage_date_key >= greatest(t.first_key, 0) AND f.engage_date_key < t.before_key) AS c;
+                       jsonb_agg(jsonb_build_object('opportunity_id', m.opportunity_id,
+                                                    'product_key', m.old_key,
+                                                    'expected', m.new_key)) AS sample
+                  FROM dwh.facts_off_their_version(p_run_id) AS m) AS c;
     END IF;
 
     RETURN QUERY SELECT * FROM etl.validation_result AS v WHERE v.run_id = p_run_id
