@@ -41,7 +41,7 @@ import psycopg
 from psycopg import sql
 
 from b2bdwh import settings
-from b2bdwh.db import CliError, connect, describe, with_dbname
+from b2bdwh.db import CliError, connect, describe, parse, with_dbname
 
 HELP = "apply migrations and procedures to the source (oltp) and the warehouse (olap)"
 
@@ -258,7 +258,7 @@ def read_scripts(target: Target) -> tuple[list[Script], list[Script]]:
 
 def ensure_database(target: Target, *, create: bool) -> bool:
     """True when the target database exists; creates it when asked to."""
-    dbname = psycopg.conninfo.conninfo_to_dict(target.dsn).get("dbname")
+    dbname = parse(target.dsn).get("dbname")
     try:
         connect(target.dsn).close()
         return True
@@ -465,7 +465,7 @@ def source_placeholders(oltp_dsn: str) -> dict[str, str]:
             info = conn.info
             host, port, dbname = info.host, str(info.port), info.dbname
     except CliError:
-        params = psycopg.conninfo.conninfo_to_dict(oltp_dsn)
+        params = parse(oltp_dsn)
         host = str(params.get("host") or os.environ.get("PGHOST", "/var/run/postgresql"))
         port = str(params.get("port") or os.environ.get("PGPORT", "5432"))
         dbname = str(params.get("dbname") or settings.OLTP_DB)
