@@ -32,6 +32,16 @@ SUBCOMMANDS = {
 USAGE_ERROR = 2
 
 
+def _exit_on_usage_error(parser: argparse.ArgumentParser, code: int) -> None:
+    """Make `parser` exit with `code` on a usage error instead of argparse's 2."""
+
+    def error(message: str) -> None:
+        parser.print_usage(sys.stderr)
+        parser.exit(code, f"{parser.prog}: error: {message}\n")
+
+    parser.error = error  # type: ignore[method-assign]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="b2bdwh",
@@ -42,11 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, parser=sub)
+        if hasattr(sub, "usage_exit_code"):  # e.g. status: 2 means unhealthy there
+            _exit_on_usage_error(sub, sub.usage_exit_code)
     return parser
 
 
-def _quiet_broken_pipe() -> int:
+def quiet_broken_pipe() -> int:
     """The reader went away (`b2bdwh docs | head -1`): end quietly, as cat does. stdout is
     pointed at /dev/null so that Python's final flush cannot fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -57,20 +69,27 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the subcommand's parser, which knows its own exit code
+        (getattr(args, "parser", None) or parser).error(
+            f"unrecognized arguments: {' '.join(extras)}"
+        )
     if args.command is None:
         # No command: the command list, as --help prints it, on stderr; a usage error.
         parser.print_help(sys.stderr)
         return USAGE_ERROR
     try:
         code = int(args.run(args) or 0)
-        sys.stdout.flush()
-        return code
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
+    except BrokenPipeError:  # cut off mid-way: the command did not finish
+        return quiet_broken_pipe()
     except CliError as exc:
         print(f"b2bdwh {args.command}: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"b2bdwh {args.command}: interrupted", file=sys.stderr)
         return 130
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # finished; only the reader left early: its result stands
+        quiet_broken_pipe()
+    return code

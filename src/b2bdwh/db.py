@@ -8,8 +8,7 @@ import psycopg
 from psycopg import conninfo
 
 UP_HINT = (
-    "  Is the database server up? Run `make up` (and `make migrate`), "
-    'then `eval "$(make -s env)"`.'
+    '  Is the database server up? Run `make up` (and `make migrate`), then `eval "$(make -s env)"`.'
 )
 
 
