@@ -281,13 +281,13 @@ def consumer_report(consumer: Consumer, window_start: str | None) -> tuple[list[
     return out, problems
 
 
-def find_airflow_home(option: Path | None) -> Path | None:
+def find_airflow_home(option: str | None) -> Path | None:
     """Where Airflow keeps its runs: --airflow-home, else $AIRFLOW_HOME, else the project's
     .airflow (`make airflow`) when it holds a metadata database; '' turns the check off."""
     if option is not None:
-        return option if str(option) else None
-    if os.environ.get("AIRFLOW_HOME"):
-        return Path(os.environ["AIRFLOW_HOME"])
+        return Path(option) if option else None
+    if "AIRFLOW_HOME" in os.environ:  # set empty: no Airflow to check
+        return Path(os.environ["AIRFLOW_HOME"]) if os.environ["AIRFLOW_HOME"] else None
     default = settings.PROJECT_ROOT / ".airflow"
     return default if (default / "airflow.db").is_file() else None
 
@@ -512,11 +512,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--airflow-home",
-        type=Path,
         default=None,
         metavar="DIR",
         help="where Airflow keeps its runs, to count a failed DAG run (default: $AIRFLOW_HOME, "
-        "else the project's .airflow if it exists; '' to skip)",
+        "else the project's .airflow if it exists; '' (or AIRFLOW_HOME set empty) to skip)",
     )
     # A usage error is 1 here: 2 means unhealthy to a monitor.
     parser.usage_exit_code = USAGE_ERROR  # type: ignore[attr-defined]
