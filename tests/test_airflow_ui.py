@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -168,6 +169,41 @@ def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path):
     assert proc.returncode == 1
     assert f"port {port} is taken" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def listening_sockets(pgid: int) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every TCP socket listening in a process group (`ss -ltnp`)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        address, _, port = fields[3].rpartition(":")
+        for pid in map(int, re.findall(r"pid=(\d+)", line)):
+            try:
+                if os.getpgid(pid) == pgid:
+                    found.append((address, int(port), pid))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+def test_every_component_listens_on_127_0_0_1_only(ui):
+    """The README's promise: the UI on 127.0.0.1, and no log server on every interface (the
+    scheduler's and triggerer's, 8793/8794 by default, are not started: Airflow offers no
+    host setting for them)."""
+    port = int(ui.url.rsplit(":", 1)[1])
+    sockets = ui.wait_for(
+        "the triggerer running",
+        lambda: listening_sockets(ui.server.pid) if triggerer_running(ui.server.pid) else None,
+        STARTUP_TIMEOUT,
+    )
+    assert sockets, "nothing listens in the server's process group"
+    assert {(address, p) for address, p, _pid in sockets} == {("127.0.0.1", port)}, sockets
+
+
+def triggerer_running(pgid: int) -> bool:
+    out = subprocess.run(["ps", "-o", "args=", "-g", str(pgid)], capture_output=True, text=True)
+    return "airflow triggerer" in out.stdout
 
 
 def test_the_ui_page_is_served(ui):

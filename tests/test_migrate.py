@@ -131,8 +131,9 @@ def test_repeatables_run_after_versioned_and_again_only_when_changed(scratch):
         "procedures/app/app.answer.sql",
         "CREATE OR REPLACE FUNCTION app.answer() RETURNS int LANGUAGE sql AS 'SELECT 41';",
     )
-    assert run(scratch)[-1].startswith("scratch: 2 file(s) applied")
-    assert run(scratch) == [f"scratch: up to date ({migrate.describe(scratch.dsn)})"]
+    where = migrate.describe(scratch.dsn)
+    assert run(scratch)[-1] == f"scratch: 2 applied now, 0 pending, 0 changed ({where})"
+    assert run(scratch) == [f"scratch: 0 applied now, 0 pending, 0 changed ({where})"]
     proc.write_text(proc.read_text().replace("41", "42"))
     lines = run(scratch)
     assert any("procedures/app/app.answer.sql" in line for line in lines)
@@ -347,28 +348,73 @@ def test_a_waiting_runner_proceeds_once_the_lock_is_released(scratch):
 
 
 def test_the_command_line_creates_databases_and_reports(tmp_path):
+    """Each target ends with one summary line (applied, pending, changed); files are listed
+    only with --verbose."""
     oltp = f"b2bdwh_t_cli_oltp_{dbtools.RUN_TAG}"
     olap = f"b2bdwh_t_cli_olap_{dbtools.RUN_TAG}"
     env = {**os.environ, "B2B_OLTP_DSN": f"dbname={oltp}", "B2B_OLAP_DSN": f"dbname={olap}"}
-    try:
-        cmd = [sys.executable, "-m", "b2bdwh", "migrate"]
-        dry = subprocess.run(
-            [*cmd, "--dry-run", "--target", "oltp"],
+
+    def b2bdwh_migrate(*args: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "b2bdwh", "migrate", *args],
             env=env,
             capture_output=True,
             text=True,
             check=False,
         )
-        assert dry.returncode == 0, dry.stderr
-        assert "does not exist; it would be created" in dry.stdout
-        applied = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        assert applied.returncode == 0, applied.stderr
-        assert "applied migrations/oltp/V0001__source_tables.sql" in applied.stdout
-        status = subprocess.run(
-            [*cmd, "status"], env=env, capture_output=True, text=True, check=False
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    def counts(line: str) -> tuple[str, ...]:
+        match = re.fullmatch(
+            r"(\w+): (\d+) applied( now)?, (\d+) pending, (\d+) changed \(.*\)", line
         )
-        assert status.returncode == 0, status.stderr
-        assert "applied  migrations/oltp/V0001__source_tables.sql" in status.stdout
+        assert match, line
+        return match.group(1, 2, 4, 5)
+
+    files = {
+        target: len(list((dbtools.ROOT / "migrations" / target).glob("V*.sql")))
+        + len(list((dbtools.ROOT / "procedures" / target).rglob("*.sql")))
+        for target in ("oltp", "olap")
+    }
+    try:
+        dry = b2bdwh_migrate("--dry-run", "--target", "oltp")
+        assert dry[0].endswith("does not exist; it would be created")
+        assert [counts(line) for line in dry[1:]] == [("oltp", "0", str(files["oltp"]), "0")]
+        applied = b2bdwh_migrate()
+        assert [counts(line) for line in applied] == [
+            ("oltp", str(files["oltp"]), "0", "0"),
+            ("olap", str(files["olap"]), "0", "0"),
+        ]
+        status = b2bdwh_migrate("status")
+        assert [counts(line) for line in status] == [
+            ("oltp", str(files["oltp"]), "0", "0"),
+            ("olap", str(files["olap"]), "0", "0"),
+        ]
+        verbose = b2bdwh_migrate("status", "--verbose", "--target", "oltp")
+        assert any(
+            line.startswith("  applied  migrations/oltp/V0001__source_tables.sql")
+            for line in verbose
+        )
+        assert counts(verbose[-1]) == ("oltp", str(files["oltp"]), "0", "0")
+        assert len(verbose) == files["oltp"] + 1
+        # A changed applied migration: counted in the summary, named in an error line.
+        with psycopg.connect(dbtools.dsn(oltp), autocommit=True) as conn:
+            conn.execute(
+                "UPDATE schema_history SET checksum = 'x' WHERE script LIKE %s",
+                ("%V0001__source_tables.sql",),
+            )
+        proc = subprocess.run(
+            [sys.executable, "-m", "b2bdwh", "migrate", "status", "--target", "oltp"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 1
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith("  error: migrations/oltp/V0001__source_tables.sql was edited")
+        assert counts(lines[-1]) == ("oltp", str(files["oltp"] - 1), "0", "1")
     finally:
         dbtools.drop_database(oltp)
         dbtools.drop_database(olap)

@@ -9,7 +9,12 @@
   or upgrades the metadata database, stores the two connections in it (so the
   UI lists them, rewritten from the settings at every start), then becomes
   `airflow standalone` (API server and UI, scheduler, DAG processor,
-  triggerer) on 127.0.0.1 and the port given.
+  triggerer) on 127.0.0.1 and the port given. Nothing else listens: the scheduler's and
+  the triggerer's log servers (ports 8793 and 8794) are not started, since Airflow 3
+  binds them to every interface with no setting to change that (airflow.utils.serve_logs
+  passes host=""); on one machine the API server reads the task logs from AIRFLOW_HOME/logs
+  itself. standalone starts each component as `airflow` from PATH, so a small wrapper
+  first on PATH (AIRFLOW_HOME/bin/airflow) adds Airflow's own --skip-serve-logs to those two.
 - `b2bdwh airflow test DAG_ID` runs one DAG end to end with Airflow's own
   `dag.test()` (what `airflow dags test` runs) against a throwaway metadata
   database created on the fly, prints each task's state and duration as it
@@ -185,6 +190,29 @@ def run_env(args: argparse.Namespace) -> int:
 
 # --- b2bdwh airflow serve -------------------------------------------------------------------
 
+# standalone runs `airflow scheduler` and `airflow triggerer` from PATH; this wrapper, first
+# on PATH, gives them --skip-serve-logs (their log servers would listen on every interface).
+COMPONENT_WRAPPER = """#!/bin/sh
+# Written by `b2bdwh airflow serve`: the scheduler and the triggerer without their log
+# servers, which Airflow binds to every interface; anything else goes to Airflow as is.
+case "$1" in
+    scheduler|triggerer) exec {airflow} "$@" --skip-serve-logs ;;
+esac
+exec {airflow} "$@"
+"""
+
+
+def write_component_wrapper(home: Path) -> Path:
+    """AIRFLOW_HOME/bin/airflow, the wrapper above around this venv's airflow; returns its
+    directory."""
+    bindir = home / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    wrapper = bindir / "airflow"
+    airflow = shlex.quote(str(Path(sys.executable).parent / "airflow"))
+    wrapper.write_text(COMPONENT_WRAPPER.format(airflow=airflow))
+    wrapper.chmod(0o755)
+    return bindir
+
 
 def serve_environment(home: Path, port: int) -> dict[str, str]:
     """The environment of `airflow standalone` for this checkout: airflow_environment() without
@@ -200,8 +228,9 @@ def serve_environment(home: Path, port: int) -> dict[str, str]:
     env["AIRFLOW__LOGGING__COLORED_CONSOLE_LOG"] = "False"
     # The DAGs are chains run one at a time: a few LocalExecutor workers, not the default 32.
     env.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
-    # standalone starts each component as `airflow` from PATH: this venv's.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # standalone starts each component as `airflow` from PATH: the wrapper around this venv's.
+    path = [str(home.expanduser().resolve() / "bin"), str(Path(sys.executable).parent)]
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH", "")])
     return env
 
 
@@ -216,6 +245,7 @@ def run_serve(args: argparse.Namespace) -> int:
             ) from exc
     home = args.airflow_home.expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
+    write_component_wrapper(home)
     env = serve_environment(home, args.port)
     connections = {conn_id: connection_json(dsn()) for conn_id, dsn in CONNECTIONS.items()}
     print(f"Airflow in {home}: metadata database and connections {', '.join(connections)}")

@@ -41,7 +41,7 @@ import psycopg
 from psycopg import sql
 
 from b2bdwh import settings
-from b2bdwh.db import CliError, connect, describe, with_dbname
+from b2bdwh.db import CliError, connect, describe, parse, with_dbname
 
 HELP = "apply migrations and procedures to the source (oltp) and the warehouse (olap)"
 
@@ -258,7 +258,7 @@ def read_scripts(target: Target) -> tuple[list[Script], list[Script]]:
 
 def ensure_database(target: Target, *, create: bool) -> bool:
     """True when the target database exists; creates it when asked to."""
-    dbname = psycopg.conninfo.conninfo_to_dict(target.dsn).get("dbname")
+    dbname = parse(target.dsn).get("dbname")
     try:
         connect(target.dsn).close()
         return True
@@ -390,20 +390,37 @@ def after_migrate(target: Target) -> Script | None:
     return Script(path, name, "callback", None, text, sha256(text))
 
 
+def summary(target: Target, applied: int, pending: int, changed: int, *, now: bool = False) -> str:
+    """The one line that ends a migrate or a status: counts per target."""
+    word = "applied now" if now else "applied"
+    return (
+        f"{target.name}: {applied} {word}, {pending} pending, {changed} changed"
+        f" ({describe(target.dsn)})"
+    )
+
+
 def migrate(
     target: Target,
     *,
     dry_run: bool = False,
     lock_timeout: float = 30.0,
     say: Callable[[str], None] = print,
+    verbose: bool = True,
 ) -> list[Script]:
-    """Bring one target up to date. Returns the scripts applied (or that would be)."""
+    """Bring one target up to date. Returns the scripts applied (or that would be). Ends with
+    a summary line; each file is named only when verbose."""
+
+    def detail(line: str) -> None:
+        if verbose:
+            say(line)
+
     where = describe(target.dsn)
     if not ensure_database(target, create=not dry_run):
         versioned, repeatable = read_scripts(target)
         say(f"{target.name}: {where} does not exist; it would be created")
         for script in versioned + repeatable:
-            say(f"  would apply {script.name}")
+            detail(f"  would apply {script.name}")
+        say(summary(target, 0, len(versioned + repeatable), 0, now=True))
         return versioned + repeatable
     with connect(target.dsn, autocommit=True) as conn:
         if not dry_run:
@@ -414,45 +431,53 @@ def migrate(
             raise CliError(
                 f"{target.name} ({where}): nothing applied.\n  " + "\n  ".join(plan.errors)
             )
-        verb = "would apply" if dry_run else "applied"
         for script in plan.pending:
             if dry_run:
-                say(f"  {verb} {script.name}")
+                detail(f"  would apply {script.name}")
                 continue
             duration = apply_script(conn, script)
-            say(f"  {verb} {script.name} ({duration} ms)")
+            detail(f"  applied {script.name} ({duration} ms)")
         callback = after_migrate(target)
         if callback and not dry_run:
             duration = apply_script(conn, callback)
             if plan.pending:
-                say(f"  ran {callback.name} ({duration} ms)")
-        if not plan.pending:
-            say(f"{target.name}: up to date ({where})")
-            return []
-        say(f"{target.name}: {len(plan.pending)} file(s) {verb} ({where})")
+                detail(f"  ran {callback.name} ({duration} ms)")
+        if dry_run:
+            say(summary(target, 0, len(plan.pending), 0, now=True))
+            return plan.pending
+        say(summary(target, len(plan.pending), 0, 0, now=True))
         return plan.pending
 
 
-def status(target: Target, say: Callable[[str], None] = print) -> bool:
-    """Print applied and pending items. Returns False when something is wrong."""
-    where = describe(target.dsn)
+def status(target: Target, say: Callable[[str], None] = print, verbose: bool = True) -> bool:
+    """Print a summary line of applied, pending and changed files (each one listed when
+    verbose) and any error. Returns False when something is wrong."""
     if not ensure_database(target, create=False):
-        say(f"{target.name}: {where} does not exist yet")
+        versioned, repeatable = read_scripts(target)
+        say(f"{target.name}: {describe(target.dsn)} does not exist yet")
+        say(summary(target, 0, len(versioned + repeatable), 0))
         return True
     with connect(target.dsn, autocommit=True) as conn:
         plan = make_plan(target, history(conn))
-    say(f"{target.name} ({where})")
+    changed = 0
+    lines = []
     for script, row in plan.applied:
         state = "applied " if script and script.checksum == row["checksum"] else "CHANGED "
         if script is None:
             state = "MISSING "
-        say(f"  {state} {row['script']:<60} {row['applied_at']:%Y-%m-%d %H:%M} {row['applied_by']}")
-    for script in plan.current_repeatables:
-        say(f"  current  {script.name}")
-    for script in plan.pending:
-        say(f"  pending  {script.name}")
+        changed += state != "applied "
+        lines.append(
+            f"  {state} {row['script']:<60} {row['applied_at']:%Y-%m-%d %H:%M} {row['applied_by']}"
+        )
+    lines += [f"  current  {script.name}" for script in plan.current_repeatables]
+    lines += [f"  pending  {script.name}" for script in plan.pending]
+    if verbose:
+        for line in lines:
+            say(line)
     for error in plan.errors:
         say(f"  error: {error}")
+    applied = len(plan.applied) - changed + len(plan.current_repeatables)
+    say(summary(target, applied, len(plan.pending), changed))
     return not plan.errors
 
 
@@ -465,7 +490,7 @@ def source_placeholders(oltp_dsn: str) -> dict[str, str]:
             info = conn.info
             host, port, dbname = info.host, str(info.port), info.dbname
     except CliError:
-        params = psycopg.conninfo.conninfo_to_dict(oltp_dsn)
+        params = parse(oltp_dsn)
         host = str(params.get("host") or os.environ.get("PGHOST", "/var/run/postgresql"))
         port = str(params.get("port") or os.environ.get("PGPORT", "5432"))
         dbname = str(params.get("dbname") or settings.OLTP_DB)
@@ -510,6 +535,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="show what would run; run nothing")
     parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list each file (applied, pending, changed); by default one summary line per target",
+    )
+    parser.add_argument(
         "--lock-timeout",
         type=float,
         default=30.0,
@@ -521,8 +552,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     names = args.target or TARGETS
     if args.action == "status":
-        ok = all([status(default_target(name)) for name in names])
+        ok = all([status(default_target(name), verbose=args.verbose) for name in names])
         return 0 if ok else 1
     for name in names:
-        migrate(default_target(name), dry_run=args.dry_run, lock_timeout=args.lock_timeout)
+        migrate(
+            default_target(name),
+            dry_run=args.dry_run,
+            lock_timeout=args.lock_timeout,
+            verbose=args.verbose,
+        )
     return 0

@@ -28,8 +28,12 @@ def pipeline_dsn() -> str:
     B2B_ETL_USER set empty keeps the warehouse DSN's own user."""
     from psycopg import conninfo
 
+    from b2bdwh.db import parse
+
     user = os.environ.get("B2B_ETL_USER", "b2b_etl")
-    return conninfo.make_conninfo(olap_dsn(), user=user) if user else olap_dsn()
+    if not user:
+        return olap_dsn()
+    return conninfo.make_conninfo(**{**parse(olap_dsn()), "user": user})
 
 
 def dsn_for(target: str) -> str:

@@ -1,31 +1,45 @@
 """`b2bdwh status`: is the warehouse healthy? Recent runs, the latest run's steps, the lag
-behind the source, this warehouse as a consumer of the source's change log, failed checks,
-recent errors and quarantined rows.
+behind the source, this warehouse as a consumer of the source's change log, failed DAG runs,
+failed checks, recent errors and quarantined rows.
 
-Exits 2, naming the reason, when the latest run failed or was interrupted (a step marked
-running that nobody executes), when the oldest source change not yet applied is older
-than --max-lag, when the lag cannot be measured, or when the source no longer holds back
-the changes this warehouse has not applied (it is not registered, or did not report for
-longer than its retention) or has already purged some of them: usable as a health check
-(exit 0 means healthy).
+Exit codes, for a monitor: 0 healthy; 2 unhealthy, naming the reason; 1 only for a usage
+error (an unknown option, a --max-lag that is not a duration, a malformed connection
+string). Unhealthy is: the database cannot be reached or read; the latest run failed or was
+interrupted (a step marked running that nobody executes); the lag (etl.v_freshness: the
+age of the oldest committed source change not applied yet) exceeds --max-lag, by default
+etl.config max_freshness_lag, or cannot be measured; the source no longer holds back the
+changes this warehouse has not applied (it is not registered, or did not report for longer
+than its retention) or has already purged some of them; the latest Airflow run of a DAG
+failed and no run of its pipeline succeeded since (read from Airflow's own metadata with
+`airflow dags list-runs` when an AIRFLOW_HOME is set or the project's .airflow exists: a
+run that failed before reaching the database, which is down or refused it, leaves no trace
+in the warehouse).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 
 from b2bdwh import settings
-from b2bdwh.db import CliError, connect
+from b2bdwh.db import CliError, Unreachable, connect
 from b2bdwh.summary import table
 
 HELP = "print recent runs, lag behind the source, failed checks and errors; exit 2 if unhealthy"
 
 UNHEALTHY = 2
-DEFAULT_MAX_LAG = "3600"
+USAGE_ERROR = 1
+# The DAGs whose Airflow runs count, and the pipeline each runs.
+DAG_PIPELINES = {"dwh_initial_load": "initial_load", "dwh_incremental_update": "incremental_update"}
+AIRFLOW_TIMEOUT = 120  # seconds for `airflow dags list-runs` on a busy machine
 
 RUNS = """
 SELECT run_id, pipeline, status, started_at, coalesce(finished_at, clock_timestamp()) - started_at,
@@ -48,13 +62,16 @@ APPLIED = """
 SELECT run_id, source_snapshot::text, pg_snapshot_xmin(source_snapshot)::text
   FROM etl.run WHERE window_applied ORDER BY run_id DESC LIMIT 1
 """
-# Source changes that snapshot did not see: the incremental update's own rule. The xmin bound
-# goes to the source as a parameter; the visibility test runs here on what comes back.
-BACKLOG = """
-SELECT count(*), min(c.changed_at), (SELECT s.taken_at FROM src.source_snapshot AS s),
-       count(*) FILTER (WHERE c.operation = 'T')
-  FROM src.change_log AS c
- WHERE c.txid >= %(xmin)s::xid8 AND NOT pg_visible_in_snapshot(c.txid, %(snapshot)s::pg_snapshot)
+# The lag, one mechanism for the view a monitor reads and this command: etl.v_freshness.
+FRESHNESS = """
+SELECT f.applied_run_id, f.unapplied_changes, f.oldest_unapplied_at, f.lag, f.source_replaced,
+       f.max_lag
+  FROM etl.v_freshness AS f
+"""
+# When each pipeline last succeeded: a failed DAG run before that is superseded.
+LAST_SUCCESS = """
+SELECT r.pipeline, max(r.started_at) FROM etl.run AS r WHERE r.status = 'succeeded'
+ GROUP BY r.pipeline
 """
 # This warehouse as a consumer of the source's change log: its name, its row in cdc.consumer,
 # the source's purge horizon and clock, all read in one statement (one remote snapshot).
@@ -113,6 +130,7 @@ class Lag:
     age: dt.timedelta | None = None
     applied_run: int | None = None
     replaced: int = 0  # TRUNCATEs among them: the source was replaced (import, generate)
+    max_lag: dt.timedelta | None = None  # etl.config max_freshness_lag
     error: str | None = None
 
 
@@ -169,21 +187,22 @@ def duration(value: dt.timedelta | None) -> str:
 
 
 def measure_lag(conn: psycopg.Connection) -> Lag:
-    applied = conn.execute(APPLIED).fetchone()
-    if applied is None:
-        return Lag(error="no run has applied a snapshot of the source yet")
-    run_id, snapshot, xmin = applied
     try:
         with conn.transaction():
-            backlog, oldest, source_now, replaced = conn.execute(
-                BACKLOG, {"xmin": xmin, "snapshot": snapshot}
-            ).fetchone()
+            run_id, backlog, oldest, age, replaced, max_lag = conn.execute(FRESHNESS).fetchone()
     except psycopg.Error as exc:
         first_line = str(exc).strip().splitlines()[0]
-        return Lag(applied_run=run_id, error=f"cannot read the source's change log: {first_line}")
-    # Age by the source's clock: changed_at was written by it.
-    age = (source_now - oldest) if oldest is not None else dt.timedelta(0)
-    return Lag(backlog=backlog, oldest=oldest, age=age, applied_run=run_id, replaced=replaced)
+        return Lag(error=f"cannot read the source's change log: {first_line}")
+    if run_id is None:
+        return Lag(max_lag=max_lag, error="no run has applied a snapshot of the source yet")
+    return Lag(
+        backlog=backlog,
+        oldest=oldest,
+        age=age,
+        applied_run=run_id,
+        replaced=int(bool(replaced)),
+        max_lag=max_lag,
+    )
 
 
 def measure_consumer(conn: psycopg.Connection, window_start: str | None) -> Consumer:
@@ -262,18 +281,118 @@ def consumer_report(consumer: Consumer, window_start: str | None) -> tuple[list[
     return out, problems
 
 
-def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3) -> Status:
-    """The report and the reasons it is unhealthy (none: healthy)."""
+def find_airflow_home(option: str | None) -> Path | None:
+    """Where Airflow keeps its runs: --airflow-home, else $AIRFLOW_HOME, else the project's
+    .airflow (`make airflow`) when it holds a metadata database; '' turns the check off."""
+    if option is not None:
+        return Path(option) if option else None
+    if "AIRFLOW_HOME" in os.environ:  # set empty: no Airflow to check
+        return Path(os.environ["AIRFLOW_HOME"]) if os.environ["AIRFLOW_HOME"] else None
+    default = settings.PROJECT_ROOT / ".airflow"
+    return default if (default / "airflow.db").is_file() else None
+
+
+def airflow_runs(home: Path) -> tuple[dict[str, dict], str | None]:
+    """The latest finished run of each DAG, from Airflow's own metadata database through its
+    command line (`airflow dags list-runs`, one process per DAG, side by side). Returns
+    ({dag_id: run}, an error if Airflow could not be read)."""
+    env = {**os.environ, "AIRFLOW_HOME": str(home)}
+    airflow = Path(sys.executable).parent / "airflow"
+    command = str(airflow) if airflow.exists() else "airflow"
+    procs = {
+        dag_id: subprocess.Popen(
+            [command, "dags", "list-runs", dag_id, "-o", "json"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for dag_id in DAG_PIPELINES
+    }
+    latest: dict[str, dict] = {}
+    errors: list[str] = []
+    for dag_id, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=AIRFLOW_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            errors.append(f"{dag_id}: `airflow dags list-runs` took over {AIRFLOW_TIMEOUT} s")
+            continue
+        if proc.returncode != 0:
+            if "does not exist in 'dag' table" in err:
+                continue  # never parsed there: no run
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            errors.append(f"{dag_id}: `airflow dags list-runs` exited {proc.returncode}: {last}")
+            continue
+        # Airflow may print warnings on stdout first: the JSON list is the last line.
+        lists = [line for line in out.splitlines() if line.startswith("[{") or line == "[]"]
+        try:
+            runs = json.loads(lists[-1])
+        except (IndexError, ValueError):
+            errors.append(f"{dag_id}: `airflow dags list-runs` printed no JSON list")
+            continue
+        finished = [r for r in runs if r.get("state") in ("success", "failed")]
+        if finished:
+            latest[dag_id] = max(finished, key=lambda r: r.get("run_after") or "")
+    return latest, ("; ".join(errors) or None)
+
+
+def airflow_report(
+    home: Path | None, last_success: dict[str, dt.datetime]
+) -> tuple[list[str], list[str]]:
+    """The lines of the Airflow section and the problems it finds: the latest finished run of a
+    DAG failed, and no run of its pipeline succeeded in the warehouse since it started."""
+    out = ["", "Airflow (latest finished run of each DAG):"]
+    if home is None:
+        out.append("  not checked: no AIRFLOW_HOME (set it, or --airflow-home DIR)")
+        return out, []
+    latest, error = airflow_runs(home)
+    problems: list[str] = []
+    if error:
+        out.append(f"  unknown: {error}")
+        problems.append(f"the Airflow runs in {home} cannot be read: {error}")
+    for dag_id, pipeline in DAG_PIPELINES.items():
+        run = latest.get(dag_id)
+        if run is None:
+            if dag_id not in (error or ""):
+                out.append(f"  {dag_id}: no finished run")
+            continue
+        started = dt.datetime.fromisoformat(run.get("start_date") or run["run_after"])
+        out.append(
+            f"  {dag_id}: {run['state']}, run {run['run_id']}, started {started:%Y-%m-%d %H:%M:%S}"
+        )
+        succeeded = last_success.get(pipeline)
+        if run["state"] == "failed" and (succeeded is None or succeeded < started):
+            problems.append(
+                f"the latest Airflow run of {dag_id} ({run['run_id']}, started"
+                f" {started:%Y-%m-%d %H:%M:%S}) failed, and no {pipeline} run succeeded since:"
+                f" see its task logs (airflow tasks states-for-dag-run {dag_id} {run['run_id']})"
+            )
+    return out, problems
+
+
+def status(
+    dsn: str,
+    max_lag: str | None = None,
+    runs_per_pipeline: int = 3,
+    airflow_home: Path | None = None,
+) -> Status:
+    """The report and the reasons it is unhealthy (none: healthy). max_lag: None takes
+    etl.config max_freshness_lag."""
     out: list[str] = []
     problems: list[str] = []
     with connect(dsn, autocommit=True) as conn:
-        threshold = parse_max_lag(conn, max_lag)
+        threshold = parse_max_lag(conn, max_lag) if max_lag is not None else None
+        last_success = dict(conn.execute(LAST_SUCCESS).fetchall())
+        airflow_lines, airflow_problems = airflow_report(airflow_home, last_success)
         latest = conn.execute(LATEST_RUN).fetchone()
         if latest is None:
-            return Status(
-                "The warehouse has no run yet: CALL etl.run_initial_load();",
-                ["no run yet: the warehouse was never loaded"],
+            text = "\n".join(
+                ["The warehouse has no run yet: CALL etl.run_initial_load();", *airflow_lines]
             )
+            return Status(text, ["no run yet: the warehouse was never loaded", *airflow_problems])
         run_id, pipeline, run_status, message = latest
         if run_status == "failed":
             problems.append(
@@ -329,15 +448,23 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
                     f" after run {lag.applied_run}; an incremental update cannot apply that:"
                     " CALL etl.run_initial_load();"
                 )
-            if lag.age is not None and lag.age > threshold:
-                problems.append(
-                    f"lag {duration(lag.age)} exceeds --max-lag {duration(threshold)}"
-                    f" ({lag.backlog:,} change(s) waiting)"
-                )
+        if threshold is None:
+            threshold = lag.max_lag
+            source = "etl.config max_freshness_lag"
+        else:
+            source = "--max-lag"
+        measured = consumer.covered is not False and lag.age is not None
+        if measured and threshold is not None and lag.age > threshold:
+            problems.append(
+                f"lag {duration(lag.age)} exceeds {source} {duration(threshold)}"
+                f" ({lag.backlog:,} change(s) waiting)"
+            )
 
         lines, found = consumer_report(consumer, window_start)
         out += lines
         problems += found
+        out += airflow_lines
+        problems += airflow_problems
 
         checks = conn.execute(FAILED_CHECKS, ([r[0] for r in runs],)).fetchall()
         out += ["", "Failed validations of these runs:"]
@@ -359,17 +486,22 @@ def status(dsn: str, max_lag: str = DEFAULT_MAX_LAG, runs_per_pipeline: int = 3)
     if problems:
         out += ["UNHEALTHY:"] + [f"  - {p}" for p in problems]
     else:
-        out.append(f"Healthy (max lag {duration(threshold)}).")
+        out.append(f"Healthy (max lag {duration(threshold) or 'unknown'}).")
     return Status("\n".join(out), problems)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        f"{HELP}. Exit status: 0 healthy; 2 unhealthy (including a database that cannot be"
+        " reached), each reason named; 1 only for a usage error."
+    )
     parser.add_argument(
         "--max-lag",
-        default=DEFAULT_MAX_LAG,
+        default=None,
         metavar="LAG",
         help="unhealthy when the oldest unapplied source change is older than this: seconds "
-        "or an interval such as '15 minutes' (default: 3600 s)",
+        "or an interval such as '15 minutes' (default: etl.config max_freshness_lag, "
+        "30 minutes: twice the incremental DAG's interval)",
     )
     parser.add_argument(
         "--runs",
@@ -378,9 +510,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="runs of each pipeline to list (default: 3)",
     )
+    parser.add_argument(
+        "--airflow-home",
+        default=None,
+        metavar="DIR",
+        help="where Airflow keeps its runs, to count a failed DAG run (default: $AIRFLOW_HOME, "
+        "else the project's .airflow if it exists; '' (or AIRFLOW_HOME set empty) to skip)",
+    )
+    # A usage error is 1 here: 2 means unhealthy to a monitor.
+    parser.usage_exit_code = USAGE_ERROR  # type: ignore[attr-defined]
 
 
 def run(args: argparse.Namespace) -> int:
-    result = status(settings.olap_dsn(), args.max_lag, args.runs)
-    print(result.text)
-    return UNHEALTHY if result.problems else 0
+    home = find_airflow_home(args.airflow_home)
+    try:
+        result = status(settings.olap_dsn(), args.max_lag, args.runs, home)
+    except Unreachable as exc:
+        raise CliError(f"UNHEALTHY: {exc}", exit_code=UNHEALTHY) from exc
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise CliError(
+            f"UNHEALTHY: cannot read the warehouse's state: {first_line}", exit_code=UNHEALTHY
+        ) from exc
+    code = UNHEALTHY if result.problems else 0
+    try:
+        print(result.text, flush=True)
+    except BrokenPipeError:  # `b2bdwh status | head -1`: the verdict stands, for pipefail
+        from b2bdwh.cli import quiet_broken_pipe
+
+        quiet_broken_pipe()
+    return code
