@@ -49,12 +49,17 @@ ISSUES = {
     ("DIRTY007", "deal stage read once trimmed and case-folded"),
     ("DIRTY007", "engage date outside the calendar"),
     ("DIRTY007", "close value above max_close_value"),
+    # closed deals inserted without an account
+    ("DIRTY002", "closed deal without an account"),
+    ("DIRTY004", "closed deal without an account"),
+    ("DIRTY007", "closed deal without an account"),
 }
 SOFT = {
     ("SOFT0001", "close date before engage date"),
     ("SOFT0002", "won deal without a close value"),
     ("SOFT0003", "negative close value"),
     ("SOFT0004", "closed deal without a close date"),
+    *((f"SOFT000{i}", "closed deal without an account") for i in range(1, 5)),
 }
 
 

@@ -4,8 +4,11 @@
 --     revives one that was marked deleted), in business-key order so that a
 --     rebuild gives the same surrogate keys, and marks the rows the window
 --     deleted (etl.stage_deleted) as deleted. Unchanged rows are not touched.
+--     Then lists the staged accounts whose sector or office_location is a
+--     rare value resembling a frequent one (dwh.list_rare_account_values).
 -- Returns: NULL (done).
--- Tables: reads etl.stage_accounts, etl.stage_deleted; writes dwh.dim_account.
+-- Tables: reads etl.stage_accounts, etl.stage_deleted; writes dwh.dim_account,
+--     etl.data_quality_issue.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION dwh.upsert_dim_account(p_loading_metadata_id bigint)
@@ -55,6 +58,7 @@ BEGIN
       FROM etl.stage_deleted AS x
      WHERE x.table_name = 'accounts' AND d.account_id = x.row_key::integer AND NOT d.is_deleted;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    PERFORM dwh.list_rare_account_values(v_run_id);
     SELECT count(*) INTO v_in FROM etl.stage_accounts;
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted,
                                 p_updated => v_updated, p_deleted => v_deleted);
@@ -64,4 +68,5 @@ $fn$;
 
 COMMENT ON FUNCTION dwh.upsert_dim_account(bigint) IS
 'Unit of dwh.load_dim_account: inserts new accounts, overwrites changed ones (reviving deleted ones) '
-'in business-key order, and marks the window''s deleted accounts deleted.';
+'in business-key order, marks the window''s deleted accounts deleted, and lists rare attribute values '
+'resembling frequent ones as data-quality issues.';

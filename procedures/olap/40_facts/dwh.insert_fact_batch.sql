@@ -21,7 +21,10 @@
 --         without a close date, fractions of a cent (stored rounded), a stage
 --         read only once trimmed and case-folded, an unknown stage, a date
 --         outside the calendar, a close value above max_close_value (loaded
---         as is);
+--         as is), a close date beyond close_date_horizon after the run's
+--         start (loaded: the fact keeps the CRM's date, dim_date reaches it
+--         within date_max), a closed deal without an account (an open one
+--         without is normal);
 --       - the product key is the version in effect at the engage date, the
 --         latest one without an engage date (dwh.product_version_lookup).
 --     An initial load fills an empty table: the first batch sets its keys,
@@ -66,6 +69,7 @@ DECLARE
     v_min date := etl.config_value('date_min')::date;
     v_max date := etl.config_value('date_max')::date;
     v_max_value numeric := etl.config_value('max_close_value')::numeric;
+    v_horizon date;
     v_blocks bigint := pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint;
     v_rows_per_block double precision;
     v_first bigint;
@@ -81,6 +85,9 @@ BEGIN
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     SELECT r.* INTO v_run FROM etl.run AS r WHERE r.run_id = v_step.run_id;
     v_incremental := v_run.pipeline = 'incremental_update';
+    -- The horizon follows the run's start: every batch of a run, and a resumed
+    -- one, judges by the same day.
+    v_horizon := (v_run.started_at::date + etl.config_value('close_date_horizon')::interval)::date;
     v_first := coalesce(v_step.resume_after::bigint, 0);
     IF v_blocks < v_first THEN
         RAISE EXCEPTION 'the stage of run % is shorter than where its fact step stopped', v_run.run_id
@@ -160,7 +167,10 @@ BEGIN
                CASE WHEN st.deal_stage_key = -1 THEN 'unknown deal stage' END,
                CASE WHEN s.engage_date NOT BETWEEN v_min AND v_max THEN 'engage date outside the calendar' END,
                CASE WHEN s.close_date NOT BETWEEN v_min AND v_max THEN 'close date outside the calendar' END,
-               CASE WHEN abs(s.close_value) > v_max_value THEN 'close value above max_close_value' END
+               CASE WHEN abs(s.close_value) > v_max_value THEN 'close value above max_close_value' END,
+               CASE WHEN s.close_date > v_horizon AND s.close_date <= v_max
+                   THEN 'close date far in the future' END,
+               CASE WHEN st.is_closed AND a.account_key IS NULL THEN 'closed deal without an account' END
            ], NULL),
            coalesce(a.account_key, -1),
            coalesce(v.product_key, -1),
@@ -230,6 +240,12 @@ BEGIN
                     WHEN 'close value above max_close_value'
                         THEN format('close_value %s above max_close_value %s: loaded as is',
                                     b.close_value, v_max_value)
+                    WHEN 'close date far in the future'
+                        THEN format('close_date %s beyond %s (the run''s start + close_date_horizon): loaded',
+                                    b.close_date, v_horizon)
+                    WHEN 'closed deal without an account'
+                        THEN format('%s deal with account_id %s: Unknown account', st.deal_stage_name,
+                                    coalesce(b.account_id::text, 'NULL'))
                 END AS detail
      ) AS d
      WHERE b.hard_reason IS NULL AND cardinality(b.soft_rules) > 0;
