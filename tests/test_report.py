@@ -295,11 +295,11 @@ def test_every_chart_renders_in_headless_chromium_without_network(written, tmp_p
     assert sorted(dom.points) == sorted(CHARTS), f"charts with nothing drawn: {dom.points}"
 
     SCREENSHOT.unlink(missing_ok=True)
-    browse(out, tmp_path / "profile", f"--screenshot={SCREENSHOT}", "--window-size=1400,3600")
+    browse(out, tmp_path / "profile", f"--screenshot={SCREENSHOT}", "--window-size=1400,5000")
     png = SCREENSHOT.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    assert (width, height) == (1400, 3600)
+    assert (width, height) == (1400, 5000)
     # A blank page of this size compresses to a few kB; charts and text take far more.
     assert len(png) > 100_000, f"{SCREENSHOT}: {len(png):,} bytes, is it blank?"
 
@@ -457,8 +457,10 @@ def test_agents_without_a_closed_deal_are_listed_apart(written, loaded):
 
 
 def test_the_period_comparison_is_the_warehouse_numbers(written, loaded):
-    """This month and quarter (of the latest close date) against the previous ones and the
-    same ones a year earlier, computed here with PostgreSQL's own date arithmetic."""
+    """This month and quarter (of the latest close date) to date, against the previous ones
+    and the same ones a year earlier to the same day, computed here with PostgreSQL's own date
+    arithmetic (the same day of the same month of the period, or the end of a shorter
+    month)."""
     _out, text = written
     figure = Page(text).figures["chart-periods"]
     latest, *expected = dbtools.query(
@@ -480,8 +482,12 @@ def test_the_period_comparison_is_the_warehouse_numbers(written, loaded):
         SELECT NULL, NULL, (SELECT day FROM anchor)::text
         UNION ALL (
         SELECT s.kind, s.role, coalesce(sum(c.close_value) FILTER (WHERE c.is_won), 0)::text
-          FROM span s LEFT JOIN closed c
-            ON c.full_date >= s.first_day AND c.full_date < s.first_day + s.length
+          FROM span s CROSS JOIN anchor a LEFT JOIN closed c
+            ON c.full_date >= s.first_day
+           AND c.full_date <= least(
+                   s.first_day + age(a.day, date_trunc(s.kind, a.day)),
+                   s.first_day + age(date_trunc('month', a.day), date_trunc(s.kind, a.day))
+                       + interval '1 month' - interval '1 day')
          GROUP BY s.kind, s.role, s.first_day ORDER BY s.first_day)
         """,
     )

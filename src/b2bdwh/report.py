@@ -39,7 +39,7 @@ DEFAULT_OUT = Path("build/report.html")
 CURRENCY = "$"
 
 SERVER = """
-SELECT current_database(), host(inet_server_addr()), inet_server_port(),
+SELECT current_database(), host(inet_server_addr()), current_setting('port'),
        current_setting('server_version')
 """
 MONTHS = """
@@ -51,6 +51,13 @@ LATEST_CLOSE = """
 SELECT max(d.full_date)
   FROM dwh.fact_sales_performance AS f JOIN dwh.dim_date AS d ON d.date_key = f.close_date_key
  WHERE f.is_closed AND NOT f.is_deleted AND f.close_date_key <> -1
+"""
+# Won deals and value per close day of live deals, between two date keys (YYYYMMDD).
+WON_BY_DAY = """
+SELECT d.full_date, count(*), sum(f.close_value)
+  FROM dwh.fact_sales_performance AS f JOIN dwh.dim_date AS d ON d.date_key = f.close_date_key
+ WHERE f.is_won AND NOT f.is_deleted AND f.close_date_key BETWEEN %s AND %s
+ GROUP BY d.full_date
 """
 AGENTS = """
 SELECT sales_agent_name, coalesce(regional_office, '(no office)'),
@@ -312,7 +319,7 @@ class Period:
     kind: str  # "month" or "quarter"
     role: str  # "current", "previous" or "year earlier"
     first: dt.date
-    last: dt.date
+    last: dt.date  # to the same day as the latest close date in the current period
     label: str
 
 
@@ -324,19 +331,29 @@ def month_start(year: int, month: int) -> dt.date:
 
 def periods(latest: dt.date) -> list[Period]:
     """The month and the quarter of the latest close date, the ones before them, and the same
-    ones a year earlier: whole calendar periods."""
+    ones a year earlier, each to date: from its first day to the same point in it as the latest
+    close date in the current one (the same day of the same month of the period, or the end of
+    a shorter month)."""
     found = []
     for kind, months in (("month", 1), ("quarter", 3)):
-        first_month = latest.month if months == 1 else 3 * ((latest.month - 1) // 3) + 1
+        current = month_start(latest.year, 1 + months * ((latest.month - 1) // months))
+        into = latest.month - current.month  # whole months into the period
         for role, back in (("year earlier", 12), ("previous", months), ("current", 0)):
-            first = month_start(latest.year, first_month - back)
-            last = month_start(first.year, first.month + months) - dt.timedelta(days=1)
-            if kind == "month":
-                label = f"{first:%b %Y}"
-            else:
-                label = f"Q{(first.month - 1) // 3 + 1} {first.year}"
-            found.append(Period(kind, role, first, last, label))
+            first = month_start(current.year, current.month - back)
+            month = month_start(first.year, first.month + into)
+            month_end = month_start(month.year, month.month + 1) - dt.timedelta(days=1)
+            last = min(month + dt.timedelta(days=latest.day - 1), month_end)
+            name = (
+                f"{first:%b %Y}"
+                if kind == "month"
+                else f"Q{(first.month - 1) // 3 + 1} {first.year}"
+            )
+            found.append(Period(kind, role, first, last, f"{name} to {last:%b} {last.day}"))
     return found
+
+
+def date_key(day: dt.date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
 
 
 def change(now: Decimal, then: Decimal) -> str:
@@ -345,49 +362,44 @@ def change(now: Decimal, then: Decimal) -> str:
     return f"{100 * (now - then) / then:+.0f}%"
 
 
-def periods_chart(latest: dt.date | None, months: Sequence[tuple]) -> go.Figure:
-    """This month and quarter against the previous ones and the same ones a year earlier, from
-    the monthly figures. "This" is relative to the latest close date in the warehouse, not to
-    today: the demo data is historical."""
+def periods_chart(latest: dt.date | None, days: Sequence[tuple]) -> go.Figure:
+    """This month and quarter to date against the previous ones and the same ones a year
+    earlier, to the same day, from won deals per close day. "This" is relative to the latest
+    close date in the warehouse, not to today: the demo data is historical."""
     figure = go.Figure()
-    title = "This month and quarter against the previous ones and a year earlier"
+    title = "This month and quarter to date, against the previous ones and a year earlier"
     if latest is None:
         layout(figure, title, height=380)
         return empty_note(figure, "No closed deal with a close date yet")
-    by_month = {r[1]: (r[2], r[4]) for r in months if r[1] is not None}
     spans = periods(latest)
     totals = {}
     for p in spans:
-        deals = sum(w for m, (w, _v) in by_month.items() if p.first <= m <= p.last)
-        value = sum((v for m, (_w, v) in by_month.items() if p.first <= m <= p.last), Decimal(0))
-        totals[(p.kind, p.role)] = (deals, value)
+        chosen = [(n, v) for day, n, v in days if p.first <= day <= p.last]
+        totals[(p.kind, p.role)] = (
+            sum(n for n, _v in chosen),
+            sum((v or Decimal(0) for _n, v in chosen), Decimal(0)),
+        )
     ticks = []
     for kind in ("month", "quarter"):
         now = totals[(kind, "current")][1]
-        current, previous, year = (
-            next(p for p in spans if p.kind == kind and p.role == role)
-            for role in ("current", "previous", "year earlier")
-        )
+        current = next(p for p in spans if p.kind == kind and p.role == "current")
         ticks.append(
-            f"<b>this {kind}, {current.label}</b><br>"
-            f"{change(now, totals[(kind, 'previous')][1])} on {previous.label}, "
-            f"{change(now, totals[(kind, 'year earlier')][1])} on {year.label}"
+            f"<b>this {kind}: {current.label}</b><br>"
+            f"{change(now, totals[(kind, 'previous')][1])} on the previous {kind}, "
+            f"{change(now, totals[(kind, 'year earlier')][1])} on a year earlier"
         )
-    for role, colour in (
-        ("year earlier", "#b0bec5"),
-        ("previous", "#64b5f6"),
-        ("current", "#1565c0"),
+    for role, colour, name in (
+        ("year earlier", "#b0bec5", "the same period a year earlier"),
+        ("previous", "#64b5f6", "the previous period"),
+        ("current", "#1565c0", "this period"),
     ):
         chosen = [p for p in spans if p.role == role]
-        name = {"current": "this period", "previous": "the previous period"}.get(
-            role, "the same period a year earlier"
-        )
         figure.add_bar(
             x=[p.kind for p in chosen],
             y=[number(totals[(p.kind, role)][1]) for p in chosen],
             name=name,
             marker_color=colour,
-            text=[f"{p.label}: {short_money(totals[(p.kind, role)][1])}" for p in chosen],
+            text=[f"{p.label}<br>{short_money(totals[(p.kind, role)][1])}" for p in chosen],
             textposition="outside",
             cliponaxis=False,
             customdata=[
@@ -401,11 +413,10 @@ def periods_chart(latest: dt.date | None, months: Sequence[tuple]) -> go.Figure:
     layout(
         figure,
         title,
-        height=420,
+        height=440,
         subtitle=(
             f"Relative to the latest close date in the data, {latest:%Y-%m-%d}, not to today"
-            " (the demo data is historical); whole calendar periods, so the current ones may"
-            " be incomplete"
+            " (the demo data is historical); every period to the same day"
         ),
         barmode="group",
         xaxis={
@@ -415,6 +426,7 @@ def periods_chart(latest: dt.date | None, months: Sequence[tuple]) -> go.Figure:
             "ticktext": ticks,
         },
         yaxis={"title": "won value", "rangemode": "tozero", **MONEY_AXIS},
+        legend={**LEGEND_ON_TOP, "y": 1.08},
     )
     return figure
 
@@ -695,6 +707,15 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
             run_ids = [r[0] for r in runs]
             months = fetch(conn, MONTHS)
             latest_close = conn.execute(LATEST_CLOSE).fetchone()[0]  # type: ignore[index]
+            won_days = (
+                fetch(
+                    conn,
+                    WON_BY_DAY,
+                    (date_key(month_start(latest_close.year - 1, 1)), date_key(latest_close)),
+                )
+                if latest_close
+                else []
+            )
             agents = fetch(conn, AGENTS)
             products = fetch(conn, PRODUCTS)
             sectors = fetch(conn, SECTORS)
@@ -722,7 +743,7 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
 
     sales = [
         Chart("chart-monthly", monthly_chart(months), wide=True),
-        Chart("chart-periods", periods_chart(latest_close, months), wide=True),
+        Chart("chart-periods", periods_chart(latest_close, won_days), wide=True),
         *pair(
             Chart("chart-agents", win_rate_chart(closing, "agent", "office")),
             Chart("chart-agent-value", value_chart(by_value, "agent", "#1565c0")),
