@@ -295,11 +295,11 @@ def test_every_chart_renders_in_headless_chromium_without_network(written, tmp_p
     assert sorted(dom.points) == sorted(CHARTS), f"charts with nothing drawn: {dom.points}"
 
     SCREENSHOT.unlink(missing_ok=True)
-    browse(out, tmp_path / "profile", f"--screenshot={SCREENSHOT}", "--window-size=1400,5000")
+    browse(out, tmp_path / "profile", f"--screenshot={SCREENSHOT}", "--window-size=1400,4800")
     png = SCREENSHOT.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    assert (width, height) == (1400, 5000)
+    assert (width, height) == (1400, 4800)
     # A blank page of this size compresses to a few kB; charts and text take far more.
     assert len(png) > 100_000, f"{SCREENSHOT}: {len(png):,} bytes, is it blank?"
 

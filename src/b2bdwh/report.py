@@ -204,6 +204,15 @@ def bar_height(rows: int) -> int:
     return max(300, 130 + 22 * rows)
 
 
+def text_positions(values: Sequence[object], share: float = 0.3) -> list[str]:
+    """A bar's label inside it when the bar is long enough to hold it, else just after it
+    (plotly's "auto" hides the label of a bar of zero length)."""
+    top = max((float(v) for v in values if v is not None), default=0.0)
+    return [
+        "inside" if v is not None and top and float(v) >= share * top else "outside" for v in values
+    ]
+
+
 def monthly_chart(rows: Sequence[tuple]) -> go.Figure:
     # The Unknown month (-1: closed without a close date) is labelled, not dropped.
     labels = [f"{start:%Y-%m}" if start else "no close date" for _key, start, *_ in rows]
@@ -256,8 +265,8 @@ def win_rate_chart(rows: Sequence[tuple], what: str, group: str) -> go.Figure:
             orientation="h",
             marker_color="#2e7d32",
             text=[f"{percent(r[5])} of {r[2] + r[3]:,}" for r in rows],
-            # Inside the bar when it fits (a bar at 100% too), just after it otherwise.
-            textposition="auto",
+            # Inside a long bar (one at 100% too), just after a short one (0% too).
+            textposition=text_positions([r[5] for r in rows]),
             insidetextanchor="end",
             cliponaxis=False,
             customdata=[[r[1] or "", r[2], r[3], number(r[4])] for r in rows],
@@ -286,7 +295,7 @@ def value_chart(rows: Sequence[tuple[str, int, object]], what: str, colour: str)
             orientation="h",
             marker_color=colour,
             text=[short_money(r[2]) for r in rows],
-            textposition="auto",
+            textposition=text_positions([r[2] for r in rows]),
             insidetextanchor="end",
             cliponaxis=False,
             customdata=[[r[1]] for r in rows],
@@ -769,7 +778,7 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
         else ""
     )
 
-    # Data health: an empty panel collapses to one line; a chart left alone takes the row.
+    # Data health: an empty panel collapses to one line.
     health = [
         Chart("chart-run-durations", durations_chart(runs)),
         Chart("chart-run-rows", rows_chart(runs)),
@@ -790,11 +799,10 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
         ),
     ):
         if counts:
-            health.append(Chart(chart_id, per_run_chart(runs, counts, title)))
+            # Wide: rule names are long, and their legend stands at the right of the plot.
+            health.append(Chart(chart_id, per_run_chart(runs, counts, title), wide=True))
         else:
             collapsed.append(f'<p class="none" id="{chart_id}-none">{html.escape(none)}</p>')
-    if len(health) % 2:
-        health[-1].wide = True
     charts = sales + teams + health
 
     tiles = "".join(
@@ -861,7 +869,8 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
     now = dt.datetime.now(dt.UTC).astimezone()
     subtitle = (
         f"{server}; generated {now:%Y-%m-%d %H:%M:%S %Z}; the last {len(runs)} run(s); "
-        f"sales figures are live (not deleted) deals, from the dwh reporting views, in {CURRENCY}"
+        "sales figures are live (not deleted) deals, from the dwh reporting views;"
+        f" money in US dollars ({CURRENCY})"
     )
     text = page(
         "B2B sales warehouse report",
