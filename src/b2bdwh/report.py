@@ -1,11 +1,13 @@
 """`b2bdwh report`: the warehouse as one self-contained HTML page of plotly charts.
 
-Sales (monthly won value, win rate by agent and by product, the pipeline funnel) from the
-reporting views of dwh, and the warehouse's health (recent runs with their durations and
-row counts, failed validations, errors, data-quality issues, quarantined rows) from etl.
-plotly.js is embedded inline, so the file opens anywhere without a network. Each chart's
-figure is a JSON block in the page (<script type="application/json" class="figure">): what
-is drawn can be read back from the file.
+Sales (won value by close month with the win rate, this month and quarter against the
+previous ones and a year earlier, won value by agent, manager, regional office and sector,
+win rate by agent and by product, the pipeline funnel) from the reporting views of dwh, and
+the warehouse's health (recent runs with their durations and row counts, failed validations,
+errors, data-quality issues, quarantined rows) from etl. plotly.js is embedded inline, so the
+file opens anywhere without a network. Each chart's figure is a JSON block in the page
+(<script type="application/json" class="figure">): what is drawn can be read back from the
+file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import datetime as dt
 import html
 import json
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,17 +35,42 @@ HELP = "write an HTML report with charts: sales, the pipeline and the warehouse'
 
 DEFAULT_OUT = Path("build/report.html")
 
+# The CRM's close values are US dollars (the public CRM export the source mirrors).
+CURRENCY = "$"
+
+SERVER = """
+SELECT current_database(), host(inet_server_addr()), current_setting('port'),
+       current_setting('server_version')
+"""
 MONTHS = """
 SELECT month_date_key, month_start, won_deals, lost_deals, won_value, win_rate
   FROM dwh.v_sales_by_month ORDER BY month_date_key
 """
+# The latest close date of a live closed deal: the period comparison's "now".
+LATEST_CLOSE = """
+SELECT max(d.full_date)
+  FROM dwh.fact_sales_performance AS f JOIN dwh.dim_date AS d ON d.date_key = f.close_date_key
+ WHERE f.is_closed AND NOT f.is_deleted AND f.close_date_key <> -1
+"""
+# Won deals and value per close day of live deals, between two date keys (YYYYMMDD).
+WON_BY_DAY = """
+SELECT d.full_date, count(*), sum(f.close_value)
+  FROM dwh.fact_sales_performance AS f JOIN dwh.dim_date AS d ON d.date_key = f.close_date_key
+ WHERE f.is_won AND NOT f.is_deleted AND f.close_date_key BETWEEN %s AND %s
+ GROUP BY d.full_date
+"""
 AGENTS = """
-SELECT sales_agent_name, regional_office, won_deals, lost_deals, won_value, win_rate
+SELECT sales_agent_name, coalesce(regional_office, '(no office)'),
+       won_deals, lost_deals, won_value, win_rate, coalesce(manager_name, '(no manager)')
   FROM dwh.v_agent_performance ORDER BY win_rate NULLS FIRST, won_value, sales_agent_name
 """
 PRODUCTS = """
 SELECT product_name, series, won_deals, lost_deals, won_value, win_rate
   FROM dwh.v_product_performance ORDER BY win_rate NULLS FIRST, won_value, product_name
+"""
+SECTORS = """
+SELECT coalesce(sector, '(no sector)'), sum(won_deals)::bigint, sum(won_value)
+  FROM dwh.v_account_performance GROUP BY 1 HAVING sum(won_deals) > 0 ORDER BY 3, 1
 """
 OPEN_STAGES = """
 SELECT deal_stage_name, open_deals, list_value, avg_age_days
@@ -60,13 +88,15 @@ SELECT r.run_id, r.pipeline, r.status, r.started_at,
  GROUP BY r.run_id, r.pipeline, r.status, r.started_at, r.finished_at, r.message
  ORDER BY r.run_id
 """
+RUN_COUNTS = "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM etl.run"
 ERRORS = """
 SELECT to_char(e.logged_at, 'YYYY-MM-DD HH24:MI:SS'), e.run_id, e.procedure_name,
-       coalesce(e.sqlstate, ''), left(regexp_replace(e.message, '\\s+', ' ', 'g'), 160)
+       coalesce(e.sqlstate, ''), regexp_replace(e.message, '\\s+', ' ', 'g')
   FROM etl.error_log AS e
  WHERE e.kind = 'error' AND e.run_id = ANY (%s)
  ORDER BY e.error_id DESC LIMIT 20
 """
+# Generic over the rules: whatever (table, rule) pairs etl.data_quality_issue holds.
 DQ_ISSUES = """
 SELECT i.run_id, i.table_name || ': ' || i.rule, count(*)
   FROM etl.data_quality_issue AS i WHERE i.run_id = ANY (%s)
@@ -82,14 +112,23 @@ SELECT e.run_id, coalesce(e.table_name, '?'), count(*)
 TEMPLATE = "plotly_white"
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 STATUS_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "running": "#f9a825"}
+# Money on an axis: $250k, $1.5M.
+MONEY_AXIS = {"tickprefix": CURRENCY, "tickformat": "~s"}
+# A legend above the plot area, at the right: clear of axis titles, tick labels and bar text.
+LEGEND_ON_TOP = {
+    "orientation": "h",
+    "yanchor": "bottom",
+    "y": 1.02,
+    "xanchor": "right",
+    "x": 1,
+}
 
 
 @dataclass
 class Chart:
-    """One plotly figure and where it goes: its id in the page and its section."""
+    """One plotly figure and where it goes: its id in the page, wide or half a row."""
 
     chart_id: str
-    section: str
     figure: go.Figure
     wide: bool = False
 
@@ -111,7 +150,20 @@ def number(value: object) -> float | int | None:
 
 
 def money(value: float | Decimal | None) -> str:
-    return "" if value is None else f"{float(value):,.0f}"
+    """$1,234,567: whole units, a thousands separator, the currency sign."""
+    if value is None:
+        return ""
+    sign = "-" if value < 0 else ""
+    return f"{sign}{CURRENCY}{abs(float(value)):,.0f}"
+
+
+def short_money(value: float | Decimal) -> str:
+    """$1.23M, $456k, $789: for labels on bars."""
+    v = float(value)
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= size:
+            return f"{CURRENCY}{v / size:.3g}{unit}"
+    return f"{CURRENCY}{v:,.0f}"
 
 
 def percent(value: float | Decimal | None) -> str:
@@ -126,16 +178,39 @@ def empty_note(figure: go.Figure, text: str) -> go.Figure:
     return figure
 
 
-def layout(figure: go.Figure, title: str, height: int = 420, **extra: object) -> go.Figure:
+def layout(
+    figure: go.Figure,
+    title: str,
+    height: int = 420,
+    subtitle: str | None = None,
+    **extra: object,
+) -> go.Figure:
+    title_spec: dict[str, object] = {"text": title, "x": 0.01, "xanchor": "left"}
+    if subtitle:
+        title_spec["subtitle"] = {"text": subtitle, "font": {"size": 12, "color": "#616161"}}
+    extra.setdefault("legend", LEGEND_ON_TOP)
     figure.update_layout(
-        title={"text": title, "x": 0.01},
+        title=title_spec,
         template=TEMPLATE,
         height=height,
-        margin={"l": 60, "r": 30, "t": 60, "b": 50},
-        legend={"orientation": "h", "y": -0.15},
+        margin={"l": 60, "r": 30, "t": 100 if subtitle else 80, "b": 50},
         **extra,
     )
     return figure
+
+
+def bar_height(rows: int) -> int:
+    """Tall enough for one readable bar per row."""
+    return max(300, 130 + 22 * rows)
+
+
+def text_positions(values: Sequence[object], share: float = 0.3) -> list[str]:
+    """A bar's label inside it when the bar is long enough to hold it, else just after it
+    (plotly's "auto" hides the label of a bar of zero length)."""
+    top = max((float(v) for v in values if v is not None), default=0.0)
+    return [
+        "inside" if v is not None and top and float(v) >= share * top else "outside" for v in values
+    ]
 
 
 def monthly_chart(rows: Sequence[tuple]) -> go.Figure:
@@ -148,7 +223,7 @@ def monthly_chart(rows: Sequence[tuple]) -> go.Figure:
         name="won value",
         marker_color="#1565c0",
         customdata=[[r[2], r[3]] for r in rows],
-        hovertemplate="%{x}<br>won value %{y:,.0f}<br>won %{customdata[0]:,},"
+        hovertemplate=f"%{{x}}<br>won value {CURRENCY}%{{y:,.0f}}<br>won %{{customdata[0]:,}},"
         " lost %{customdata[1]:,}<extra></extra>",
     )
     figure.add_scatter(
@@ -162,9 +237,9 @@ def monthly_chart(rows: Sequence[tuple]) -> go.Figure:
     )
     layout(
         figure,
-        "Won value by close month",
+        "Won value by close month, with the win rate",
         xaxis={"type": "category", "title": "close month"},
-        yaxis={"title": "won value", "rangemode": "tozero"},
+        yaxis={"title": "won value", "rangemode": "tozero", **MONEY_AXIS},
         yaxis2={
             "title": "win rate",
             "overlaying": "y",
@@ -180,7 +255,8 @@ def monthly_chart(rows: Sequence[tuple]) -> go.Figure:
 
 
 def win_rate_chart(rows: Sequence[tuple], what: str, group: str) -> go.Figure:
-    """Horizontal bars, one per agent or product: win rate, with the counts behind it."""
+    """Horizontal bars, one per agent or product with closed deals: the win rate, with the
+    counts behind it. The axis ends at 100%."""
     names = [str(r[0]) for r in rows]
     figure = go.Figure(
         go.Bar(
@@ -189,21 +265,179 @@ def win_rate_chart(rows: Sequence[tuple], what: str, group: str) -> go.Figure:
             orientation="h",
             marker_color="#2e7d32",
             text=[f"{percent(r[5])} of {r[2] + r[3]:,}" for r in rows],
-            textposition="outside",
+            # Inside a long bar (one at 100% too), just after a short one (0% too).
+            textposition=text_positions([r[5] for r in rows]),
+            insidetextanchor="end",
+            cliponaxis=False,
             customdata=[[r[1] or "", r[2], r[3], number(r[4])] for r in rows],
             hovertemplate=f"%{{y}} ({group} %{{customdata[0]}})<br>win rate %{{x:.1%}}<br>"
             "won %{customdata[1]:,}, lost %{customdata[2]:,}<br>"
-            "won value %{customdata[3]:,.0f}<extra></extra>",
+            f"won value {CURRENCY}%{{customdata[3]:,.0f}}<extra></extra>",
         )
     )
     layout(
         figure,
         f"Win rate by {what} (closed deals)",
-        height=max(300, 120 + 22 * len(rows)),
-        xaxis={"tickformat": ".0%", "range": [0, 1.25], "title": "won / (won + lost)"},
+        height=bar_height(len(rows)),
+        xaxis={"tickformat": ".0%", "range": [0, 1], "title": "won / (won + lost)"},
         yaxis={"type": "category", "automargin": True},
     )
     return empty_note(figure, f"No {what} has closed deals yet") if not rows else figure
+
+
+def value_chart(rows: Sequence[tuple[str, int, object]], what: str, colour: str) -> go.Figure:
+    """Horizontal bars of won value, one per (name, won deals, won value), smallest first
+    (plotly draws the first row at the bottom)."""
+    figure = go.Figure(
+        go.Bar(
+            x=[number(r[2]) for r in rows],
+            y=[str(r[0]) for r in rows],
+            orientation="h",
+            marker_color=colour,
+            text=[short_money(r[2]) for r in rows],
+            textposition=text_positions([r[2] for r in rows]),
+            insidetextanchor="end",
+            cliponaxis=False,
+            customdata=[[r[1]] for r in rows],
+            hovertemplate=f"%{{y}}<br>won value {CURRENCY}%{{x:,.0f}}<br>"
+            "%{customdata[0]:,} deals won<extra></extra>",
+        )
+    )
+    layout(
+        figure,
+        f"Won value by {what}",
+        height=bar_height(len(rows)),
+        xaxis={"title": "won value", "rangemode": "tozero", **MONEY_AXIS},
+        yaxis={"type": "category", "automargin": True},
+    )
+    return empty_note(figure, "No deal won yet") if not rows else figure
+
+
+def won_by(rows: Sequence[tuple], name: int) -> list[tuple[str, int, Decimal]]:
+    """Agents' won deals and value summed by one of their columns (manager, office), as
+    (name, won deals, won value) rows ordered by value; groups that won nothing are left out."""
+    totals: dict[str, tuple[int, Decimal]] = {}
+    for r in rows:
+        deals, value = totals.get(r[name], (0, Decimal(0)))
+        totals[r[name]] = (deals + r[2], value + r[4])
+    return sorted(((k, d, v) for k, (d, v) in totals.items() if d), key=lambda t: (t[2], t[0]))
+
+
+@dataclass
+class Period:
+    kind: str  # "month" or "quarter"
+    role: str  # "current", "previous" or "year earlier"
+    first: dt.date
+    last: dt.date  # to the same day as the latest close date in the current period
+    label: str
+
+
+def month_start(year: int, month: int) -> dt.date:
+    """The first day of a month, months counted on past December and before January."""
+    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+    return dt.date(year, month, 1)
+
+
+def periods(latest: dt.date) -> list[Period]:
+    """The month and the quarter of the latest close date, the ones before them, and the same
+    ones a year earlier, each to date: from its first day to the same point in it as the latest
+    close date in the current one (the same day of the same month of the period, or the end of
+    a shorter month)."""
+    found = []
+    for kind, months in (("month", 1), ("quarter", 3)):
+        current = month_start(latest.year, 1 + months * ((latest.month - 1) // months))
+        into = latest.month - current.month  # whole months into the period
+        for role, back in (("year earlier", 12), ("previous", months), ("current", 0)):
+            first = month_start(current.year, current.month - back)
+            month = month_start(first.year, first.month + into)
+            month_end = month_start(month.year, month.month + 1) - dt.timedelta(days=1)
+            last = min(month + dt.timedelta(days=latest.day - 1), month_end)
+            name = (
+                f"{first:%b %Y}"
+                if kind == "month"
+                else f"Q{(first.month - 1) // 3 + 1} {first.year}"
+            )
+            found.append(Period(kind, role, first, last, f"{name} to {last:%b} {last.day}"))
+    return found
+
+
+def date_key(day: dt.date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def change(now: Decimal, then: Decimal) -> str:
+    if not then:
+        return "n/a" if now else "±0%"
+    return f"{100 * (now - then) / then:+.0f}%"
+
+
+def periods_chart(latest: dt.date | None, days: Sequence[tuple]) -> go.Figure:
+    """This month and quarter to date against the previous ones and the same ones a year
+    earlier, to the same day, from won deals per close day. "This" is relative to the latest
+    close date in the warehouse, not to today: the demo data is historical."""
+    figure = go.Figure()
+    title = "This month and quarter to date, against the previous ones and a year earlier"
+    if latest is None:
+        layout(figure, title, height=380)
+        return empty_note(figure, "No closed deal with a close date yet")
+    spans = periods(latest)
+    totals = {}
+    for p in spans:
+        chosen = [(n, v) for day, n, v in days if p.first <= day <= p.last]
+        totals[(p.kind, p.role)] = (
+            sum(n for n, _v in chosen),
+            sum((v or Decimal(0) for _n, v in chosen), Decimal(0)),
+        )
+    ticks = []
+    for kind in ("month", "quarter"):
+        now = totals[(kind, "current")][1]
+        current = next(p for p in spans if p.kind == kind and p.role == "current")
+        ticks.append(
+            f"<b>this {kind}: {current.label}</b><br>"
+            f"{change(now, totals[(kind, 'previous')][1])} on the previous {kind}, "
+            f"{change(now, totals[(kind, 'year earlier')][1])} on a year earlier"
+        )
+    for role, colour, name in (
+        ("year earlier", "#b0bec5", "the same period a year earlier"),
+        ("previous", "#64b5f6", "the previous period"),
+        ("current", "#1565c0", "this period"),
+    ):
+        chosen = [p for p in spans if p.role == role]
+        figure.add_bar(
+            x=[p.kind for p in chosen],
+            y=[number(totals[(p.kind, role)][1]) for p in chosen],
+            name=name,
+            marker_color=colour,
+            text=[f"{p.label}<br>{short_money(totals[(p.kind, role)][1])}" for p in chosen],
+            textposition="outside",
+            cliponaxis=False,
+            customdata=[
+                [p.label, f"{p.first:%Y-%m-%d}", f"{p.last:%Y-%m-%d}", totals[(p.kind, role)][0]]
+                for p in chosen
+            ],
+            hovertemplate="%{customdata[0]} (%{customdata[1]} to %{customdata[2]})<br>"
+            f"won value {CURRENCY}%{{y:,.0f}}<br>"
+            "%{customdata[3]:,} deals won<extra></extra>",
+        )
+    layout(
+        figure,
+        title,
+        height=440,
+        subtitle=(
+            f"Relative to the latest close date in the data, {latest:%Y-%m-%d}, not to today"
+            " (the demo data is historical); every period to the same day"
+        ),
+        barmode="group",
+        xaxis={
+            "type": "category",
+            "tickmode": "array",
+            "tickvals": ["month", "quarter"],
+            "ticktext": ticks,
+        },
+        yaxis={"title": "won value", "rangemode": "tozero", **MONEY_AXIS},
+        legend={**LEGEND_ON_TOP, "y": 1.08},
+    )
+    return figure
 
 
 def funnel_chart(open_stages: Sequence[tuple], won: int, lost: int) -> go.Figure:
@@ -238,7 +472,7 @@ def funnel_chart(open_stages: Sequence[tuple], won: int, lost: int) -> go.Figure
             hovertemplate="%{y}: %{x:,} deals reached it<br>%{customdata}<extra></extra>",
         )
     )
-    layout(figure, "Pipeline funnel: live deals that reached each stage")
+    layout(figure, "Pipeline funnel: live deals that reached each stage", height=380)
     return empty_note(figure, "No deals yet") if sum(reached) == 0 else figure
 
 
@@ -254,6 +488,7 @@ def durations_chart(runs: Sequence[tuple]) -> go.Figure:
             marker_color=[STATUS_COLOURS.get(r[2], "#757575") for r in runs],
             text=[f"{r[4]:.1f} s" for r in runs],
             textposition="outside",
+            cliponaxis=False,
             customdata=[[r[2], f"{r[3]:%Y-%m-%d %H:%M:%S}", r[5][:120]] for r in runs],
             hovertemplate="%{x}: %{customdata[0]}<br>started %{customdata[1]}<br>"
             "%{y:.2f} s<br>%{customdata[2]}<extra></extra>",
@@ -298,10 +533,9 @@ def rows_chart(runs: Sequence[tuple]) -> go.Figure:
     return figure
 
 
-def per_run_chart(
-    runs: Sequence[tuple], counts: Sequence[tuple], title: str, empty: str
-) -> go.Figure:
-    """Stacked bars: per run, the rows of each kind (rule or table); every run shown, 0 too."""
+def per_run_chart(runs: Sequence[tuple], counts: Sequence[tuple], title: str) -> go.Figure:
+    """Stacked bars: per run, the rows of each kind (rule or table); every run shown, 0 too.
+    The legend (rule names can be long) stands in a column at the right of the plot."""
     found = {(run_id, kind): n for run_id, kind, n in counts}
     figure = go.Figure()
     for kind in sorted({kind for _run, kind in found}):
@@ -317,8 +551,10 @@ def per_run_chart(
         barmode="stack",
         xaxis={"type": "category"},
         yaxis={"title": "rows", "rangemode": "tozero"},
+        legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
+        showlegend=True,
     )
-    return empty_note(figure, empty) if not counts else figure
+    return figure
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> str:
@@ -328,6 +564,7 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: 
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
     )
+    # Messages (the last column) wrap: the whole text, on as many lines as it takes.
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -395,7 +632,10 @@ h2 { margin: 28px 0 10px; font-size: 18px; }
 .chart { background: #fff; border-radius: 6px; box-shadow: 0 1px 2px rgba(0,0,0,.1); }
 .chart.wide { grid-column: 1 / -1; }
 table { border-collapse: collapse; background: #fff; font-size: 13px; width: 100%; }
-th, td { border-bottom: 1px solid #e0e0e0; padding: 5px 8px; text-align: left; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 5px 8px; text-align: left;
+         vertical-align: top; }
+td:last-child { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 24em; }
+.apart { margin: 10px 0 0; color: #616161; }
 th { background: #eceff1; }
 .none { color: #2e7d32; }
 .bad { color: #c62828; font-weight: 600; }
@@ -436,20 +676,58 @@ def fetch(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[tupl
     return conn.execute(query, params).fetchall()
 
 
+def server_name(conn: psycopg.Connection) -> str:
+    """'database X on server H port P (PostgreSQL V)': the server's own name for itself, or
+    this machine's name when connected through a Unix socket, never the socket's path."""
+    database, address, port, version = conn.execute(SERVER).fetchone()  # type: ignore[misc]
+    host = conn.info.host
+    if address is None or host.startswith("/"):
+        host = address or socket.gethostname()  # a Unix socket: the server runs here
+    return f"database {database} on server {host} port {port} (PostgreSQL {version})"
+
+
+def pair(left: Chart, right: Chart) -> list[Chart]:
+    """Two charts side by side, of one height: neither panel is half empty."""
+    height = max(left.figure.layout.height or 420, right.figure.layout.height or 420)
+    left.figure.update_layout(height=height)
+    right.figure.update_layout(height=height)
+    return [left, right]
+
+
+def grid(charts: Sequence[Chart]) -> str:
+    return '<div class="grid">' + "\n".join(figure_block(c) for c in charts) + "</div>"
+
+
 def build(dsn: str, runs_shown: int = 20) -> Report:
     """Read the warehouse and lay out the page."""
     with connect(dsn, autocommit=True) as conn:
         try:
-            runs = fetch(conn, RUNS, (runs_shown,))
-            if not runs:
+            total_runs, succeeded = conn.execute(RUN_COUNTS).fetchone()  # type: ignore[misc]
+            if not succeeded:
+                # Only failed runs load nothing worth a chart: the same message as never loaded.
+                tried = f" ({total_runs} run(s), none succeeded)" if total_runs else ""
                 raise CliError(
-                    f"{describe(dsn)} was never loaded, so there is nothing to report:"
+                    f"{describe(dsn)} was never loaded{tried}, so there is nothing to report:"
                     " CALL etl.run_initial_load(); (or `make demo`)"
+                    + ("; `b2bdwh status` shows why the runs failed" if total_runs else "")
                 )
+            server = server_name(conn)
+            runs = fetch(conn, RUNS, (runs_shown,))
             run_ids = [r[0] for r in runs]
             months = fetch(conn, MONTHS)
+            latest_close = conn.execute(LATEST_CLOSE).fetchone()[0]  # type: ignore[index]
+            won_days = (
+                fetch(
+                    conn,
+                    WON_BY_DAY,
+                    (date_key(month_start(latest_close.year - 1, 1)), date_key(latest_close)),
+                )
+                if latest_close
+                else []
+            )
             agents = fetch(conn, AGENTS)
             products = fetch(conn, PRODUCTS)
+            sectors = fetch(conn, SECTORS)
             open_stages = fetch(conn, OPEN_STAGES)
             failed = fetch(conn, FAILED_CHECKS, (run_ids,))
             errors = fetch(conn, ERRORS, (run_ids,))
@@ -467,29 +745,65 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
     open_deals = sum(r[1] for r in open_stages)
     open_value = sum((r[2] for r in open_stages), Decimal(0))
     latest = runs[-1]
+    # Agents with closed deals are charted; the others are listed apart, by name.
+    closing = [r for r in agents if r[2] + r[3]]
+    idle = sorted(r[0] for r in agents if not r[2] + r[3])
+    by_value = sorted(((r[0], r[2], r[4]) for r in closing), key=lambda t: (t[2], t[0]))
 
-    charts = [
-        Chart("chart-monthly", "sales", monthly_chart(months), wide=True),
-        Chart("chart-agents", "sales", win_rate_chart(agents, "agent", "office")),
-        Chart("chart-products", "sales", win_rate_chart(products, "product", "series")),
-        Chart("chart-funnel", "sales", funnel_chart(open_stages, won, lost), wide=True),
-        Chart("chart-run-durations", "health", durations_chart(runs)),
-        Chart("chart-run-rows", "health", rows_chart(runs)),
-        Chart(
-            "chart-dq-issues",
-            "health",
-            per_run_chart(
-                runs, issues, "Data-quality issues (soft rules: loaded anyway)", "No issues"
-            ),
-        ),
-        Chart(
-            "chart-quarantine",
-            "health",
-            per_run_chart(
-                runs, quarantined, "Rows quarantined (hard rules: not loaded)", "None quarantined"
-            ),
+    sales = [
+        Chart("chart-monthly", monthly_chart(months), wide=True),
+        Chart("chart-periods", periods_chart(latest_close, won_days), wide=True),
+        *pair(
+            Chart("chart-agents", win_rate_chart(closing, "agent", "office")),
+            Chart("chart-agent-value", value_chart(by_value, "agent", "#1565c0")),
         ),
     ]
+    teams = [
+        *pair(
+            Chart("chart-manager-value", value_chart(won_by(agents, 6), "manager", "#5e35b1")),
+            Chart(
+                "chart-office-value", value_chart(won_by(agents, 1), "regional office", "#00838f")
+            ),
+        ),
+        *pair(
+            Chart("chart-products", win_rate_chart(products, "product", "series")),
+            Chart("chart-sector-value", value_chart(sectors, "sector", "#ef6c00")),
+        ),
+        Chart("chart-funnel", funnel_chart(open_stages, won, lost), wide=True),
+    ]
+    idle_note = (
+        f'<p class="apart" id="agents-without-closed-deals">Agents with no closed deal yet'
+        f" ({len(idle)}), not charted: {html.escape(', '.join(idle))}</p>"
+        if idle
+        else ""
+    )
+
+    # Data health: an empty panel collapses to one line.
+    health = [
+        Chart("chart-run-durations", durations_chart(runs)),
+        Chart("chart-run-rows", rows_chart(runs)),
+    ]
+    collapsed = []
+    for chart_id, counts, title, none in (
+        (
+            "chart-dq-issues",
+            issues,
+            "Data-quality issues (soft rules: loaded anyway)",
+            "Data-quality issues (soft rules): none in these runs.",
+        ),
+        (
+            "chart-quarantine",
+            quarantined,
+            "Rows quarantined (hard rules: not loaded)",
+            "Rows quarantined (hard rules): none in these runs.",
+        ),
+    ):
+        if counts:
+            # Wide: rule names are long, and their legend stands at the right of the plot.
+            health.append(Chart(chart_id, per_run_chart(runs, counts, title), wide=True))
+        else:
+            collapsed.append(f'<p class="none" id="{chart_id}-none">{html.escape(none)}</p>')
+    charts = sales + teams + health
 
     tiles = "".join(
         [
@@ -501,13 +815,6 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
             tile(f"latest run #{latest[0]}", f"{latest[2]}", "latest-run"),
         ]
     )
-
-    def grid(section: str) -> str:
-        return (
-            '<div class="grid">'
-            + "\n".join(figure_block(c) for c in charts if c.section == section)
-            + "</div>"
-        )
 
     run_rows = [
         (
@@ -521,12 +828,13 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
             f"{r[8]:,}",
             f"{r[9]:,}",
             f"{r[10]:,}",
-            r[5][:100],
+            r[5],
         )
         for r in reversed(runs)
     ]
-    health = (
-        grid("health")
+    health_html = (
+        grid(health)
+        + "".join(collapsed)
         + "<h3>Runs</h3>"
         + html_table(
             (
@@ -560,14 +868,19 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
     )
     now = dt.datetime.now(dt.UTC).astimezone()
     subtitle = (
-        f"{describe(dsn)}; generated {now:%Y-%m-%d %H:%M:%S %Z}; the last {len(runs)} run(s); "
-        "sales figures are live (not deleted) deals, from the dwh reporting views"
+        f"{server}; generated {now:%Y-%m-%d %H:%M:%S %Z}; the last {len(runs)} run(s); "
+        "sales figures are live (not deleted) deals, from the dwh reporting views;"
+        f" money in US dollars ({CURRENCY})"
     )
     text = page(
         "B2B sales warehouse report",
         subtitle,
         tiles,
-        [("sales", "Sales and pipeline", grid("sales")), ("health", "Data health", health)],
+        [
+            ("sales", "Sales", grid(sales) + idle_note),
+            ("teams", "Teams, products, sectors and the pipeline", grid(teams)),
+            ("health", "Data health", health_html),
+        ],
     )
     return Report(text, len(charts), len(runs))
 
