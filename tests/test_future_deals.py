@@ -27,10 +27,17 @@ DEALS = [
     # opportunity_id, stage, engage date, close date, close value
     ("FUTURE-OPEN", "Engaging", date(NEXT_YEAR, 1, 15), None, None),
     ("FUTURE-WON", "Won", date(NEXT_YEAR, 2, 1), date(NEXT_YEAR, 3, 1), Decimal("1234.56")),
+    # Closed before it was engaged (a mistyped date): found neither among the open deals nor
+    # by its close date, but by the partial index of the close dates before engage dates.
+    ("FUTURE-INVERTED", "Lost", date(NEXT_YEAR, 4, 1), date(NEXT_YEAR, 2, 1), Decimal("0")),
+    # Deleted in the source while open (close date unknown): kept, marked deleted, and moved
+    # like the others, so that history stays on the version in effect at its engage date.
+    ("FUTURE-DELETED", "Engaging", date(NEXT_YEAR, 1, 20), None, None),
     ("PAST-WON", "Won", date(2017, 1, 10), date(2017, 2, 10), Decimal("10.00")),
     ("NO-ENGAGE", "Prospecting", None, None, None),
 ]
-MOVING = {"FUTURE-OPEN", "FUTURE-WON"}
+MOVING = {"FUTURE-OPEN", "FUTURE-WON", "FUTURE-INVERTED", "FUTURE-DELETED"}
+DELETED = "FUTURE-DELETED"
 MONTH = NEXT_YEAR * 10000 + 301  # FUTURE-WON's close month
 
 
@@ -48,6 +55,16 @@ def rig(warehouse: dbtools.Warehouse):
             )
     wc.run_incremental(warehouse.olap_dsn)
     assert wc.last_run(warehouse.olap_dsn)[2] == "succeeded"
+    dbtools.execute(
+        warehouse.oltp_dsn, "DELETE FROM sales_pipeline WHERE opportunity_id = %s", (DELETED,)
+    )
+    wc.run_incremental(warehouse.olap_dsn)
+    assert wc.last_run(warehouse.olap_dsn)[2] == "succeeded"
+    assert dbtools.scalar(
+        warehouse.olap_dsn,
+        "SELECT is_deleted FROM dwh.fact_sales_performance WHERE opportunity_id = %s",
+        (DELETED,),
+    )
     name, fresh = wc.attach_warehouse(warehouse.oltp_dsn, "future_fresh")
     yield warehouse, fresh
     dbtools.drop_database(name)

@@ -45,8 +45,8 @@
 --     Only deals whose engage date falls in a version's period move (a new
 --     version starts at its change's time, so these are the deals engaged
 --     since, mostly in the future); dwh.facts_off_their_version finds them
---     by fact_sales_performance_product_engage_idx (product_key,
---     engage_date_key), so the cost follows the deals that move. A deal
+--     through the open-deals and close-date indexes, so the cost follows
+--     the deals engaged or closed since the window's changes. A deal
 --     without (or with an unknown) engage date keeps its version until the
 --     deal itself changes.
 -- Returns: 'more' while blocks remain, NULL when done.
@@ -111,7 +111,7 @@ BEGIN
 
         -- Deals engaged in the period of a product version this run wrote,
         -- on another version of the product, move onto it: old contribution
-        -- out, new in (dwh.facts_off_their_version finds them by index).
+        -- out, new in (dwh.facts_off_their_version finds them).
         WITH misplaced AS (
             SELECT m.opportunity_id, m.old_key, m.new_key, m.list_price AS sales_price
               FROM dwh.facts_off_their_version(v_run.run_id) AS m

@@ -19,8 +19,9 @@
 --         date_min .. date_max as Unknown), a quarantined record, or a fact
 --         marked deleted;
 --       - incremental: no deal engaged in the period of a product version the
---         run wrote is left on another version of the product (the facts of
---         those versions' siblings in those ranges of engage dates, by index).
+--         run opened is left on another version of the product
+--         (dwh.facts_off_their_version: the deals engaged since its window's
+--         changes, by index).
 --     Incremental checks read only what the window touched: their cost
 --     follows the changes, not the size of the warehouse.
 -- Parameters:
@@ -262,9 +263,8 @@ BEGIN
                           FROM etl.stage_deleted AS d
                          WHERE d.table_name = 'sales_pipeline') AS x) AS c;
 
-        -- Deals engaged in the period of a product version this run wrote
-        -- are on it (dwh.insert_fact_batch moves them there): the facts of
-        -- its sibling versions in its range of engage dates, by index.
+        -- Deals engaged in the period of a product version this run opened
+        -- are on it (dwh.insert_fact_batch moves them there).
         INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
         SELECT p_run_id, 'deals engaged in a product version the run wrote are on it',
                c.misplaced = 0, '0', c.misplaced::text, c.sample
