@@ -143,15 +143,13 @@ BEGIN
           ) AS hi ON true
          WHERE t.refreshed_by_run IS NULL
     ),
+    -- A correlated subquery, not a join: its key reaches the view's
+    -- groupings as a parameter, so each account is read by the account
+    -- index alone (a join would recount every account).
     recounted AS (
-        SELECT r.*
+        SELECT n.account_key,
+               (SELECT v FROM dwh.account_summary_from_facts AS v WHERE v.account_key = n.account_key) AS r
           FROM next AS n
-         CROSS JOIN LATERAL (
-             SELECT v.account_key, v.first_engage_key, v.first_engage_deals, v.last_close_key,
-                    v.last_close_deals
-               FROM dwh.account_summary_from_facts AS v
-              WHERE v.account_key = n.account_key
-         ) AS r
          WHERE n.recount AND n.deals > 0
     ),
     gone AS (
@@ -167,10 +165,10 @@ BEGIN
         )
         SELECT n.account_key, n.deals, n.open_deals, n.won_deals, n.lost_deals, n.won_value, n.won_days,
                n.won_timed_deals,
-               CASE WHEN n.recount THEN r.first_engage_key ELSE n.first_engage_key END,
-               CASE WHEN n.recount THEN r.first_engage_deals ELSE n.first_engage_deals END,
-               CASE WHEN n.recount THEN r.last_close_key ELSE n.last_close_key END,
-               CASE WHEN n.recount THEN r.last_close_deals ELSE n.last_close_deals END,
+               CASE WHEN n.recount THEN (r.r).first_engage_key ELSE n.first_engage_key END,
+               CASE WHEN n.recount THEN (r.r).first_engage_deals ELSE n.first_engage_deals END,
+               CASE WHEN n.recount THEN (r.r).last_close_key ELSE n.last_close_key END,
+               CASE WHEN n.recount THEN (r.r).last_close_deals ELSE n.last_close_deals END,
                p_run_id
           FROM next AS n
           LEFT JOIN recounted AS r ON r.account_key = n.account_key
