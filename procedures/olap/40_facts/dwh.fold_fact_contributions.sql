@@ -33,11 +33,11 @@ BEGIN
         won_value_delta
     )
     SELECT c.month_date_key, c.sales_agent_key, c.product_key,
-           coalesce(sum(c.sign) FILTER (WHERE c.is_won), 0),
-           coalesce(sum(c.sign) FILTER (WHERE NOT c.is_won), 0),
-           coalesce(sum(c.sign * c.close_value) FILTER (WHERE c.is_won), 0)
+           coalesce(sum(c.sign) FILTER (WHERE c.is_live AND c.is_closed AND c.is_won), 0),
+           coalesce(sum(c.sign) FILTER (WHERE c.is_live AND c.is_closed AND NOT c.is_won), 0),
+           coalesce(sum(c.sign * c.close_value) FILTER (WHERE c.is_live AND c.is_closed AND c.is_won), 0)
       FROM etl.fact_contribution AS c
-     WHERE c.is_live AND c.is_closed
+     -- every group a changed fact was or is in, with or without a delta
      GROUP BY c.month_date_key, c.sales_agent_key, c.product_key
     ON CONFLICT (month_date_key, sales_agent_key, product_key) DO UPDATE
        SET won_deals_delta = CASE WHEN t.refreshed_by_run IS NULL THEN t.won_deals_delta ELSE 0 END

@@ -262,15 +262,15 @@ BEGIN
                         UNION ALL
                         SELECT jsonb_build_object('products', to_jsonb(p), 'accounts', to_jsonb(a),
                                                   'open pipeline', o.open_deals)
-                          FROM (SELECT sum(s.deals) AS deals, sum(s.open_deals) AS open_deals,
-                                       sum(s.won_deals) AS won_deals, sum(s.lost_deals) AS lost_deals,
-                                       sum(s.won_value) AS won_value
+                          FROM (SELECT coalesce(sum(s.deals), 0) AS deals, coalesce(sum(s.open_deals), 0) AS open_deals,
+                                       coalesce(sum(s.won_deals), 0) AS won_deals, coalesce(sum(s.lost_deals), 0) AS lost_deals,
+                                       coalesce(sum(s.won_value), 0) AS won_value
                                   FROM dwh.fact_sales_product_summary AS s) AS p
-                         CROSS JOIN (SELECT sum(s.deals) AS deals, sum(s.open_deals) AS open_deals,
-                                            sum(s.won_deals) AS won_deals, sum(s.lost_deals) AS lost_deals,
-                                            sum(s.won_value) AS won_value
+                         CROSS JOIN (SELECT coalesce(sum(s.deals), 0) AS deals, coalesce(sum(s.open_deals), 0) AS open_deals,
+                                            coalesce(sum(s.won_deals), 0) AS won_deals, coalesce(sum(s.lost_deals), 0) AS lost_deals,
+                                            coalesce(sum(s.won_value), 0) AS won_value
                                        FROM dwh.fact_sales_account_summary AS s) AS a
-                         CROSS JOIN (SELECT sum(s.open_deals) AS open_deals
+                         CROSS JOIN (SELECT coalesce(sum(s.open_deals), 0) AS open_deals
                                        FROM dwh.fact_sales_open_pipeline AS s) AS o
                          WHERE (p.deals, p.open_deals, p.won_deals, p.lost_deals, p.won_value)
                                IS DISTINCT FROM (a.deals, a.open_deals, a.won_deals, a.lost_deals, a.won_value)
@@ -421,15 +421,15 @@ BEGIN
                         UNION ALL
                         SELECT jsonb_build_object('products', to_jsonb(p), 'accounts', to_jsonb(a),
                                                   'open pipeline', o.open_deals)
-                          FROM (SELECT sum(s.deals) AS deals, sum(s.open_deals) AS open_deals,
-                                       sum(s.won_deals) AS won_deals, sum(s.lost_deals) AS lost_deals,
-                                       sum(s.won_value) AS won_value
+                          FROM (SELECT coalesce(sum(s.deals), 0) AS deals, coalesce(sum(s.open_deals), 0) AS open_deals,
+                                       coalesce(sum(s.won_deals), 0) AS won_deals, coalesce(sum(s.lost_deals), 0) AS lost_deals,
+                                       coalesce(sum(s.won_value), 0) AS won_value
                                   FROM dwh.fact_sales_product_summary AS s) AS p
-                         CROSS JOIN (SELECT sum(s.deals) AS deals, sum(s.open_deals) AS open_deals,
-                                            sum(s.won_deals) AS won_deals, sum(s.lost_deals) AS lost_deals,
-                                            sum(s.won_value) AS won_value
+                         CROSS JOIN (SELECT coalesce(sum(s.deals), 0) AS deals, coalesce(sum(s.open_deals), 0) AS open_deals,
+                                            coalesce(sum(s.won_deals), 0) AS won_deals, coalesce(sum(s.lost_deals), 0) AS lost_deals,
+                                            coalesce(sum(s.won_value), 0) AS won_value
                                        FROM dwh.fact_sales_account_summary AS s) AS a
-                         CROSS JOIN (SELECT sum(s.open_deals) AS open_deals
+                         CROSS JOIN (SELECT coalesce(sum(s.open_deals), 0) AS open_deals
                                        FROM dwh.fact_sales_open_pipeline AS s) AS o
                          WHERE (p.deals, p.open_deals, p.won_deals, p.lost_deals, p.won_value)
                                IS DISTINCT FROM (a.deals, a.open_deals, a.won_deals, a.lost_deals, a.won_value)
