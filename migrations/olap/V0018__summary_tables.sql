@@ -135,7 +135,8 @@ COMMENT ON COLUMN dwh.fact_sales_account_summary.first_engage_deals IS
 'Live deals engaged on first_engage_key (0 when it is NULL).';
 COMMENT ON COLUMN dwh.fact_sales_account_summary.last_close_key IS
 'Latest close date key of the live deals (-1 when none has one).';
-COMMENT ON COLUMN dwh.fact_sales_account_summary.last_close_deals IS 'Live deals whose close date key is last_close_key.';
+COMMENT ON COLUMN dwh.fact_sales_account_summary.last_close_deals IS
+'Live deals whose close date key is last_close_key.';
 COMMENT ON COLUMN dwh.fact_sales_account_summary.run_id IS 'Lineage: the etl run that last wrote this row.';
 
 CREATE TABLE dwh.fact_sales_open_pipeline (

@@ -36,8 +36,8 @@
 --     (below), and adds what the old facts took from and the new ones give
 --     to each group of the aggregate and of the summaries to the pending
 --     deltas (etl.touched_group, etl.touched_*: dwh.fold_fact_contributions).
---     A contribution carries every key and measure a summary groups or sums
---     by, and whether the fact was live (a deleted one counts nowhere).
+--     A contribution carries every key and measure a summary needs, and
+--     whether the fact was live (a deleted one counts nowhere).
 --     Moving deals to a new product version lives here, not in
 --     dwh.load_dim_product: a move changes facts and the aggregate groups
 --     they count in, and this step is the one that records every such
@@ -116,8 +116,7 @@ BEGIN
         -- Deals engaged in the period of a product version this run wrote,
         -- on another version of the product, move onto it: old contribution
         -- out, new in (dwh.facts_off_their_version finds them).
-        -- The old list price is read before the update (every part of the
-        -- statement sees the same snapshot): the old contribution carries it.
+        -- The old list price, read before the update, goes out with the old key.
         WITH misplaced AS (
             SELECT m.opportunity_id, m.old_key, m.new_key, m.list_price AS sales_price,
                    o.list_price AS old_price

@@ -42,7 +42,7 @@ INNER JOIN dwh.fact_sales_performance AS f
     ON
         s.account_key = f.account_key
         AND NOT f.is_deleted
-        AND (f.engage_date_key = s.first_engage_key OR f.close_date_key = s.last_close_key)
+        AND (s.first_engage_key = f.engage_date_key OR s.last_close_key = f.close_date_key)
 GROUP BY
     s.account_key, s.deals, s.open_deals, s.won_deals, s.lost_deals, s.won_value, s.won_days,
     s.won_timed_deals, s.first_engage_key, s.last_close_key;

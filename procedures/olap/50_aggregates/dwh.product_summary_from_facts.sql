@@ -21,8 +21,9 @@ SELECT
     coalesce(sum((f.list_price - f.close_value) / f.list_price) FILTER (
         WHERE f.is_won AND f.list_price > 0
     ), 0) AS discount_rate,
-    coalesce(sum(f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0), 0)::numeric(30, 2)
-    AS priced_won_value,
+    coalesce(
+        sum(f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0), 0
+    )::numeric(30, 2) AS priced_won_value,
     coalesce(sum(f.list_price) FILTER (WHERE f.is_won AND f.list_price > 0), 0) AS priced_list_value
 FROM dwh.fact_sales_performance AS f
 WHERE NOT f.is_deleted

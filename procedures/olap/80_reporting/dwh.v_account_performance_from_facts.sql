@@ -64,7 +64,8 @@ COMMENT ON COLUMN dwh.v_account_performance_from_facts.parent_account_name IS
 'Company name of the parent account (by parent_account_id); NULL when there is none.';
 COMMENT ON COLUMN dwh.v_account_performance_from_facts.deals IS
 'Live deals of the account, at any stage (open, won or lost); 0 when none.';
-COMMENT ON COLUMN dwh.v_account_performance_from_facts.open_deals IS 'Live deals not yet closed (neither won nor lost).';
+COMMENT ON COLUMN dwh.v_account_performance_from_facts.open_deals IS
+'Live deals not yet closed (neither won nor lost).';
 COMMENT ON COLUMN dwh.v_account_performance_from_facts.won_deals IS 'Live deals won.';
 COMMENT ON COLUMN dwh.v_account_performance_from_facts.lost_deals IS 'Live deals lost.';
 COMMENT ON COLUMN dwh.v_account_performance_from_facts.won_value IS

@@ -107,11 +107,14 @@ COMMENT ON COLUMN dwh.v_product_performance_from_facts.product_id IS
 'Business key: products.product_id in the source, shared by all versions; NULL for Unknown, shown only with deals.';
 COMMENT ON COLUMN dwh.v_product_performance_from_facts.product_name IS 'Product name of the latest version.';
 COMMENT ON COLUMN dwh.v_product_performance_from_facts.series IS 'Product series of the latest version.';
-COMMENT ON COLUMN dwh.v_product_performance_from_facts.current_list_price IS 'List price of the latest version (its sales_price).';
+COMMENT ON COLUMN dwh.v_product_performance_from_facts.current_list_price IS
+'List price of the latest version (its sales_price).';
 COMMENT ON COLUMN dwh.v_product_performance_from_facts.versions IS
 'Number of SCD2 versions of the product in dwh.dim_product; 1 when it has no live deals.';
-COMMENT ON COLUMN dwh.v_product_performance_from_facts.deals IS 'Live deals of the product, any version and stage; 0 when none.';
-COMMENT ON COLUMN dwh.v_product_performance_from_facts.open_deals IS 'Live deals not yet closed (neither won nor lost).';
+COMMENT ON COLUMN dwh.v_product_performance_from_facts.deals IS
+'Live deals of the product, any version and stage; 0 when none.';
+COMMENT ON COLUMN dwh.v_product_performance_from_facts.open_deals IS
+'Live deals not yet closed (neither won nor lost).';
 COMMENT ON COLUMN dwh.v_product_performance_from_facts.won_deals IS 'Live deals won.';
 COMMENT ON COLUMN dwh.v_product_performance_from_facts.lost_deals IS 'Live deals lost.';
 COMMENT ON COLUMN dwh.v_product_performance_from_facts.won_value IS
