@@ -11,16 +11,18 @@
 CREATE OR REPLACE VIEW dwh.account_summary_from_facts AS
 SELECT
     s.account_key,
-    s.deals,
-    s.open_deals,
-    s.won_deals,
-    s.lost_deals,
-    s.won_value,
-    s.won_days,
-    s.won_timed_deals,
-    s.first_engage_key,
+    -- one row of s per account: min() passes its columns through, so the
+    -- grouping is by the account alone (hashed, not sorted on every column)
+    min(s.deals) AS deals,
+    min(s.open_deals) AS open_deals,
+    min(s.won_deals) AS won_deals,
+    min(s.lost_deals) AS lost_deals,
+    min(s.won_value)::numeric(30, 2) AS won_value,
+    min(s.won_days) AS won_days,
+    min(s.won_timed_deals) AS won_timed_deals,
+    min(s.first_engage_key) AS first_engage_key,
     (count(*) FILTER (WHERE f.engage_date_key = s.first_engage_key))::integer AS first_engage_deals,
-    s.last_close_key,
+    min(s.last_close_key) AS last_close_key,
     (count(*) FILTER (WHERE f.close_date_key = s.last_close_key))::integer AS last_close_deals
 FROM (
     SELECT
@@ -43,9 +45,7 @@ INNER JOIN dwh.fact_sales_performance AS f
         s.account_key = f.account_key
         AND NOT f.is_deleted
         AND (s.first_engage_key = f.engage_date_key OR s.last_close_key = f.close_date_key)
-GROUP BY
-    s.account_key, s.deals, s.open_deals, s.won_deals, s.lost_deals, s.won_value, s.won_days,
-    s.won_timed_deals, s.first_engage_key, s.last_close_key;
+GROUP BY s.account_key;
 
 COMMENT ON VIEW dwh.account_summary_from_facts IS
 'dwh.fact_sales_account_summary recomputed from the facts: what the table must equal.';
