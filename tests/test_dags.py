@@ -211,6 +211,20 @@ def entry_point_steps(procedure: str) -> list[str]:
     return re.findall(r"^\s*CALL\s+(\w+\.\w+)\s*\(", body, re.MULTILINE)
 
 
+def test_the_branch_operator_is_airflow_s_own_with_parameters_templated():
+    """dag_factory.BranchSQLOperator only adds `parameters` to Airflow's template_fields."""
+    from airflow.providers.common.sql.operators import sql as sql_operators
+
+    from b2bdwh import dag_factory
+
+    ours = dag_factory.BranchSQLOperator
+    assert ours.__bases__ == (sql_operators.BranchSQLOperator,)
+    own = {name for name in vars(ours) if not name.startswith("_")}
+    assert own == {"template_fields"}, "no method, no other setting"
+    assert not [name for name, value in vars(ours).items() if callable(value)], vars(ours)
+    assert ours.template_fields == (*sql_operators.BranchSQLOperator.template_fields, "parameters")
+
+
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_control_tasks_are_airflow_operators_with_exactly_their_sql_in_their_place(dagbag, path):
     (dag,) = dags_of(dagbag, path)
