@@ -1,18 +1,26 @@
 """The DAGs in dags/, parsed by Airflow's DagBag: no database, no scheduler.
 
 Every DAG file follows the house rules (STYLE.md, Airflow): it imports cleanly,
-reads like configuration, and each task is one SQLExecuteQueryOperator whose SQL
+reads like configuration, and each step is one SQLExecuteQueryOperator whose SQL
 is exactly `CALL <the procedure its task id names>(...)`, on the warehouse
 connection, with autocommit. Task ids are the procedure names themselves
 (`dwh.load_dim_account`): Airflow 3 accepts dots in task ids (only task group ids
 refuse them), so the mapping is the identity. dwh_initial_load is checked against
 etl.run_initial_load, the entry point whose steps it runs one task each.
+
+Besides the CALLs, a DAG may hold only the flow-control tasks listed in CONTROL, each
+an Airflow operator of the stated type with exactly the stated SQL (no Python callable
+anywhere), in the stated place: the initial load's sensor etl.pipeline_idle before
+etl.start_run; the incremental update's branch run_started right after it, to the
+first step or to the no-op no_run_started. With those looked through, the CALLs are
+still one straight chain, equal to the entry point's steps and etl.pipeline_step.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,47 @@ CALL = re.compile(r"^\s*CALL\s+(\w+\.\w+)\s*\((.*)\)\s*;?\s*$", re.IGNORECASE | 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 # A step that must never run twice: retrying it starts another run.
 NO_RETRY = {"etl.start_run"}
+CALL_OPERATOR = "SQLExecuteQueryOperator"
+RUN_ID_TEMPLATE = "{{ ti.xcom_pull(task_ids='etl.start_run')[0][0] }}"
+
+
+@dataclass(frozen=True)
+class Control:
+    """A flow-control task allowed besides the CALLs: its operator, its exact SQL and
+    parameters (None: it has none), and where it stands."""
+
+    operator: str
+    sql: str | None
+    parameters: dict[str, str] | None
+    upstream: set[str]
+    downstream: set[str] | None  # None: checked by the test of its DAG (the first step)
+
+
+CONTROL = {
+    # dwh_initial_load: wait, in reschedule mode, until no run is going.
+    "etl.pipeline_idle": Control(
+        "SqlSensor", "SELECT etl.pipeline_idle()", None, set(), {"etl.start_run"}
+    ),
+    # dwh_incremental_update: the steps only when etl.start_run started a run.
+    "run_started": Control(
+        "BranchSQLOperator",
+        "SELECT %(run_id)s::bigint IS NOT NULL",
+        {"run_id": RUN_ID_TEMPLATE},
+        {"etl.start_run"},
+        None,
+    ),
+    "no_run_started": Control("EmptyOperator", None, None, {"run_started"}, set()),
+}
+# What each DAG does while another run is going (etl.start_run's p_when_busy), and the
+# control tasks that this takes.
+WHEN_BUSY = {
+    "dwh_initial_load": ("wait", {"etl.pipeline_idle"}),
+    "dwh_incremental_update": ("skip", {"run_started", "no_run_started"}),
+}
+
+
+def is_call(task: Any) -> bool:
+    return type(task).__name__ == CALL_OPERATOR
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +112,28 @@ def procedure_of(task: Any) -> str:
 
 
 def chain_of(dag: Any) -> list[str]:
-    """The DAG's task ids in order, asserting they form one straight chain."""
-    roots = [t for t in dag.tasks if not t.upstream_task_ids]
-    assert len(roots) == 1, f"{dag.dag_id}: one first task expected, found {roots}"
-    order = [roots[0]]
-    while order[-1].downstream_task_ids:
-        assert len(order[-1].downstream_task_ids) == 1, (
-            f"{dag.dag_id}: {order[-1].task_id} fans out; the steps serialise on the pipeline "
-            "lock, so the DAG is a straight chain"
+    """The DAG's CALL task ids in order, asserting they form one straight chain once the
+    control tasks between them (CONTROL) are looked through."""
+
+    def calls_after(task: Any) -> set[str]:
+        found: set[str] = set()
+        for task_id in task.downstream_task_ids:
+            after = dag.get_task(task_id)
+            found |= {task_id} if is_call(after) else calls_after(after)
+        return found
+
+    calls = [t for t in dag.tasks if is_call(t)]
+    roots = [t for t in calls if not any(t.task_id in calls_after(u) for u in calls)]
+    assert len(roots) == 1, f"{dag.dag_id}: one first CALL expected, found {roots}"
+    order = [roots[0].task_id]
+    while following := calls_after(dag.get_task(order[-1])):
+        assert len(following) == 1, (
+            f"{dag.dag_id}: {order[-1]} fans out to {sorted(following)}; the steps serialise on "
+            "the pipeline lock, so the CALLs are a straight chain"
         )
-        order.append(dag.get_task(next(iter(order[-1].downstream_task_ids))))
-    assert len(order) == len(dag.tasks), f"{dag.dag_id}: tasks outside the chain"
-    return [t.task_id for t in order]
+        order.append(following.pop())
+    assert len(order) == len(calls), f"{dag.dag_id}: CALL tasks outside the chain"
+    return order
 
 
 def test_dags_folder_imports_without_errors(dagbag):
@@ -98,13 +157,16 @@ def test_each_dag_reads_like_configuration(dagbag, path):
     assert dag.start_date < datetime.now(UTC), "a fixed start_date in the past"
     assert dag.default_args.get("retries", 0) >= 1, "default_args give retries"
     assert len(path.read_text().splitlines()) <= 80, "a DAG file stays short"
+    assert dag.is_paused_upon_creation is False, "arrives unpaused, whatever airflow.cfg says"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_each_task_calls_exactly_the_procedure_its_id_names(dagbag, path):
     (dag,) = dags_of(dagbag, path)
     for task in dag.tasks:
-        assert type(task).__name__ == "SQLExecuteQueryOperator", task.task_id
+        if not is_call(task):
+            assert task.task_id in CONTROL, f"{task.task_id}: neither a CALL nor a control task"
+            continue
         procedure = procedure_of(task)
         assert task.task_id == procedure
         schema, name = procedure.split(".")
@@ -118,6 +180,9 @@ def test_each_task_calls_exactly_the_procedure_its_id_names(dagbag, path):
 def test_values_reach_the_sql_only_through_parameters(dagbag, path):
     (dag,) = dags_of(dagbag, path)
     for task in dag.tasks:
+        if not hasattr(task, "sql"):
+            assert type(task).__name__ == "EmptyOperator", task.task_id
+            continue
         assert "{{" not in task.sql and "{%" not in task.sql, f"{task.task_id}: templated SQL"
         placeholders = set(PLACEHOLDER.findall(task.sql))
         assert placeholders == set(task.parameters or {}), task.task_id
@@ -144,6 +209,60 @@ def entry_point_steps(procedure: str) -> list[str]:
     (path,) = PROCEDURES.glob(f"*/{procedure}.sql")
     body = path.read_text().split("$proc$")[1]
     return re.findall(r"^\s*CALL\s+(\w+\.\w+)\s*\(", body, re.MULTILINE)
+
+
+def test_the_branch_operator_is_airflow_s_own_with_parameters_templated():
+    """dag_factory.BranchSQLOperator only adds `parameters` to Airflow's template_fields."""
+    from airflow.providers.common.sql.operators import sql as sql_operators
+
+    from b2bdwh import dag_factory
+
+    ours = dag_factory.BranchSQLOperator
+    assert ours.__bases__ == (sql_operators.BranchSQLOperator,)
+    own = {name for name in vars(ours) if not name.startswith("_")}
+    assert own == {"template_fields"}, "no method, no other setting"
+    assert not [name for name, value in vars(ours).items() if callable(value)], vars(ours)
+    assert ours.template_fields == (*sql_operators.BranchSQLOperator.template_fields, "parameters")
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_control_tasks_are_airflow_operators_with_exactly_their_sql_in_their_place(dagbag, path):
+    (dag,) = dags_of(dagbag, path)
+    when_busy, expected = WHEN_BUSY[dag.dag_id]
+    controls = {t.task_id: t for t in dag.tasks if not is_call(t)}
+    assert set(controls) == expected, dag.dag_id
+    for task_id, task in controls.items():
+        rule = CONTROL[task_id]
+        assert type(task).__name__ == rule.operator, task_id
+        assert not hasattr(task, "python_callable"), f"{task_id}: no Python in a task"
+        assert getattr(task, "sql", None) == rule.sql, task_id
+        assert (getattr(task, "parameters", None) or None) == rule.parameters, task_id
+        if rule.sql is not None:
+            assert task.conn_id == WAREHOUSE_CONN_ID, task_id
+        assert task.upstream_task_ids == rule.upstream, task_id
+        if rule.downstream is not None:
+            assert task.downstream_task_ids == rule.downstream, task_id
+    start = dag.get_task("etl.start_run")
+    assert start.sql.endswith(f", p_when_busy => '{when_busy}')"), start.sql
+
+
+def test_the_initial_load_sensor_waits_in_reschedule_mode(dagbag):
+    sensor = dagbag.dags["dwh_initial_load"].get_task("etl.pipeline_idle")
+    assert sensor.mode == "reschedule", "no worker held while waiting"
+    assert sensor.poke_interval <= 30, "starts soon after the pipeline is idle"
+    assert sensor.timeout >= 3600, "long enough for any incremental run to end"
+    assert list(PROCEDURES.glob("*/etl.pipeline_idle.sql")), "the function the sensor polls"
+
+
+def test_the_incremental_branch_follows_the_steps_only_when_a_run_started(dagbag):
+    dag = dagbag.dags["dwh_incremental_update"]
+    branch = dag.get_task("run_started")
+    first_step = chain_of(dag)[1]
+    assert branch.follow_task_ids_if_true == [first_step]
+    assert branch.follow_task_ids_if_false == ["no_run_started"]
+    assert branch.downstream_task_ids == {first_step, "no_run_started"}
+    # Every step after the first is skipped with it: the default trigger rule.
+    assert {t.trigger_rule for t in dag.tasks} == {"all_success"}
 
 
 PIPELINES = {
@@ -245,7 +364,7 @@ def test_initial_load_batch_size_param_accepts_positive_integers_only(dagbag):
 def test_each_pipeline_works_for_the_run_that_start_run_created(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     for task in dag.tasks:
-        if task.task_id == "etl.start_run":
+        if task.task_id == "etl.start_run" or not is_call(task):
             continue
         assert task.sql == f"CALL {task.task_id}(%(run_id)s::bigint)"
-        assert "xcom_pull(task_ids='etl.start_run')" in task.parameters["run_id"]
+        assert task.parameters["run_id"] == RUN_ID_TEMPLATE

@@ -15,7 +15,8 @@ from test_initial_load_dag import b2bdwh_airflow, execute, query
 
 pytestmark = pytest.mark.slow
 
-TASKS = ["etl.start_run", *wc.INCREMENTAL_STEPS]
+# The branch follows the steps: a run started (an initial load exists, nothing else going).
+TASKS = ["etl.start_run", "run_started", *wc.INCREMENTAL_STEPS]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_every_task_succeeds(applied):
     _warehouse, (code, out, error) = applied
     assert (code, error) == (0, ""), out
     tasks = [line.split()[:2] for line in out.splitlines()[2:-1]]
-    assert tasks == [[task, "success"] for task in TASKS]
+    assert tasks == [[task, "success"] for task in TASKS] + [["no_run_started", "skipped"]]
 
 
 def test_the_run_applied_its_window_and_every_check_passed(applied):

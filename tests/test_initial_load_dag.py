@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 SCALE = 0.2
 BATCH_SIZE = 500  # several fact batches at this scale
-TASKS = ["etl.start_run", *wc.INITIAL_STEPS]
+TASKS = ["etl.pipeline_idle", "etl.start_run", *wc.INITIAL_STEPS]
 # Source rows the warehouse must quarantine (a close value no column holds), by opportunity.
 # (An unknown stage or a date outside the calendar is loaded on the Unknown member.)
 DIRTY = {
@@ -136,8 +136,9 @@ def test_every_step_task_wrote_its_loading_metadata(source, first_run):
         " WHERE run_id = %s ORDER BY loading_metadata_id",
         (run_id,),
     )
-    # etl.start_run writes etl.run itself; every other task is a step with its row.
-    assert [r[0] for r in rows] == TASKS[1:]
+    # The sensor reads; etl.start_run writes etl.run itself; every other task is a step
+    # with its row.
+    assert [r[0] for r in rows] == TASKS[2:]
     assert all(status == "succeeded" and finished for _, status, finished, _ in rows)
     facts = dict((r[0], r[3]) for r in rows)["dwh.load_fact_sales_performance"]
     assert facts > 1, "the batch size param made the fact load work in batches"
@@ -235,7 +236,8 @@ def test_a_failing_step_fails_the_dag_run_and_the_etl_run(source, first_run, tmp
     assert 'invalid input syntax for type integer: "one year" (SQLSTATE 22P02)' in error
     assert "Airflow's log: " in error
     states = [line.split()[:2] for line in out.splitlines()[2:]]
-    assert states[:6] == [
+    assert states[:7] == [
+        ["etl.pipeline_idle", "success"],
         ["etl.start_run", "success"],
         ["etl.extract_source", "success"],
         ["etl.purge_change_log", "success"],
@@ -243,7 +245,7 @@ def test_a_failing_step_fails_the_dag_run_and_the_etl_run(source, first_run, tmp
         ["dwh.load_dim_date", "up_for_retry"],
         ["dwh.load_dim_date", "failed"],
     ]
-    assert states[6:] == [[task, "upstream_failed"] for task in TASKS[4:]]
+    assert states[7:] == [[task, "upstream_failed"] for task in TASKS[5:]]
 
     *_, first_run_id = first_run
     runs = query(

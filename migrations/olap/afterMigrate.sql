@@ -78,7 +78,8 @@ BEGIN
     -- The pipeline: its procedures (which run with the caller's rights), and
     -- the owner-rights functions they call: the run and step bookkeeping, the
     -- units of etl.pipeline_step (each refuses a call outside its own step:
-    -- etl.assert_step_executor), the lock's release and holder, etl.validate.
+    -- etl.assert_step_executor), the lock's release and holder, etl.validate,
+    -- and etl.pipeline_idle (a plain read: the initial load DAG's sensor).
     -- Every other owner-rights function is internal: only the owner's
     -- functions call it, and b2b_etl cannot (tests/pgtap/olap/08_roles.sql
     -- enumerates them from the catalog).
@@ -89,12 +90,13 @@ BEGIN
           JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
          WHERE n.nspname IN ('etl', 'dwh')
            AND (p.prokind = 'p'
-                OR p.oid IN (to_regprocedure('etl.open_run(text, integer, boolean)'),
+                OR p.oid IN (to_regprocedure('etl.open_run(text, integer, boolean, text)'),
                              to_regprocedure('etl.mark_run_abandoned(bigint)'),
                              to_regprocedure('etl.begin_step(bigint, text, text)'),
                              to_regprocedure('etl.close_step(bigint, text, text, text, text, text)'),
                              to_regprocedure('etl.release_pipeline_lock()'),
                              to_regprocedure('etl.pipeline_lock_holder()'),
+                             to_regprocedure('etl.pipeline_idle()'),
                              to_regprocedure('etl.validate(bigint)'),
                              to_regprocedure('dwh.date_key(date)'),
                              to_regprocedure('dwh.fact_lineage(text)'))

@@ -228,6 +228,13 @@ def serve_environment(home: Path, port: int) -> dict[str, str]:
     env["AIRFLOW__LOGGING__COLORED_CONSOLE_LOG"] = "False"
     # The DAGs are chains run one at a time: a few LocalExecutor workers, not the default 32.
     env.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+    # The DAGs arrive unpaused, so the incremental DAG's first run starts as soon as the
+    # scheduler is up, which can be before the API server listens, and the API server's
+    # first requests take seconds (it builds its routes) or, on a busy two-core machine,
+    # tens of seconds. Airflow's defaults (5 tries, a 5 s timeout) then kill that first
+    # task before it runs: wait for the server instead.
+    env.setdefault("AIRFLOW__WORKERS__EXECUTION_API_RETRIES", "10")
+    env.setdefault("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "60")
     # standalone starts each component as `airflow` from PATH: the wrapper around this venv's.
     path = [str(home.expanduser().resolve() / "bin"), str(Path(sys.executable).parent)]
     env["PATH"] = os.pathsep.join([*path, env.get("PATH", "")])

@@ -1,4 +1,6 @@
--- Function: etl.open_run(p_pipeline text, p_batch_size integer, p_in_one_call boolean) RETURNS bigint
+-- Function: etl.open_run(p_pipeline text, p_batch_size integer, p_in_one_call boolean,
+--                        p_when_busy text)
+--     RETURNS bigint
 --     Starts a run of a pipeline ('initial_load' or 'incremental_update').
 --     Two runs never interleave: the pipeline lock is held until the
 --     transaction that writes the run ends (etl.take_pipeline_lock_until_commit),
@@ -10,22 +12,33 @@
 --     lock), or that has been idle longer than run_idle_timeout, is marked
 --     failed instead, with a NOTICE, and the new run starts; its
 --     interrupted step is marked failed and logged in etl.error_log
---     (etl.record_interrupted_run), which its dead caller could not do.
+--     (etl.record_interrupted_run), which its dead caller could not do
+--     (etl.run_interruption says which runs count as interrupted).
+--     With p_when_busy 'skip' or 'wait', where it would be refused because
+--     another run is going it returns NULL instead, without writing
+--     anything ('skip' with a NOTICE saying why). With 'skip', an
+--     incremental update before any initial load has been started also
+--     returns NULL (NOTICE): the decision and the start are one
+--     transaction under the pipeline lock, so a run started by someone else
+--     in between is seen.
 -- Parameters:
 --     p_pipeline   - 'initial_load' or 'incremental_update'
 --     p_batch_size - rows per committed batch (default: etl.config batch_size)
 --     p_in_one_call - true when the caller runs every step itself
 --                    (etl.run_initial_load, etl.run_incremental_update):
 --                    its backend is recorded, so that its death is seen
+--     p_when_busy  - 'refuse' (default: 55P03), 'skip' or 'wait' (NULL, see
+--                    above; etl.start_run loops on 'wait')
 -- Tables: writes etl.run (and, for an interrupted run, etl.loading_metadata,
 --     etl.error_log).
--- Returns: the new run's id.
+-- Returns: the new run's id, or NULL (p_when_busy 'skip' or 'wait' only).
 -- Commits: no; etl.start_run commits it.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION etl.open_run(
     p_pipeline text,
     p_batch_size integer,
-    p_in_one_call boolean
+    p_in_one_call boolean,
+    p_when_busy text DEFAULT 'refuse'
 )
 RETURNS bigint
 LANGUAGE plpgsql
@@ -36,7 +49,6 @@ DECLARE
     v_batch_size integer := coalesce(p_batch_size, etl.config_value('batch_size')::integer);
     v_running etl.run;
     v_last_step text;
-    v_last_status text;
     v_last_at timestamptz;
     v_run_id bigint;
     v_interrupted text;
@@ -45,6 +57,10 @@ BEGIN
         RAISE EXCEPTION 'unknown pipeline %', coalesce(pg_catalog.quote_literal(p_pipeline), 'NULL')
             USING ERRCODE = '22023', HINT = 'Use ''initial_load'' or ''incremental_update''.';
     END IF;
+    IF p_when_busy IS NULL OR p_when_busy NOT IN ('refuse', 'skip', 'wait') THEN
+        RAISE EXCEPTION 'unknown p_when_busy %', coalesce(pg_catalog.quote_literal(p_when_busy), 'NULL')
+            USING ERRCODE = '22023', HINT = 'Use ''refuse'', ''skip'' or ''wait''.';
+    END IF;
     IF v_batch_size < 1 THEN
         RAISE EXCEPTION 'batch size must be positive, got %', v_batch_size USING ERRCODE = '22023';
     END IF;
@@ -52,6 +68,13 @@ BEGIN
     -- the lock and look for a running run (a session lock given back before
     -- the commit let a second caller miss it and collide on run_one_running_idx).
     IF NOT etl.take_pipeline_lock_until_commit() THEN
+        IF p_when_busy <> 'refuse' THEN
+            IF p_when_busy = 'skip' THEN
+                RAISE NOTICE 'no % run started: another caller holds the pipeline lock (backend pid %)',
+                    p_pipeline, coalesce(etl.pipeline_lock_holder()::text, 'gone');
+            END IF;
+            RETURN NULL;
+        END IF;
         RAISE EXCEPTION 'cannot start a % run: %', p_pipeline,
             coalesce('a step of run ' || (SELECT r.run_id FROM etl.run AS r WHERE r.status = 'running')
                      || ' is executing', 'another caller is starting a run')
@@ -60,24 +83,23 @@ BEGIN
                   HINT = 'Wait for it to finish, then start again; see SELECT * FROM etl.run ORDER BY run_id DESC LIMIT 1;';
     END IF;
 
+    IF p_when_busy = 'skip' AND p_pipeline = 'incremental_update'
+       AND NOT EXISTS (SELECT FROM etl.run AS r WHERE r.pipeline = 'initial_load') THEN
+        RAISE NOTICE 'no incremental_update run started: no initial load yet'
+            USING HINT = 'The incremental update applies changes to a loaded warehouse: run the initial load '
+                         '(DAG dwh_initial_load, or CALL etl.run_initial_load();).';
+        RETURN NULL;
+    END IF;
+
     SELECT r.* INTO v_running FROM etl.run AS r WHERE r.status = 'running';
     IF v_running.run_id IS NOT NULL THEN
-        SELECT m.step, m.status, coalesce(m.finished_at, m.started_at)
-          INTO v_last_step, v_last_status, v_last_at
+        SELECT m.step, coalesce(m.finished_at, m.started_at)
+          INTO v_last_step, v_last_at
           FROM etl.loading_metadata AS m
          WHERE m.run_id = v_running.run_id
          ORDER BY m.loading_metadata_id DESC LIMIT 1;
         v_last_at := coalesce(v_last_at, v_running.started_at);
-        v_interrupted := CASE
-            WHEN v_last_status = 'running' THEN format('its step %s was left running', v_last_step)
-            WHEN v_running.driver_pid IS NOT NULL AND NOT EXISTS (
-                   SELECT FROM pg_stat_activity AS a
-                    WHERE a.pid = v_running.driver_pid
-                      AND a.backend_start = v_running.driver_started_at)
-                THEN format('its caller (backend pid %s) is gone', v_running.driver_pid)
-            WHEN clock_timestamp() - v_last_at > etl.config_value('run_idle_timeout')::interval
-                THEN 'idle for longer than run_idle_timeout'
-        END;
+        v_interrupted := etl.run_interruption(v_running.run_id);
         IF v_interrupted IS NOT NULL THEN
             -- The failure trace its dead caller could not write: steps failed, error logged.
             PERFORM etl.record_interrupted_run(v_running.run_id, 'etl.start_run', v_interrupted);
@@ -87,6 +109,13 @@ BEGIN
              WHERE run_id = v_running.run_id;
             RAISE NOTICE 'run % was left running by an interrupted caller; marked failed',
                 v_running.run_id;
+        ELSIF p_when_busy <> 'refuse' THEN
+            IF p_when_busy = 'skip' THEN
+                RAISE NOTICE 'no % run started: % run % is between steps (last: % at %)',
+                    p_pipeline, v_running.pipeline, v_running.run_id, coalesce(v_last_step, 'etl.start_run'),
+                    pg_catalog.to_char(v_last_at, 'YYYY-MM-DD HH24:MI:SS');
+            END IF;
+            RETURN NULL;
         ELSE
             RAISE EXCEPTION 'cannot start a % run: % run % is between steps (last: % at %)',
                 p_pipeline, v_running.pipeline, v_running.run_id, coalesce(v_last_step, 'etl.start_run'),
@@ -108,6 +137,7 @@ BEGIN
 END
 $fn$;
 
-COMMENT ON FUNCTION etl.open_run(text, integer, boolean) IS
-'Creates a run in etl.run for etl.start_run and returns its id; refused with 55P03 while another run '
-'is going, a dead or idle one is marked failed.';
+COMMENT ON FUNCTION etl.open_run(text, integer, boolean, text) IS
+'Creates a run in etl.run for etl.start_run and returns its id; while another run is going refused with '
+'55P03, or NULL when p_when_busy is skip or wait (skip: also before any initial load); a dead or idle one '
+'is marked failed.';

@@ -286,7 +286,7 @@ SELECT columns_are('src', 'sales_pipeline', ARRAY[
 
 -- Pipeline procedures (they commit: CALL them) ---------------------------------------
 SELECT is_procedure('etl', 'run_initial_load', ARRAY['integer'], 'etl.run_initial_load(batch size) is a procedure');
-SELECT is_procedure('etl', 'start_run', ARRAY['text', 'integer', 'bigint', 'boolean'], 'etl.start_run is a procedure');
+SELECT is_procedure('etl', 'start_run', ARRAY['text', 'integer', 'bigint', 'boolean', 'text'], 'etl.start_run is a procedure');
 SELECT is_procedure('etl', 'extract_source', ARRAY['bigint'], 'etl.extract_source(run) is a procedure');
 SELECT is_procedure('dwh', 'load_dim_date', ARRAY['bigint'], 'dwh.load_dim_date(run) is a procedure');
 SELECT is_procedure('dwh', 'load_dim_account', ARRAY['bigint'], 'dwh.load_dim_account(run) is a procedure');

@@ -9,7 +9,7 @@ SELECT has_table('etl', 'run', 'etl.run exists');
 SELECT has_table('etl', 'loading_metadata', 'etl.loading_metadata exists');
 SELECT function_returns('etl', 'begin_step', ARRAY['bigint', 'text', 'text'], 'etl.loading_metadata',
                         'etl.begin_step opens a step and returns its metadata row');
-SELECT is_procedure('etl', 'start_run', ARRAY['text', 'integer', 'bigint', 'boolean'], 'etl.start_run is a procedure');
+SELECT is_procedure('etl', 'start_run', ARRAY['text', 'integer', 'bigint', 'boolean', 'text'], 'etl.start_run is a procedure');
 SELECT col_default_is('etl', 'run', 'status', 'running', 'a new run is running');
 
 -- The pipeline lock ---------------------------------------------------------------

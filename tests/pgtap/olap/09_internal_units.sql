@@ -90,11 +90,12 @@ $fn$;
 -- or in 05_runs_and_steps.sql).
 CREATE TABLE tests.call_surface (signature text PRIMARY KEY, why text NOT NULL);
 INSERT INTO tests.call_surface VALUES
-('etl.open_run(text,integer,boolean)', 'starts a run: etl.start_run; two runs never interleave'),
+('etl.open_run(text,integer,boolean,text)', 'starts a run: etl.start_run; two runs never interleave'),
 ('etl.mark_run_abandoned(bigint)', 'gives up a run between steps: etl.abandon_run'),
 ('etl.begin_step(bigint,text,text)', 'opens a step of the run''s pipeline in order, holding the lock'),
 ('etl.release_pipeline_lock()', 'releases only the caller''s own session lock'),
 ('etl.pipeline_lock_holder()', 'reads pg_locks'),
+('etl.pipeline_idle()', 'a plain read of etl.run: the initial load DAG''s sensor'),
 ('etl.validate(bigint)', 'the contract''s etl.validate(run_id): re-checks a run'),
 ('dwh.date_key(date)', 'immutable helper'),
 ('dwh.fact_lineage(text)', 'reads one deal''s lineage');
