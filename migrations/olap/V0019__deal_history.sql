@@ -20,7 +20,6 @@
 -- in the same transaction; checking them again per row would cost the
 -- initial load's seed (millions of rows) more than the rows themselves.
 CREATE TABLE dwh.fact_deal_history (
-    deal_history_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     opportunity_id text NOT NULL,
     valid_from timestamptz NOT NULL,
     valid_to timestamptz NOT NULL DEFAULT 'infinity',
@@ -39,15 +38,19 @@ CREATE TABLE dwh.fact_deal_history (
     run_id bigint NOT NULL,
     CONSTRAINT fact_deal_history_period_check CHECK (valid_from < valid_to),
     -- Exactly once: a window applied again (a run that died before its
-    -- aggregate step) meets its own rows here instead of adding copies.
-    CONSTRAINT fact_deal_history_deal_from_key UNIQUE (opportunity_id, valid_from)
+    -- aggregate step) meets its own rows here instead of adding copies. No
+    -- surrogate key besides: building a second unique index cost the initial
+    -- load's seed a second at scale 100.
+    CONSTRAINT fact_deal_history_pkey PRIMARY KEY (opportunity_id, valid_from)
 );
 
--- The as-of pipeline: the rows of open stages whose period holds an instant,
--- found by a GiST index on the period (only open stages count in a pipeline,
--- a quarter to a half of the rows).
-CREATE INDEX fact_deal_history_open_period_idx ON dwh.fact_deal_history
-USING gist (tstzrange(valid_from, valid_to, '(]'))
+-- The as-of pipeline: the rows of open stages by start, with what the
+-- pipeline sums (an index-only scan reads the rows started before the
+-- instant and keeps those not ended by then). A GiST index on the period
+-- would find exactly the rows in effect, but building it cost the initial
+-- load's seed 6 s at scale 100 (a third of the whole load).
+CREATE INDEX fact_deal_history_open_idx ON dwh.fact_deal_history (valid_from)
+INCLUDE (valid_to, deal_stage_key, sales_agent_key, product_key, close_value)
 WHERE NOT is_closed;
 -- Stage entries by time: conversion (deals that entered a stage in a month)
 -- and durations (deals that closed in a period).
@@ -59,7 +62,6 @@ COMMENT ON TABLE dwh.fact_deal_history IS
 'Every deal''s stage, agent, product, account and value over time: one row per committed source '
 'transaction that altered them, valid from its changed_at to the next one (a delete closes the '
 'row in effect); seeded by the initial load from engage and close dates.';
-COMMENT ON COLUMN dwh.fact_deal_history.deal_history_id IS 'Surrogate key of the history row.';
 COMMENT ON COLUMN dwh.fact_deal_history.opportunity_id IS 'The deal (business key of dwh.fact_sales_performance).';
 COMMENT ON COLUMN dwh.fact_deal_history.valid_from IS
 'When the deal took these values: the changed_at of the transaction that made them (incremental); '
