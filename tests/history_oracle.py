@@ -15,7 +15,8 @@ load's snapshot, read from cdc.change_log (the deals' row images), in changed_at
   stage, agent, product (by id), account or value, and it closes the row in effect when
   it removes the deal; applying it cuts the history at its time (later rows give way).
 
-`actual_history` reads the warehouse's rows in the same shape: {(opportunity_id,
+`actual_history` reads the warehouse's rows (dwh.v_deal_history: the table and the seed) in the
+same shape: {(opportunity_id,
 valid_from): (valid_to, stage, agent_id, product_id, account_id, close_value,
 entered_stage)}, times as microseconds since the epoch (None for infinity).
 """
@@ -244,7 +245,7 @@ def actual_history(olap_dsn: str) -> dict[tuple, Row]:
                            THEN (extract(epoch FROM h.valid_to) * 1e6)::bigint END,
                       s.deal_stage_name, g.sales_agent_id, p.product_id, a.account_id,
                       h.close_value, h.entered_stage
-                 FROM dwh.fact_deal_history AS h
+                 FROM dwh.v_deal_history AS h
                  JOIN dwh.dim_deal_stage AS s USING (deal_stage_key)
                  JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
                  JOIN dwh.dim_product AS p USING (product_key)
@@ -260,6 +261,83 @@ def history_differences(olap_dsn: str, expected: dict[tuple, Row], limit: int = 
         a, e = actual.get(key), expected.get(key)
         if a != e:
             problems.append(f"{key}: warehouse {a}, replay {e}")
+    if len(problems) > limit:
+        problems = problems[:limit] + [f"... {len(problems) - limit} more"]
+    return problems
+
+
+# The as-of summaries recomputed from dwh.v_deal_history by their definitions (each query
+# gives (key..., value...) rows of the non-zero groups; the tables may keep zero rows).
+SUMMARY_QUERIES = {
+    "pipeline_day": (
+        """SELECT day, deal_stage_key, sales_agent_key, product_id, sum(deals), sum(open_value)
+             FROM dwh.deal_pipeline_day GROUP BY 1, 2, 3, 4
+           HAVING sum(deals) <> 0 OR sum(open_value) <> 0""",
+        """SELECT d.day, h.deal_stage_key, h.sales_agent_key, coalesce(p.product_id, -1),
+                  sum(d.sign), sum(d.sign * coalesce(h.close_value, 0))
+             FROM dwh.v_deal_history AS h
+             LEFT JOIN dwh.dim_product AS p USING (product_key)
+            CROSS JOIN LATERAL (VALUES ((h.valid_from AT TIME ZONE 'UTC')::date, 1),
+                                       (CASE WHEN h.valid_to <> 'infinity'
+                                             THEN (h.valid_to AT TIME ZONE 'UTC')::date END, -1))
+                  AS d (day, sign)
+            WHERE NOT h.is_closed AND d.day IS NOT NULL
+            GROUP BY 1, 2, 3, 4 HAVING sum(d.sign) <> 0 OR sum(d.sign * coalesce(h.close_value, 0)) <> 0""",
+    ),
+    "pipeline_month": (
+        """SELECT month, deal_stage_key, sales_agent_key, product_id, sum(deals), sum(open_value)
+             FROM dwh.deal_pipeline_month GROUP BY 1, 2, 3, 4
+           HAVING sum(deals) <> 0 OR sum(open_value) <> 0""",
+        """SELECT date_trunc('month', day)::date, deal_stage_key, sales_agent_key, product_id,
+                  sum(deals), sum(open_value)
+             FROM dwh.deal_pipeline_day GROUP BY 1, 2, 3, 4
+           HAVING sum(deals) <> 0 OR sum(open_value) <> 0""",
+    ),
+    "durations": (
+        """SELECT close_month, sales_agent_key, product_id, days, sum(deals)
+             FROM dwh.deal_stage_duration GROUP BY 1, 2, 3, 4 HAVING sum(deals) <> 0""",
+        """SELECT date_trunc('month', to_date(h.close_date_key::text, 'YYYYMMDD'))::date,
+                  h.sales_agent_key, coalesce(p.product_id, -1),
+                  to_date(h.close_date_key::text, 'YYYYMMDD')
+                  - to_date(h.engage_date_key::text, 'YYYYMMDD'), count(*)
+             FROM dwh.v_deal_history AS h
+             LEFT JOIN dwh.dim_product AS p USING (product_key)
+            WHERE h.entered_stage AND h.is_closed AND h.engage_date_key <> -1
+              AND h.close_date_key <> -1
+            GROUP BY 1, 2, 3, 4""",
+    ),
+    "conversion": (
+        """SELECT entry_month, from_stage_key, to_stage_key, sum(deals)
+             FROM dwh.deal_stage_conversion GROUP BY 1, 2, 3 HAVING sum(deals) <> 0""",
+        """WITH e AS (SELECT opportunity_id, valid_from, deal_stage_key FROM dwh.v_deal_history
+                    WHERE entered_stage)
+           SELECT m, f, t, count(*) FROM (
+               SELECT date_trunc('month', e.valid_from AT TIME ZONE 'UTC')::date AS m,
+                      e.deal_stage_key AS f, e.deal_stage_key AS t FROM e
+               UNION ALL
+               SELECT DISTINCT ON (e.opportunity_id, e.valid_from, l.deal_stage_key)
+                      date_trunc('month', e.valid_from AT TIME ZONE 'UTC')::date,
+                      e.deal_stage_key, l.deal_stage_key
+                 FROM e JOIN e AS l ON l.opportunity_id = e.opportunity_id
+                  AND l.valid_from > e.valid_from AND l.deal_stage_key <> e.deal_stage_key) AS x
+            GROUP BY 1, 2, 3""",
+    ),
+}
+
+
+def summary_differences(olap_dsn: str, limit: int = 8) -> list[str]:
+    """Each as-of summary against its recomputation from dwh.v_deal_history."""
+    problems: list[str] = []
+    with psycopg.connect(olap_dsn) as conn:
+        for name, (stored_sql, recomputed_sql) in SUMMARY_QUERIES.items():
+            stored = {r[:-2] if name.startswith("pipeline") else r[:-1]: r for r in
+                      conn.execute(stored_sql).fetchall()}
+            recomputed = {r[:-2] if name.startswith("pipeline") else r[:-1]: r for r in
+                          conn.execute(recomputed_sql).fetchall()}
+            for key in sorted(set(stored) | set(recomputed), key=str):
+                if stored.get(key) != recomputed.get(key):
+                    problems.append(f"{name} {key}: stored {stored.get(key)}, "
+                                    f"recomputed {recomputed.get(key)}")
     if len(problems) > limit:
         problems = problems[:limit] + [f"... {len(problems) - limit} more"]
     return problems

@@ -34,6 +34,8 @@ def assert_replayed(warehouse: dbtools.Warehouse, loaded: dict) -> None:
     expected = ho.expected_history(warehouse.oltp_dsn, warehouse.olap_dsn, loaded["deals"])
     problems = ho.history_differences(warehouse.olap_dsn, expected)
     assert not problems, "history differs from the replay:\n  " + "\n  ".join(problems)
+    problems = ho.summary_differences(warehouse.olap_dsn)
+    assert not problems, "summaries differ from the history:\n  " + "\n  ".join(problems)
 
 
 def rows_of(dsn: str, deal: str) -> list[tuple]:
@@ -41,7 +43,7 @@ def rows_of(dsn: str, deal: str) -> list[tuple]:
         dsn,
         """SELECT s.deal_stage_name, h.close_value, h.valid_to = 'infinity', h.entered_stage,
                   h.txid IS NULL
-             FROM dwh.fact_deal_history AS h JOIN dwh.dim_deal_stage AS s USING (deal_stage_key)
+             FROM dwh.v_deal_history AS h JOIN dwh.dim_deal_stage AS s USING (deal_stage_key)
             WHERE h.opportunity_id = %s ORDER BY h.valid_from""",
         (deal,),
     )
@@ -181,7 +183,8 @@ def test_windows_replay_exactly(warehouse: dbtools.Warehouse, loaded: dict) -> N
     "point",
     {
         "during_history": lambda p: p.on_statement("dwh.fact_deal_history", "INSERT"),
-        "after_history": lambda p: p.at_step("dwh.load_fact_sales_monthly_aggregate"),
+        "after_history": lambda p: p.at_step("dwh.load_fact_sales_performance"),
+        "after_facts": lambda p: p.at_step("dwh.load_fact_sales_monthly_aggregate"),
         "during_aggregate": lambda p: p.on_statement(
             "dwh.fact_sales_monthly_aggregate", "INSERT"
         ),

@@ -57,14 +57,17 @@ INITIAL_STEPS = (
     "dwh.load_dim_sales_agent",
     "dwh.load_dim_product",
     "dwh.load_fact_sales_performance",
-    "dwh.load_deal_history",
+    "dwh.load_deal_history",  # initial load: after the facts (its seed is made from them)
     "dwh.load_fact_sales_monthly_aggregate",
     "etl.validate_run",
     "etl.finish_run",
 )
 INCREMENTAL_STEPS = (
     "etl.pull_change_window",
-    *INITIAL_STEPS[2:-1],
+    *INITIAL_STEPS[2:6],
+    "dwh.load_deal_history",  # incremental: before the facts (it copies a deal's seed first)
+    "dwh.load_fact_sales_performance",
+    *INITIAL_STEPS[8:-1],
     "etl.purge_change_log",
     "etl.finish_run",
 )

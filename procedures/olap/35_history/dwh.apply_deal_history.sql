@@ -1,46 +1,49 @@
 -- Function: dwh.apply_deal_history(p_loading_metadata_id bigint) RETURNS text
---     Unit of dwh.load_deal_history: keeps dwh.fact_deal_history, every
---     deal's stage, agent, product, account and value over time.
---     Initial load (the seed, one INSERT ... SELECT over the facts the fact
---     step just wrote, their keys and indexes set aside meanwhile as the fact
---     step does): what the source knows of each deal's past. A closed deal
---     engaged before it closed is Engaging from its engage date to its close
---     date (value NULL, as the CRM holds an open deal's), then in its closed
---     stage from the close date; an open deal is in its stage from its engage
---     date. A date it lacks (or the calendar does not hold) is the load's
---     snapshot time. Dates count at 00:00 UTC, as product versions do.
+--     Unit of dwh.load_deal_history: keeps every deal's stage, agent,
+--     product, account and value over time (dwh.v_deal_history: the table
+--     dwh.fact_deal_history and the seed view dwh.deal_history_seed) and the
+--     as-of summaries (dwh.fold_deal_history).
+--     Initial load: empties the table and the summaries, and writes the
+--     seed's part of the summaries (dwh.fold_deal_history_seed; the seed,
+--     every deal's rows as its fact tells them, is a view: nothing is copied).
 --     Incremental update: the time rule of the product versions
 --     (dwh.apply_product_versions): every committed transaction of the window
 --     that touched a deal is one event at its last changed_at (several
 --     statements in one transaction collapse), with the deal's last image in
 --     it (the capture trigger logs deals whole). Whether the deal exists after
 --     it follows from its inserts and deletes counted, not from their log
---     order. After the deal's last event of the window, the deal is exactly
---     its fact as the fact step just wrote it (the window's snapshot; a
---     deleted or quarantined deal is absent), so the history's current row
---     agrees with the fact by construction and the keys are the fact step's
---     own; an earlier event's image is resolved by the same rules (stage by
---     name, else trimmed and case-folded, else Unknown; account and agent by
---     id, else Unknown; product version at the engage date, the latest one
---     without; a value no column holds makes the deal absent, as quarantine
---     retires its fact).
+--     order; after the deal's last event of the window, it is exactly as the
+--     window's snapshot has it (etl.stage_sales_pipeline; absent when the
+--     snapshot lacks it). Each image is resolved as the fact step resolves a
+--     staged deal: the stage by name, else trimmed and case-folded, else
+--     Unknown; account and agent by id, else Unknown (-1); the product version
+--     in effect at the engage date, the latest one without (or outside the
+--     calendar); a value numeric(18, 2) cannot hold (NaN, infinite, 1e16 and
+--     more) makes the deal absent, as quarantine retires its fact. The fact
+--     step then resolves the snapshot's rows on its own; etl.validate checks
+--     that both agree (etl.check_deal_history).
+--     A deal's first touch copies its seed rows into the table (the fact is
+--     still the initial load's: this step runs before the fact step).
 --     An event makes a row only when it alters a tracked attribute (stage,
 --     agent, product, account, value; the product compared by product id, so
---     a version move alone is no change), or brings the deal back; a delete
---     closes the row in effect. Applying an event at t cuts the deal's
---     history at t: the row in effect is closed at t, rows from t on (a seed
---     row at a future close or engage date) give way.
+--     a version move alone is no change) or brings the deal back; a delete
+--     (or quarantine) closes the row in effect. Applying an event at t cuts
+--     the deal's history at t: the row in effect ends at t, rows from t on (a
+--     seed row at a future close or engage date) give way.
+--     The summaries change by the touched deals' rows before the window
+--     (out) and after it (in).
 --     Exactly once: the step commits once, and a window applied again (its run
 --     died before the aggregate step marked it applied) finds its own rows:
 --     the first event compares with the row in effect at its time, which is
 --     then its own copy, and every later row is written over its copy
 --     (removed from the first changed event on, then inserted again); the
---     unique key (opportunity_id, valid_from) refuses anything else.
+--     summaries' before and after are then equal. The key (opportunity_id,
+--     valid_from) refuses anything else.
 -- Returns: NULL (done).
--- Tables: reads dwh.fact_sales_performance, etl.change_window, dwh dimensions,
---     dwh.product_version_lookup, etl.run, etl.config; writes
---     dwh.fact_deal_history (initial load: truncate, insert; incremental:
---     insert, update, delete).
+-- Tables: reads etl.change_window, etl.stage_sales_pipeline, dwh
+--     dimensions, dwh.product_version_lookup, dwh.deal_history_seed, etl.run,
+--     etl.config; writes dwh.fact_deal_history (insert, update, delete), the
+--     summaries (through dwh.fold_deal_history).
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Refused outside its own step of the caller's running run (etl.assert_step_executor).
 CREATE OR REPLACE FUNCTION dwh.apply_deal_history(p_loading_metadata_id bigint)
@@ -53,7 +56,6 @@ DECLARE
     v_run etl.run;
     v_min date := etl.config_value('date_min')::date;
     v_max date := etl.config_value('date_max')::date;
-    v_engaging smallint;
     v_in bigint := 0;
     v_inserted bigint := 0;
     v_closed bigint := 0;
@@ -64,45 +66,15 @@ BEGIN
       FROM etl.run AS r JOIN etl.loading_metadata AS m USING (run_id)
      WHERE m.loading_metadata_id = p_loading_metadata_id;
 
+    IF to_regclass('pg_temp.deal_history_rows') IS NOT NULL THEN
+        DROP TABLE pg_temp.deal_history_rows;
+    END IF;
+
     IF v_run.pipeline = 'initial_load' THEN
-        SELECT s.deal_stage_key INTO v_engaging FROM dwh.dim_deal_stage AS s
-         WHERE s.deal_stage_name = 'Engaging';
-        -- A rebuild, or this step run again: the seed is all or nothing.
-        TRUNCATE dwh.fact_deal_history;
-        PERFORM etl.suspend_ddl('dwh.fact_deal_history');
-        INSERT INTO dwh.fact_deal_history (
-            opportunity_id, valid_from, valid_to, deal_stage_key, sales_agent_key, product_key,
-            account_key, close_value, engage_date_key, close_date_key, is_closed, is_won,
-            entered_stage, run_id
-        )
-        SELECT f.opportunity_id, p.valid_from, p.valid_to, p.deal_stage_key, f.sales_agent_key,
-               f.product_key, f.account_key, p.close_value, f.engage_date_key, f.close_date_key,
-               p.is_closed, p.is_won, true, v_run.run_id
-          FROM dwh.fact_sales_performance AS f
-         CROSS JOIN LATERAL (
-             SELECT CASE WHEN f.engage_date_key <> -1
-                         THEN make_date(f.engage_date_key / 10000, f.engage_date_key / 100 % 100,
-                                        f.engage_date_key % 100)::timestamp AT TIME ZONE 'UTC'
-                    END AS engaged_at,
-                    CASE WHEN f.close_date_key <> -1
-                         THEN make_date(f.close_date_key / 10000, f.close_date_key / 100 % 100,
-                                        f.close_date_key % 100)::timestamp AT TIME ZONE 'UTC'
-                         ELSE v_run.source_snapshot_at
-                    END AS closed_at
-         ) AS t
-         CROSS JOIN LATERAL (
-             -- A closed deal was Engaging from its engage date until it closed.
-             SELECT t.engaged_at AS valid_from, t.closed_at AS valid_to, v_engaging AS deal_stage_key,
-                    NULL::numeric AS close_value, false AS is_closed, false AS is_won
-              WHERE f.is_closed AND t.engaged_at < t.closed_at
-             UNION ALL
-             SELECT CASE WHEN f.is_closed THEN t.closed_at
-                         ELSE coalesce(t.engaged_at, v_run.source_snapshot_at) END,
-                    'infinity', f.deal_stage_key, f.close_value, f.is_closed, f.is_won
-         ) AS p
-         WHERE NOT f.is_deleted;
-        GET DIAGNOSTICS v_inserted = ROW_COUNT;
-        PERFORM etl.restore_ddl('dwh.fact_deal_history');
+        -- A rebuild, or this step run again: all or nothing, in one transaction.
+        TRUNCATE dwh.fact_deal_history, dwh.deal_pipeline_day, dwh.deal_pipeline_month,
+                 dwh.deal_stage_duration, dwh.deal_stage_conversion;
+        v_inserted := dwh.fold_deal_history_seed(v_run.run_id);
         SELECT count(*) INTO v_in FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted;
         PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted);
         RETURN NULL;
@@ -111,6 +83,9 @@ BEGIN
     -- One event per (deal, transaction) of the window.
     IF to_regclass('pg_temp.deal_event') IS NOT NULL THEN
         DROP TABLE pg_temp.deal_event;
+    END IF;
+    IF to_regclass('pg_temp.deal_change') IS NOT NULL THEN
+        DROP TABLE pg_temp.deal_change;
     END IF;
     CREATE TEMPORARY TABLE deal_event ON COMMIT DROP AS
     WITH tx AS (
@@ -137,30 +112,40 @@ BEGIN
                      ROWS UNBOUNDED PRECEDING)
     ),
     image AS (
-        -- An earlier event's image, typed and bounded as the fact step
-        -- bounds a staged row.
-        SELECT c.opportunity_id, c.n,
-               c.image ->> 'deal_stage' AS deal_stage,
-               (c.image ->> 'sales_agent_id')::integer AS sales_agent_id,
-               (c.image ->> 'product_id')::integer AS product_id,
-               (c.image ->> 'account_id')::integer AS account_id,
-               (c.image ->> 'close_value')::numeric AS close_value,
-               CASE WHEN (c.image ->> 'engage_date')::date BETWEEN v_min AND v_max
-                    THEN (c.image ->> 'engage_date')::date END AS engage_date,
-               CASE WHEN (c.image ->> 'close_date')::date BETWEEN v_min AND v_max
-                    THEN (c.image ->> 'close_date')::date END AS close_date
+        -- The deal after each event: an earlier event's image, the last
+        -- event's snapshot row; typed and bounded as the fact step bounds a
+        -- staged row.
+        SELECT c.opportunity_id, c.n, i.*,
+               CASE WHEN i.engage_date_raw BETWEEN v_min AND v_max THEN i.engage_date_raw END AS engage_date,
+               CASE WHEN i.close_date_raw BETWEEN v_min AND v_max THEN i.close_date_raw END AS close_date
           FROM chained AS c
-         WHERE c.n < c.events AND c.image IS NOT NULL
+          LEFT JOIN etl.stage_sales_pipeline AS s ON s.opportunity_id = c.opportunity_id AND c.n = c.events
+         CROSS JOIN LATERAL (
+             SELECT c.image ->> 'deal_stage' AS deal_stage,
+                    (c.image ->> 'sales_agent_id')::integer AS sales_agent_id,
+                    (c.image ->> 'product_id')::integer AS product_id,
+                    (c.image ->> 'account_id')::integer AS account_id,
+                    (c.image ->> 'close_value')::numeric AS close_value,
+                    (c.image ->> 'engage_date')::date AS engage_date_raw,
+                    (c.image ->> 'close_date')::date AS close_date_raw
+              WHERE c.n < c.events AND c.image IS NOT NULL
+             UNION ALL
+             SELECT s.deal_stage, s.sales_agent_id, s.product_id, s.account_id, s.close_value,
+                    s.engage_date, s.close_date
+              WHERE c.n = c.events AND s.opportunity_id IS NOT NULL
+         ) AS i
     ),
     resolved AS (
         SELECT i.opportunity_id, i.n,
                -- numeric(18, 2) holds it (else quarantined: the deal is absent)
-               i.close_value <> 'NaN'::numeric AND abs(round(i.close_value, 2)) < 1e16
-               OR i.close_value IS NULL AS storable,
+               i.close_value IS NULL OR i.close_value <> 'NaN'::numeric AND abs(round(i.close_value, 2)) < 1e16
+                   AS storable,
                coalesce(exact.deal_stage_key, folded.deal_stage_key, -1)::smallint AS deal_stage_key,
+               coalesce(exact.is_closed, folded.is_closed, false) AS is_closed,
+               coalesce(exact.is_won, folded.is_won, false) AS is_won,
                coalesce(g.sales_agent_key, -1) AS sales_agent_key,
                coalesce(v.product_key, -1) AS product_key,
-               v.product_id,
+               coalesce(v.product_id, -1) AS product_id,
                coalesce(a.account_key, -1) AS account_key,
                CASE WHEN i.close_value <> 'NaN'::numeric AND abs(round(i.close_value, 2)) < 1e16
                     THEN round(i.close_value, 2) END AS close_value,
@@ -183,46 +168,57 @@ BEGIN
                     END
     )
     SELECT c.opportunity_id, c.n, c.txid, c.change_id, c.changed_at, c.window_start,
-           -- the deal is there after the event (and storable)
-           CASE WHEN c.n = c.events THEN f.opportunity_id IS NOT NULL AND NOT f.is_deleted
-                ELSE CASE WHEN c.moves IS NOT NULL THEN c.moves[array_upper(c.moves, 1)] > 0
-                          WHEN NOT c.moves_in_or_out THEN true
-                     END
-                     AND r.storable
-           END AS present,
-           CASE WHEN c.n = c.events THEN f.deal_stage_key ELSE r.deal_stage_key END AS deal_stage_key,
-           CASE WHEN c.n = c.events THEN f.sales_agent_key ELSE r.sales_agent_key END AS sales_agent_key,
-           CASE WHEN c.n = c.events THEN f.product_key ELSE r.product_key END AS product_key,
-           CASE WHEN c.n = c.events THEN fp.product_id ELSE r.product_id END AS product_id,
-           CASE WHEN c.n = c.events THEN f.account_key ELSE r.account_key END AS account_key,
-           CASE WHEN c.n = c.events THEN f.close_value ELSE r.close_value END AS close_value,
-           CASE WHEN c.n = c.events THEN f.engage_date_key ELSE r.engage_date_key END AS engage_date_key,
-           CASE WHEN c.n = c.events THEN f.close_date_key ELSE r.close_date_key END AS close_date_key
+           -- the deal is there after the event, storable (NULL: as before, below)
+           CASE WHEN c.n = c.events THEN r.opportunity_id IS NOT NULL
+                WHEN c.moves IS NOT NULL THEN c.moves[array_upper(c.moves, 1)] > 0
+                WHEN NOT c.moves_in_or_out THEN true
+           END AND coalesce(r.storable, false) AS present,
+           r.deal_stage_key, r.is_closed, r.is_won, r.sales_agent_key, r.product_key, r.product_id,
+           r.account_key, r.close_value, r.engage_date_key, r.close_date_key
       FROM chained AS c
-      LEFT JOIN resolved AS r ON r.opportunity_id = c.opportunity_id AND r.n = c.n
-      LEFT JOIN dwh.fact_sales_performance AS f ON f.opportunity_id = c.opportunity_id AND c.n = c.events
-      LEFT JOIN dwh.dim_product AS fp ON fp.product_key = f.product_key;
+      LEFT JOIN resolved AS r ON r.opportunity_id = c.opportunity_id AND r.n = c.n;
     GET DIAGNOSTICS v_in = ROW_COUNT;
 
-    -- Whether the deal was there before the window: the row in effect just
-    -- before its first event (valid_to reaches it: a row this window closed
-    -- at its first event on an earlier attempt counts too). An event that
-    -- neither moves the deal in or out nor ends the window (moves NULL,
-    -- with inserts and deletes netting out) leaves it as it was.
+    -- An event whose inserts and deletes net out, with no earlier move in the
+    -- window, leaves the deal as it was: for a first event, as the row in
+    -- effect just before it says (valid_to reaches it: a row this window
+    -- closed at that event on an earlier attempt counts too).
     UPDATE deal_event AS e
-       SET present = coalesce((SELECT true FROM dwh.fact_deal_history AS h
-                                WHERE h.opportunity_id = e.opportunity_id
-                                  AND h.valid_from < e.window_start AND h.valid_to >= e.window_start), false)
+       SET present = EXISTS (SELECT FROM dwh.v_deal_history AS h
+                              WHERE h.opportunity_id = e.opportunity_id
+                                AND h.valid_from < e.window_start AND h.valid_to >= e.window_start)
      WHERE e.present IS NULL AND e.n = 1;
     UPDATE deal_event AS e
        SET present = coalesce((SELECT p.present FROM deal_event AS p
-                                WHERE p.opportunity_id = e.opportunity_id AND p.n < e.n AND p.present IS NOT NULL
+                                WHERE p.opportunity_id = e.opportunity_id AND p.n < e.n
+                                  AND p.present IS NOT NULL
                                 ORDER BY p.n DESC LIMIT 1), false)
      WHERE e.present IS NULL;
 
+    -- The touched deals' history before the window (out of the summaries),
+    -- then their seed copied into the table on their first touch.
+    CREATE TEMPORARY TABLE deal_history_rows ON COMMIT DROP AS
+    SELECT -1 AS sign, h.*, NULL::smallint [] AS later_stages
+      FROM dwh.fact_deal_history AS h
+     WHERE h.opportunity_id IN (SELECT e.opportunity_id FROM deal_event AS e);
+    INSERT INTO deal_history_rows
+    SELECT -1, s.* FROM dwh.deal_history_seed AS s
+     WHERE s.opportunity_id IN (SELECT e.opportunity_id FROM deal_event AS e);
+    INSERT INTO dwh.fact_deal_history (
+        opportunity_id, valid_from, valid_to, deal_stage_key, sales_agent_key, product_key,
+        account_key, close_value, engage_date_key, close_date_key, is_closed, is_won,
+        entered_stage, run_id
+    )
+    SELECT r.opportunity_id, r.valid_from, r.valid_to, r.deal_stage_key, r.sales_agent_key, r.product_key,
+           r.account_key, r.close_value, r.engage_date_key, r.close_date_key, r.is_closed, r.is_won,
+           r.entered_stage, r.run_id
+      FROM deal_history_rows AS r
+     WHERE r.later_stages IS NOT NULL;
+
     -- Each event with the state before it: the previous event's, or for the
     -- first, the row in effect at its time (its own copy when the window is
-    -- applied again: then it changes nothing).
+    -- applied again: then it changes nothing). Only the events that change
+    -- something are kept.
     CREATE TEMPORARY TABLE deal_change ON COMMIT DROP AS
     WITH stated AS (
         SELECT e.*,
@@ -230,7 +226,8 @@ BEGIN
                    AS present_before,
                CASE WHEN e.n = 1 THEN b.deal_stage_key ELSE lag(e.deal_stage_key) OVER w END AS stage_before,
                CASE WHEN e.n = 1 THEN b.sales_agent_key ELSE lag(e.sales_agent_key) OVER w END AS agent_before,
-               CASE WHEN e.n = 1 THEN bp.product_id ELSE lag(e.product_id) OVER w END AS product_before,
+               CASE WHEN e.n = 1 THEN coalesce(bp.product_id, -1) ELSE lag(e.product_id) OVER w END
+                   AS product_before,
                CASE WHEN e.n = 1 THEN b.account_key ELSE lag(e.account_key) OVER w END AS account_before,
                CASE WHEN e.n = 1 THEN b.close_value ELSE lag(e.close_value) OVER w END AS value_before
           FROM deal_event AS e
@@ -279,14 +276,28 @@ BEGIN
     )
     SELECT c.opportunity_id, c.changed_at, coalesce(c.next_at, 'infinity'), c.deal_stage_key,
            c.sales_agent_key, c.product_key, c.account_key, c.close_value, c.engage_date_key,
-           c.close_date_key, coalesce(st.is_closed, false), coalesce(st.is_won, false), c.entered_stage,
-           c.txid, c.change_id, v_run.run_id
+           c.close_date_key, c.is_closed, c.is_won, c.entered_stage, c.txid, c.change_id, v_run.run_id
       FROM (SELECT d.*, lead(d.changed_at) OVER (PARTITION BY d.opportunity_id ORDER BY d.n) AS next_at
               FROM deal_change AS d) AS c
-      LEFT JOIN dwh.dim_deal_stage AS st ON st.deal_stage_key = c.deal_stage_key
      WHERE c.present
      ORDER BY c.opportunity_id, c.changed_at;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
+
+    -- The touched deals' history after the window (into the summaries); each
+    -- stage entry with the stages its deal entered later (conversion).
+    INSERT INTO deal_history_rows
+    SELECT 1, h.*, NULL::smallint []
+      FROM dwh.fact_deal_history AS h
+     WHERE h.opportunity_id IN (SELECT e.opportunity_id FROM deal_event AS e);
+    UPDATE deal_history_rows AS r
+       SET later_stages = coalesce((SELECT array_agg(DISTINCT l.deal_stage_key)
+                                      FROM deal_history_rows AS l
+                                     WHERE l.sign = r.sign AND l.opportunity_id = r.opportunity_id
+                                       AND l.entered_stage AND l.valid_from > r.valid_from
+                                       AND l.deal_stage_key <> r.deal_stage_key), '{}')
+     WHERE r.entered_stage;
+    PERFORM dwh.fold_deal_history();
+    DROP TABLE pg_temp.deal_history_rows;
 
     PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted,
                                 p_updated => v_closed, p_deleted => v_removed);
@@ -295,6 +306,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION dwh.apply_deal_history(bigint) IS
-'Unit of dwh.load_deal_history: seeds dwh.fact_deal_history from the facts (initial load), or adds '
-'one row per committed transaction of the window that altered a deal''s stage, agent, product, '
-'account or value, valid from its changed_at (incremental); safe to apply a window again.';
+'Unit of dwh.load_deal_history: folds the initial load''s seed into the as-of summaries, or adds one '
+'row to dwh.fact_deal_history per committed transaction of the window that altered a deal''s stage, '
+'agent, product, account or value, valid from its changed_at, and the summaries'' deltas; safe to apply '
+'a window again.';
