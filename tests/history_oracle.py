@@ -139,9 +139,45 @@ def _in_effect(rows: list[list], at: int) -> list | None:
     return None
 
 
+CHANGE_QUERY = """SELECT change_id, row_key, txid::text, operation, row_data,
+                         (extract(epoch FROM changed_at) * 1e6)::bigint
+                    FROM cdc.change_log
+                   WHERE table_name = 'sales_pipeline' AND row_key IS NOT NULL"""
+
+
+class ChangeRecorder:
+    """The source's deal changes, kept as they are seen: a source that purges its change
+    log (change_retention 0) would otherwise lose what the replay needs. Call `record`
+    before every run that may purge."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple] = {}
+
+    def record(self, oltp_dsn: str) -> None:
+        with psycopg.connect(oltp_dsn) as conn:
+            for row in conn.execute(CHANGE_QUERY).fetchall():
+                self.rows.setdefault(row[0], row)
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+
+def visible(txid: int, snapshot: str) -> bool:
+    """pg_visible_in_snapshot(txid, snapshot) for a committed transaction."""
+    xmin, xmax, xip = snapshot.split(":")
+    in_progress = {int(x) for x in xip.split(",") if x}
+    return txid < int(xmin) or (txid < int(xmax) and txid not in in_progress)
+
+
 def expected_history(
-    oltp_dsn: str, olap_dsn: str, initial_deals: dict[str, dict]
+    oltp_dsn: str,
+    olap_dsn: str,
+    initial_deals: dict[str, dict],
+    recorded: ChangeRecorder | None = None,
 ) -> dict[tuple, Row]:
+    """The replay: `initial_deals` are the source's deals at the latest initial load
+    (source_deals right after it); the changes come from `recorded`, else from the source's
+    change log as it is now."""
     with psycopg.connect(olap_dsn) as conn:
         snapshot, snapshot_at = conn.execute(
             "SELECT source_snapshot::text, (extract(epoch FROM source_snapshot_at) * 1e6)::bigint"
@@ -155,17 +191,15 @@ def expected_history(
     cal = Calendar(low, high)
     history = seed(initial_deals, snapshot_at, cal)
 
+    if recorded is None:
+        recorded = ChangeRecorder()
+        recorded.record(oltp_dsn)
+    changes = [
+        (key, txid, op, image, at, change_id)
+        for change_id, key, txid, op, image, at in sorted(recorded.rows.values())
+        if not visible(int(txid), snapshot)
+    ]
     with psycopg.connect(oltp_dsn) as conn:
-        changes = conn.execute(
-            """SELECT row_key, txid::text, operation, row_data,
-                      (extract(epoch FROM changed_at) * 1e6)::bigint, change_id
-                 FROM cdc.change_log
-                WHERE table_name = 'sales_pipeline' AND row_key IS NOT NULL
-                  AND txid >= pg_snapshot_xmin(%s::pg_snapshot)
-                  AND NOT pg_visible_in_snapshot(txid, %s::pg_snapshot)
-                ORDER BY change_id""",
-            (snapshot, snapshot),
-        ).fetchall()
         now = {
             r[0]: r[1]
             for r in conn.execute(
