@@ -133,10 +133,10 @@ def seed(deals: dict[str, dict], snapshot_at: int, cal: Calendar) -> dict[str, l
 
 
 def _in_effect(rows: list[list], at: int) -> list | None:
-    for row in rows:
-        if row[0] <= at and (row[1] is None or at < row[1]):
-            return row
-    return None
+    """The row in effect at `at`, else the first one after it (a seed row from the
+    snapshot time, which a transaction committed after the snapshot may precede)."""
+    later = [r for r in rows if r[1] is None or at < r[1]]
+    return min(later, key=lambda r: r[0]) if later else None
 
 
 CHANGE_QUERY = """SELECT change_id, row_key, txid::text, operation, row_data,
@@ -241,8 +241,8 @@ def expected_history(
                 elif not e["moves"]:
                     exists = True
                 else:
-                    exists = present if present is not None else (
-                        _in_effect(rows, e["at"] - 1) is not None
+                    exists = present if present is not None else any(
+                        r[1] is None or r[1] >= e["at"] for r in rows
                     )
             storable, attrs = tracked(image) if image is not None else (False, None)
             now_present = exists and storable

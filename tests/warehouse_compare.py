@@ -7,8 +7,9 @@ Three views of a warehouse:
   bench/soak.py): what a user sees of the source through it, by business keys,
   which a fresh initial load of the same source must show too; and the rules
   an incrementally maintained warehouse keeps on its own.
-- `exact_state`: every row, deleted ones and product history included, with
-  surrogate keys translated (a product version is (product_id, valid_from));
+- `exact_state`: every row, deleted ones, product history, the deal history and its
+  as-of summaries included, with surrogate keys translated (a product version is
+  (product_id, valid_from));
   two warehouses that applied the same windows of the same source must be
   equal on it, whatever happened to their runs.
 
@@ -244,6 +245,27 @@ EXACT_QUERIES = {
           JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
           JOIN dwh.dim_product AS p USING (product_key)""",
     "dim_date": "SELECT 'range', count(*), min(date_key), max(date_key) FROM dwh.dim_date",
+    # The deal history (the table and the initial load's seed) and its as-of summaries.
+    "deal_history": """
+        SELECT (h.opportunity_id, h.valid_from)::text, h.valid_to::text, h.deal_stage_key,
+               g.sales_agent_id, (p.product_id, p.valid_from)::text, a.account_id, h.close_value,
+               h.engage_date_key, h.close_date_key, h.is_closed, h.is_won, h.entered_stage,
+               h.txid::text, h.change_id
+          FROM dwh.v_deal_history AS h
+          JOIN dwh.dim_account AS a USING (account_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)""",
+    "deal_pipeline": """
+        SELECT (d.day, d.deal_stage_key, g.sales_agent_id, d.product_id)::text, d.deals, d.open_value
+          FROM dwh.deal_pipeline_day AS d JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+         WHERE d.deals <> 0 OR d.open_value <> 0""",
+    "deal_durations": """
+        SELECT (d.close_month, g.sales_agent_id, d.product_id, d.days)::text, d.deals
+          FROM dwh.deal_stage_duration AS d JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+         WHERE d.deals <> 0""",
+    "deal_conversion": """
+        SELECT (c.entry_month, c.from_stage_key, c.to_stage_key)::text, c.deals
+          FROM dwh.deal_stage_conversion AS c WHERE c.deals <> 0""",
 }
 
 

@@ -188,13 +188,13 @@ BEGIN
     ANALYZE deal_event;
 
     -- An event whose inserts and deletes net out, with no earlier move in the
-    -- window, leaves the deal as it was: for a first event, as the row in
-    -- effect just before it says (valid_to reaches it: a row this window
-    -- closed at that event on an earlier attempt counts too).
+    -- window, leaves the deal as it was: for a first event, there when a row
+    -- of it reaches its time (valid_to: a row this window closed at that
+    -- event on an earlier attempt counts too, and so does a seed row starting
+    -- later, at the snapshot time).
     UPDATE deal_event AS e
        SET present = EXISTS (SELECT FROM dwh.v_deal_history AS h
-                              WHERE h.opportunity_id = e.opportunity_id
-                                AND h.valid_from < e.window_start AND h.valid_to >= e.window_start)
+                              WHERE h.opportunity_id = e.opportunity_id AND h.valid_to >= e.window_start)
      WHERE e.present IS NULL AND e.n = 1;
     UPDATE deal_event AS e
        SET present = coalesce((SELECT p.present FROM deal_event AS p
@@ -226,8 +226,8 @@ BEGIN
 
     -- Each event with the state before it: the previous event's, or for the
     -- first, the row in effect at its time (its own copy when the window is
-    -- applied again: then it changes nothing). Only the events that change
-    -- something are kept.
+    -- applied again: then it changes nothing), else the deal's next row.
+    -- Only the events that change something are kept.
     CREATE TEMPORARY TABLE deal_change ON COMMIT DROP AS
     WITH stated AS (
         SELECT e.*,
@@ -240,9 +240,14 @@ BEGIN
                CASE WHEN e.n = 1 THEN b.account_key ELSE lag(e.account_key) OVER w END AS account_before,
                CASE WHEN e.n = 1 THEN b.close_value ELSE lag(e.close_value) OVER w END AS value_before
           FROM deal_event AS e
-          LEFT JOIN dwh.fact_deal_history AS b
-                 ON e.n = 1 AND b.opportunity_id = e.opportunity_id
-                AND b.valid_from <= e.changed_at AND b.valid_to > e.changed_at
+          LEFT JOIN LATERAL (
+              -- the row in effect at the event, else the first one after it (a
+              -- seed row from the snapshot time, which a transaction that
+              -- committed after the snapshot may precede)
+              SELECT t.* FROM dwh.fact_deal_history AS t
+               WHERE e.n = 1 AND t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
+               ORDER BY t.valid_from LIMIT 1
+          ) AS b ON true
           LEFT JOIN dwh.dim_product AS bp ON bp.product_key = b.product_key
         WINDOW w AS (PARTITION BY e.opportunity_id ORDER BY e.n)
     )
