@@ -170,12 +170,19 @@ COMMENT ON COLUMN dwh.deal_stage_conversion.deals IS 'Entries (or entries follow
 -- initial load wrote, before the fact step rewrites it). Initial load: after
 -- the fact step (the seed is made from the facts).
 UPDATE etl.pipeline_step AS s SET position = s.position + 100
- WHERE s.position >= (SELECT f.position + CASE WHEN f.pipeline = 'initial_load' THEN 1 ELSE 0 END
-                        FROM etl.pipeline_step AS f
-                       WHERE f.pipeline = s.pipeline AND f.step = 'dwh.load_fact_sales_performance');
+WHERE s.position >= (
+        SELECT f.position + CASE WHEN f.pipeline = 'initial_load' THEN 1 ELSE 0 END
+        FROM etl.pipeline_step AS f
+        WHERE f.pipeline = s.pipeline AND f.step = 'dwh.load_fact_sales_performance'
+    );
 INSERT INTO etl.pipeline_step (pipeline, position, step, table_name, unit)
-SELECT f.pipeline, CASE WHEN f.pipeline = 'initial_load' THEN f.position + 1 ELSE f.position - 100 END,
-       'dwh.load_deal_history', 'dwh.fact_deal_history', 'dwh.apply_deal_history'
-  FROM etl.pipeline_step AS f
- WHERE f.step = 'dwh.load_fact_sales_performance';
-UPDATE etl.pipeline_step AS s SET position = s.position - 99 WHERE s.position > 100;
+SELECT
+    f.pipeline,
+    CASE WHEN f.pipeline = 'initial_load' THEN f.position + 1 ELSE f.position - 100 END AS position,
+    'dwh.load_deal_history' AS step,
+    'dwh.fact_deal_history' AS table_name,
+    'dwh.apply_deal_history' AS unit
+FROM etl.pipeline_step AS f
+WHERE f.step = 'dwh.load_fact_sales_performance';
+UPDATE etl.pipeline_step AS s SET position = s.position - 99
+WHERE s.position > 100;

@@ -52,3 +52,32 @@ COMMENT ON VIEW dwh.v_deal_history IS
 'Every deal''s stage, agent, product, account and value over time (one row per committed change that '
 'altered them, valid from its changed_at; the initial load''s seed before): dwh.fact_deal_history and '
 'dwh.deal_history_seed together.';
+COMMENT ON COLUMN dwh.v_deal_history.opportunity_id IS
+'The deal (business key of dwh.fact_sales_performance).';
+COMMENT ON COLUMN dwh.v_deal_history.valid_from IS
+'When the deal took these values: a changed_at (rows of the table); the engage or close date at 00:00 UTC, '
+'else the initial load''s snapshot time (seed rows).';
+COMMENT ON COLUMN dwh.v_deal_history.valid_to IS
+'When the next row starts or a delete ended the deal; infinity while current.';
+COMMENT ON COLUMN dwh.v_deal_history.deal_stage_key IS
+'The stage (dim_deal_stage), resolved as the fact step resolves it.';
+COMMENT ON COLUMN dwh.v_deal_history.sales_agent_key IS 'The owner (dim_sales_agent).';
+COMMENT ON COLUMN dwh.v_deal_history.product_key IS
+'The product version (dim_product) in effect at the engage date, as the fact step resolves it.';
+COMMENT ON COLUMN dwh.v_deal_history.account_key IS 'The account (dim_account), -1 when none or unresolved.';
+COMMENT ON COLUMN dwh.v_deal_history.close_value IS
+'The deal''s value (NULL while open, as the CRM holds it).';
+COMMENT ON COLUMN dwh.v_deal_history.engage_date_key IS
+'The engage date the deal had (dim_date key; not tracked).';
+COMMENT ON COLUMN dwh.v_deal_history.close_date_key IS
+'The close date the deal had (dim_date key; not tracked).';
+COMMENT ON COLUMN dwh.v_deal_history.is_closed IS 'The stage is closed (Won or Lost).';
+COMMENT ON COLUMN dwh.v_deal_history.is_won IS 'The stage is Won.';
+COMMENT ON COLUMN dwh.v_deal_history.entered_stage IS
+'The row starts a stay in its stage (the deal''s previous row, if any, was in another stage).';
+COMMENT ON COLUMN dwh.v_deal_history.txid IS
+'Lineage: the source transaction that made the row (NULL: a seed row).';
+COMMENT ON COLUMN dwh.v_deal_history.change_id IS
+'Lineage: that transaction''s last cdc.change_log row for the deal (NULL: a seed row).';
+COMMENT ON COLUMN dwh.v_deal_history.run_id IS
+'Lineage: the etl run that wrote the row (the initial load, for seed rows).';
