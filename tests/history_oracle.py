@@ -241,8 +241,10 @@ def expected_history(
                 elif not e["moves"]:
                     exists = True
                 else:
-                    exists = present if present is not None else any(
-                        r[1] is None or r[1] >= e["at"] for r in rows
+                    exists = (
+                        present
+                        if present is not None
+                        else any(r[1] is None or r[1] >= e["at"] for r in rows)
                     )
             storable, attrs = tracked(image) if image is not None else (False, None)
             now_present = exists and storable
@@ -266,9 +268,7 @@ def expected_history(
             present = exists
             before = (now_present, attrs if now_present else None)
 
-    return {
-        (key, r[0]): (r[1], *r[2], r[3]) for key, rows in history.items() for r in rows
-    }
+    return {(key, r[0]): (r[1], *r[2], r[3]) for key, rows in history.items() for r in rows}
 
 
 def actual_history(olap_dsn: str) -> dict[tuple, Row]:
@@ -296,7 +296,7 @@ def history_differences(olap_dsn: str, expected: dict[tuple, Row], limit: int = 
         if a != e:
             problems.append(f"{key}: warehouse {a}, replay {e}")
     if len(problems) > limit:
-        problems = problems[:limit] + [f"... {len(problems) - limit} more"]
+        problems = [*problems[:limit], f"... {len(problems) - limit} more"]
     return problems
 
 
@@ -316,7 +316,8 @@ SUMMARY_QUERIES = {
                                              THEN (h.valid_to AT TIME ZONE 'UTC')::date END, -1))
                   AS d (day, sign)
             WHERE NOT h.is_closed AND d.day IS NOT NULL
-            GROUP BY 1, 2, 3, 4 HAVING sum(d.sign) <> 0 OR sum(d.sign * coalesce(h.close_value, 0)) <> 0""",
+            GROUP BY 1, 2, 3, 4
+           HAVING sum(d.sign) <> 0 OR sum(d.sign * coalesce(h.close_value, 0)) <> 0""",
     ),
     "pipeline_month": (
         """SELECT month, deal_stage_key, sales_agent_key, product_id, sum(deals), sum(open_value)
@@ -364,14 +365,19 @@ def summary_differences(olap_dsn: str, limit: int = 8) -> list[str]:
     problems: list[str] = []
     with psycopg.connect(olap_dsn) as conn:
         for name, (stored_sql, recomputed_sql) in SUMMARY_QUERIES.items():
-            stored = {r[:-2] if name.startswith("pipeline") else r[:-1]: r for r in
-                      conn.execute(stored_sql).fetchall()}
-            recomputed = {r[:-2] if name.startswith("pipeline") else r[:-1]: r for r in
-                          conn.execute(recomputed_sql).fetchall()}
+            stored = {
+                r[:-2] if name.startswith("pipeline") else r[:-1]: r
+                for r in conn.execute(stored_sql).fetchall()
+            }
+            recomputed = {
+                r[:-2] if name.startswith("pipeline") else r[:-1]: r
+                for r in conn.execute(recomputed_sql).fetchall()
+            }
             for key in sorted(set(stored) | set(recomputed), key=str):
                 if stored.get(key) != recomputed.get(key):
-                    problems.append(f"{name} {key}: stored {stored.get(key)}, "
-                                    f"recomputed {recomputed.get(key)}")
+                    problems.append(
+                        f"{name} {key}: stored {stored.get(key)}, recomputed {recomputed.get(key)}"
+                    )
     if len(problems) > limit:
-        problems = problems[:limit] + [f"... {len(problems) - limit} more"]
+        problems = [*problems[:limit], f"... {len(problems) - limit} more"]
     return problems

@@ -52,6 +52,7 @@ def rows_of(dsn: str, deal: str) -> list[tuple]:
 def workload(conn: psycopg.Connection, tag: str) -> dict[str, str]:
     """Committed transactions of every shape the history cares about; returns the deals."""
     tx = conn.transaction
+
     def deal(stage: str, offset: int) -> str:
         return conn.execute(
             "SELECT opportunity_id FROM public.sales_pipeline WHERE deal_stage = %s"
@@ -99,7 +100,8 @@ def workload(conn: psycopg.Connection, tag: str) -> dict[str, str]:
         )
     with tx():  # nothing tracked: no row
         conn.execute(
-            "UPDATE public.sales_pipeline SET close_date = close_date + 1 WHERE opportunity_id = %s",
+            "UPDATE public.sales_pipeline SET close_date = close_date + 1"
+            " WHERE opportunity_id = %s",
             (deals["untracked"],),
         )
     with tx():
@@ -185,9 +187,7 @@ def test_windows_replay_exactly(warehouse: dbtools.Warehouse, loaded: dict) -> N
         "during_history": lambda p: p.on_statement("dwh.fact_deal_history", "INSERT"),
         "after_history": lambda p: p.at_step("dwh.load_fact_sales_performance"),
         "after_facts": lambda p: p.at_step("dwh.load_fact_sales_monthly_aggregate"),
-        "during_aggregate": lambda p: p.on_statement(
-            "dwh.fact_sales_monthly_aggregate", "INSERT"
-        ),
+        "during_aggregate": lambda p: p.on_statement("dwh.fact_sales_monthly_aggregate", "INSERT"),
     }.items(),
     ids=lambda item: item[0],
 )
@@ -210,11 +210,14 @@ def test_a_killed_run_and_its_rerun_add_no_duplicate(
     assert wc.last_run(warehouse.olap_dsn)[2] == "succeeded"
     assert_replayed(warehouse, loaded)
     # Applied again, the window found its own rows: the counts of a single application.
-    assert dbtools.scalar(
-        warehouse.olap_dsn,
-        "SELECT count(*) FROM (SELECT opportunity_id FROM dwh.fact_deal_history"
-        " WHERE valid_to = 'infinity' GROUP BY 1 HAVING count(*) > 1) AS d",
-    ) == 0
+    assert (
+        dbtools.scalar(
+            warehouse.olap_dsn,
+            "SELECT count(*) FROM (SELECT opportunity_id FROM dwh.fact_deal_history"
+            " WHERE valid_to = 'infinity' GROUP BY 1 HAVING count(*) > 1) AS d",
+        )
+        == 0
+    )
 
 
 def test_the_validation_names_a_history_that_disagrees_with_its_fact(

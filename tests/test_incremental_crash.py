@@ -9,7 +9,8 @@ workload of changes to the source, lets the twin run, runs the other one until i
 at the point under test (held there on an advisory lock, see warehouse_compare.PausePoint),
 then runs it again. Then:
 - the recovered warehouse equals its twin row for row, deleted rows, product history, the
-  deal history and its as-of summaries included (surrogate keys translated, a product version being (product_id, valid_from));
+  deal history and its as-of summaries included (surrogate keys translated, a product
+  version being (product_id, valid_from));
 - it shows the same live content as a fresh initial load, and as the source;
 - its aggregate equals the recomputation from its facts, its SCD2 periods are sound;
 - the run after the kill pulled the whole window again when the killed run had not applied

@@ -256,7 +256,8 @@ EXACT_QUERIES = {
           JOIN dwh.dim_product AS p USING (product_key)
           JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)""",
     "deal_pipeline": """
-        SELECT (d.day, d.deal_stage_key, g.sales_agent_id, d.product_id)::text, d.deals, d.open_value
+        SELECT (d.day, d.deal_stage_key, g.sales_agent_id, d.product_id)::text, d.deals,
+               d.open_value
           FROM dwh.deal_pipeline_day AS d JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
          WHERE d.deals <> 0 OR d.open_value <> 0""",
     "deal_durations": """
