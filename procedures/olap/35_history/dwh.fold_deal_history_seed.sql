@@ -45,8 +45,10 @@ BEGIN
     -- what each live fact's seed rows are: date keys, -1 meaning the
     -- snapshot's day.
     WITH seed AS NOT MATERIALIZED (
-        SELECT f.deal_stage_key, f.sales_agent_key, coalesce(p.product_id, -1) AS product_id, f.is_closed,
-               f.close_value, f.engage_date_key, f.close_date_key,
+        -- product versions, not ids: a version's product id is looked up once
+        -- per group (product_ids below), not once per fact
+        SELECT f.deal_stage_key, f.sales_agent_key, f.product_key, f.is_closed, f.close_value,
+               f.engage_date_key, f.close_date_key, f.close_month_key, f.days_to_close,
                -- the open stay's first day, and (closed deals) the closing day
                CASE WHEN f.engage_date_key <> -1 THEN f.engage_date_key ELSE v_snapshot_key END AS from_key,
                CASE WHEN f.close_date_key <> -1 THEN f.close_date_key ELSE v_snapshot_key END AS close_key,
@@ -56,26 +58,29 @@ BEGIN
                                        f.engage_date_key % 100)::timestamp AT TIME ZONE 'UTC' < v_snapshot_at
                    END AS was_engaging
           FROM dwh.fact_sales_performance AS f
-          LEFT JOIN dwh.dim_product AS p ON p.product_key = f.product_key
          WHERE NOT f.is_deleted
+    ),
+    product_ids AS (
+        SELECT p.product_key, coalesce(p.product_id, -1) AS product_id FROM dwh.dim_product AS p
     ),
     -- Open pipeline: an open deal enters its stage on its first day; a
     -- closed deal's Engaging row enters on its engage day and leaves on its
     -- close day (no value: a NULL is skipped by sum(), a zero would cost a
-    -- numeric addition).
+    -- numeric addition). Each part grouped on its own, then together.
     changes AS (
-        SELECT c.day_key, c.deal_stage_key, c.sales_agent_key, c.product_id,
+        SELECT c.day_key, c.deal_stage_key, c.sales_agent_key, i.product_id,
                sum(c.deals) AS deals, coalesce(sum(c.open_value), 0) AS open_value
-          FROM (SELECT s.from_key AS day_key, s.deal_stage_key, s.sales_agent_key, s.product_id,
-                       1 AS deals, s.close_value AS open_value
-                  FROM seed AS s WHERE NOT s.is_closed
+          FROM (SELECT s.from_key AS day_key, s.deal_stage_key, s.sales_agent_key, s.product_key,
+                       count(*) AS deals, sum(s.close_value) AS open_value
+                  FROM seed AS s WHERE NOT s.is_closed GROUP BY 1, 2, 3, 4
                 UNION ALL
-                SELECT s.engage_date_key, v_engaging, s.sales_agent_key, s.product_id, 1, NULL::numeric
-                  FROM seed AS s WHERE s.was_engaging
+                SELECT s.engage_date_key, v_engaging, s.sales_agent_key, s.product_key, count(*), NULL::numeric
+                  FROM seed AS s WHERE s.was_engaging GROUP BY 1, 2, 3, 4
                 UNION ALL
-                SELECT s.close_key, v_engaging, s.sales_agent_key, s.product_id, -1, NULL::numeric
-                  FROM seed AS s WHERE s.was_engaging) AS c
-         GROUP BY c.day_key, c.deal_stage_key, c.sales_agent_key, c.product_id
+                SELECT s.close_key, v_engaging, s.sales_agent_key, s.product_key, -count(*), NULL::numeric
+                  FROM seed AS s WHERE s.was_engaging GROUP BY 1, 2, 3, 4) AS c
+          JOIN product_ids AS i ON i.product_key = c.product_key
+         GROUP BY c.day_key, c.deal_stage_key, c.sales_agent_key, i.product_id
         HAVING sum(c.deals) <> 0 OR coalesce(sum(c.open_value), 0) <> 0
     ),
     day_rows AS (
@@ -95,19 +100,17 @@ BEGIN
         RETURNING 1
     ),
     -- Durations: every closed deal with both dates entered its closed stage
-    -- once (its seed's last row), that many days after its engage date.
+    -- once (its seed's last row), days_to_close days after its engage date.
     duration_rows AS (
         INSERT INTO dwh.deal_stage_duration (close_month, sales_agent_key, product_id, days, deals)
-        SELECT make_date(d.close_month_key / 100, d.close_month_key % 100, 1), d.sales_agent_key, d.product_id,
-               d.days, d.deals
-          FROM (SELECT s.close_date_key / 100 AS close_month_key, s.sales_agent_key, s.product_id,
-                       make_date(s.close_date_key / 10000, s.close_date_key / 100 % 100, s.close_date_key % 100)
-                       - make_date(s.engage_date_key / 10000, s.engage_date_key / 100 % 100,
-                                   s.engage_date_key % 100) AS days,
-                       count(*) AS deals
+        SELECT make_date(d.close_month_key / 10000, d.close_month_key / 100 % 100, 1), d.sales_agent_key,
+               i.product_id, d.days_to_close, sum(d.deals)
+          FROM (SELECT s.close_month_key, s.sales_agent_key, s.product_key, s.days_to_close, count(*) AS deals
                   FROM seed AS s
-                 WHERE s.is_closed AND s.engage_date_key <> -1 AND s.close_date_key <> -1
+                 WHERE s.is_closed AND s.days_to_close IS NOT NULL
                  GROUP BY 1, 2, 3, 4) AS d
+          JOIN product_ids AS i ON i.product_key = d.product_key
+         GROUP BY 1, 2, 3, 4
         RETURNING 1
     ),
     -- Conversion: the entries (a closed deal's Engaging row in its engage
