@@ -246,15 +246,24 @@ EXACT_QUERIES = {
           JOIN dwh.dim_product AS p USING (product_key)""",
     "dim_date": "SELECT 'range', count(*), min(date_key), max(date_key) FROM dwh.dim_date",
     # The deal history (the table and the initial load's seed) and its as-of summaries.
+    # (A seed row of a deal without dates starts or ends at the initial load's snapshot time,
+    # which differs between twins that each did their own initial load: named, not compared.)
     "deal_history": """
-        SELECT (h.opportunity_id, h.valid_from)::text, h.valid_to::text, h.deal_stage_key,
+        SELECT (h.opportunity_id, t.valid_from)::text, t.valid_to, h.deal_stage_key,
                g.sales_agent_id, (p.product_id, p.valid_from)::text, a.account_id, h.close_value,
                h.engage_date_key, h.close_date_key, h.is_closed, h.is_won, h.entered_stage,
                h.txid::text, h.change_id
           FROM dwh.v_deal_history AS h
           JOIN dwh.dim_account AS a USING (account_key)
           JOIN dwh.dim_product AS p USING (product_key)
-          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)""",
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+         CROSS JOIN (SELECT r.source_snapshot_at FROM etl.run AS r
+                      WHERE r.pipeline = 'initial_load' ORDER BY r.run_id DESC LIMIT 1) AS l
+         CROSS JOIN LATERAL (
+             SELECT CASE WHEN h.valid_from = l.source_snapshot_at THEN 'load snapshot'
+                         ELSE h.valid_from::text END AS valid_from,
+                    CASE WHEN h.valid_to = l.source_snapshot_at THEN 'load snapshot'
+                         ELSE h.valid_to::text END AS valid_to) AS t""",
     "deal_pipeline": """
         SELECT (d.day, d.deal_stage_key, g.sales_agent_id, d.product_id)::text, d.deals,
                d.open_value
