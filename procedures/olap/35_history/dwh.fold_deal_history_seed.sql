@@ -4,7 +4,8 @@
 --     straight from the facts into the emptied summaries. The same
 --     definitions as dwh.fold_deal_history, which reads history rows, but
 --     without making the 1.5 million rows of scale 100 first (the generic
---     fold over the seed view took 15 s there; this takes about 2);
+--     fold over the seed view took 15 s there; this about 5 on the same
+--     loaded machine, still a fifth of the initial load: docs/benchmarks.md);
 --     tests/test_deal_history.py holds both to a recomputation from
 --     dwh.v_deal_history. A seed row's day is its date (00:00 UTC), or the
 --     load's snapshot time's UTC day for a missing date; a closed deal has
