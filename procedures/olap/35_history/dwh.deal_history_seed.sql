@@ -92,7 +92,7 @@ WHERE
     NOT f.is_deleted
     AND NOT EXISTS (
         SELECT FROM dwh.fact_deal_history AS h
-        WHERE h.opportunity_id = f.opportunity_id
+        WHERE md5(h.opportunity_id) = md5(f.opportunity_id) AND h.opportunity_id = f.opportunity_id
     );
 
 COMMENT ON VIEW dwh.deal_history_seed IS

@@ -23,7 +23,8 @@ AS $fn$
     -- The deals go as one array (= ANY: index scans; as a join, the planner
     -- scanned every fact).
     WITH keys AS MATERIALIZED (
-        SELECT coalesce(array_agg(x.opportunity_id), '{}') AS ids
+        SELECT coalesce(array_agg(x.opportunity_id), '{}') AS ids,
+               coalesce(array_agg(md5(x.opportunity_id)), '{}') AS md5s
           FROM (SELECT s.opportunity_id FROM etl.stage_sales_pipeline AS s
                 UNION
                 SELECT d.row_key FROM etl.stage_deleted AS d WHERE d.table_name = 'sales_pipeline') AS x
@@ -41,7 +42,8 @@ AS $fn$
                min(h.account_key) AS account_key, min(h.close_value) AS close_value
           FROM dwh.fact_deal_history AS h
           LEFT JOIN dwh.dim_product AS p ON p.product_key = h.product_key
-         WHERE h.opportunity_id = ANY ((SELECT k.ids FROM keys AS k)::text []) AND h.valid_to = 'infinity'
+         WHERE md5(h.opportunity_id) = ANY ((SELECT k.md5s FROM keys AS k)::text [])
+           AND h.opportunity_id = ANY ((SELECT k.ids FROM keys AS k)::text []) AND h.valid_to = 'infinity'
          GROUP BY h.opportunity_id
     )
     INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
