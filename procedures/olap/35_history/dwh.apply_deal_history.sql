@@ -194,25 +194,6 @@ BEGIN
     GET DIAGNOSTICS v_in = ROW_COUNT;
     ANALYZE deal_event;
 
-    -- An event whose inserts and deletes net out, with no earlier move in the
-    -- window, leaves the deal as it was: for a first event, there when a row
-    -- of it reaches its time (valid_to: a row this window closed at that
-    -- event on an earlier attempt counts too, and so does a seed row starting
-    -- later, at the snapshot time).
-    UPDATE deal_event AS e
-       SET present = EXISTS (SELECT FROM dwh.fact_deal_history AS h
-                              WHERE md5(h.opportunity_id) = md5(e.opportunity_id)
-                                AND h.opportunity_id = e.opportunity_id AND h.valid_to >= e.window_start)
-                     OR EXISTS (SELECT FROM dwh.deal_history_seed AS h
-                                 WHERE h.opportunity_id = e.opportunity_id AND h.valid_to >= e.window_start)
-     WHERE e.present IS NULL AND e.n = 1;
-    UPDATE deal_event AS e
-       SET present = coalesce((SELECT p.present FROM deal_event AS p
-                                WHERE p.opportunity_id = e.opportunity_id AND p.n < e.n
-                                  AND p.present IS NOT NULL
-                                ORDER BY p.n DESC LIMIT 1), false)
-     WHERE e.present IS NULL;
-
     -- The touched deals' history before the window (out of the summaries),
     -- then their seed copied into the table on their first touch. The deals
     -- go as one array (= ANY: an index scan; as a join, the planner scanned
@@ -224,7 +205,25 @@ BEGIN
       FROM dwh.fact_deal_history AS h
      WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = ANY (v_keys);
     INSERT INTO deal_history_rows
-    SELECT -1, s.* FROM dwh.deal_history_seed AS s WHERE s.opportunity_id = ANY (v_keys);
+    SELECT -1, s.* FROM dwh.deal_history_seed AS s
+     WHERE s.opportunity_id = ANY (v_keys)
+       AND NOT EXISTS (SELECT FROM deal_history_rows AS t WHERE t.opportunity_id = s.opportunity_id);
+    ANALYZE deal_history_rows;
+    -- An event whose inserts and deletes net out, with no earlier move in the
+    -- window, leaves the deal as it was: for a first event, there when a row
+    -- of it reaches its time (valid_to: a row this window closed at that
+    -- event on an earlier attempt counts too, and so does a seed row starting
+    -- later, at the snapshot time).
+    UPDATE deal_event AS e
+       SET present = EXISTS (SELECT FROM deal_history_rows AS h
+                              WHERE h.opportunity_id = e.opportunity_id AND h.valid_to >= e.window_start)
+     WHERE e.present IS NULL AND e.n = 1;
+    UPDATE deal_event AS e
+       SET present = coalesce((SELECT p.present FROM deal_event AS p
+                                WHERE p.opportunity_id = e.opportunity_id AND p.n < e.n
+                                  AND p.present IS NOT NULL
+                                ORDER BY p.n DESC LIMIT 1), false)
+     WHERE e.present IS NULL;
     INSERT INTO dwh.fact_deal_history (
         opportunity_id, valid_from, valid_to, deal_stage_key, sales_agent_key, product_key,
         account_key, close_value, engage_date_key, close_date_key, is_closed, is_won,
@@ -284,7 +283,7 @@ BEGIN
     removed AS (
         DELETE FROM dwh.fact_deal_history AS h
          USING first_change AS c
-         WHERE md5(h.opportunity_id) = md5(c.opportunity_id) AND h.opportunity_id = c.opportunity_id
+         WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = c.opportunity_id
            AND h.valid_from >= c.changed_at
         RETURNING 1
     )
@@ -292,7 +291,7 @@ BEGIN
     UPDATE dwh.fact_deal_history AS h
        SET valid_to = c.changed_at, run_id = v_run.run_id
       FROM (SELECT c.opportunity_id, min(c.changed_at) AS changed_at FROM deal_change AS c GROUP BY 1) AS c
-     WHERE md5(h.opportunity_id) = md5(c.opportunity_id) AND h.opportunity_id = c.opportunity_id
+     WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = c.opportunity_id
        AND h.valid_from < c.changed_at AND h.valid_to > c.changed_at;
     GET DIAGNOSTICS v_closed = ROW_COUNT;
 
