@@ -11,7 +11,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    TRUNCATE dwh.fact_sales_monthly_aggregate, dwh.fact_sales_performance;
+    TRUNCATE dwh.fact_sales_monthly_aggregate, dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,
+             dwh.fact_sales_open_pipeline, dwh.fact_sales_performance;
     DELETE FROM dwh.dim_account WHERE account_key <> -1;
     DELETE FROM dwh.dim_product WHERE product_key <> -1;
     DELETE FROM dwh.dim_sales_agent WHERE sales_agent_key <> -1;

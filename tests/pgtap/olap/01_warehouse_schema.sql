@@ -13,8 +13,9 @@ SELECT has_schema('src', 'the warehouse has a src schema for the source''s forei
 -- Star schema tables and columns --------------------------------------------
 SELECT tables_are('dwh', ARRAY[
     'dim_date', 'dim_account', 'dim_product', 'dim_sales_agent', 'dim_deal_stage',
-    'fact_sales_performance', 'fact_sales_monthly_aggregate'
-], 'dwh holds exactly the contract''s seven tables');
+    'fact_sales_performance', 'fact_sales_monthly_aggregate',
+    'fact_sales_product_summary', 'fact_sales_account_summary', 'fact_sales_open_pipeline'
+], 'dwh holds exactly the contract''s seven tables and the three summaries of issue 13');
 
 SELECT columns_are('dwh', 'dim_date', ARRAY[
     'date_key', 'full_date', 'day_of_month', 'day_of_week', 'day_name', 'is_weekend', 'iso_week',
