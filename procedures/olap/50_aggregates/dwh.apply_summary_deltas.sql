@@ -145,8 +145,9 @@ BEGIN
     ),
     -- A correlated subquery, not a join: its key reaches the view's
     -- groupings as a parameter, so each account is read by the account
-    -- index alone (a join would recount every account).
-    recounted AS (
+    -- index alone (a join would recount every account). MATERIALIZED: the
+    -- join below would otherwise run the recount again for every account.
+    recounted AS MATERIALIZED (
         SELECT n.account_key,
                (SELECT v FROM dwh.account_summary_from_facts AS v WHERE v.account_key = n.account_key) AS r
           FROM next AS n
