@@ -362,7 +362,10 @@ def view_timings(pair: Pair) -> dict:
     read, and its rows."""
     with pair.connect("olap") as conn:
         timings = reporting.time_views(conn)
-    return {view: {"median_ms": t.median_ms, "rows": t.rows} for view, t in timings.items()}
+    return {
+        view: {"median_ms": t.median_ms, "server_ms": t.server_ms, "rows": t.rows}
+        for view, t in timings.items()
+    }
 
 
 # ---------------------------------------------------------------- capture overhead
@@ -579,7 +582,14 @@ def build_rows(report: dict) -> list[tuple[str, str, str, str]]:
             )
         add(f"VACUUM (ANALYZE) after the initial load, s ({sc})", f"{s['vacuum_after_load_s']:.2f}")
         for view, v in s["views"].items():
-            add(f"{view}, median of 5 reads ({sc}, {v['rows']:,} rows)", f"{v['median_ms']:.1f} ms")
+            # Issue 13's bound, on the full read to the client as it was measured before.
+            target, met = ("< 50 ms", v["median_ms"] < 50) if s["scale"] >= 1000 else ("", None)
+            add(
+                f"{view}, median of 5 reads ({sc}, {v['rows']:,} rows): to the client / on the server",
+                f"{v['median_ms']:.1f} ms / {v.get('server_ms', 0):.1f} ms",
+                target,
+                met,
+            )
         size = s["size"]
         add(
             f"warehouse dwh tables per million facts ({sc}, {size['facts']:,} facts)",

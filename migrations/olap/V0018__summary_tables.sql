@@ -228,7 +228,7 @@ COMMENT ON TABLE etl.touched_open_day IS
 
 INSERT INTO etl.config (key, value, description) VALUES
 (
-    'validation_recount_deals', '200000',
+    'validation_recount_deals', '50000',
     'Most live deals an incremental run recounts from the facts to check the summary groups it touched: the '
     || 'sampled groups are taken, smallest first, while their deals fit.'
 );
