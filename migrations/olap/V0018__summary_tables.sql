@@ -229,6 +229,7 @@ COMMENT ON TABLE etl.touched_open_day IS
 INSERT INTO etl.config (key, value, description) VALUES
 (
     'validation_recount_deals', '50000',
-    'Most live deals an incremental run recounts from the facts to check the summary groups it touched: the '
-    || 'sampled groups are taken, smallest first, while their deals fit.'
+    'Most live deals an incremental run recounts from the facts to check the summary groups it touched: it '
+    || 'samples, by a hash of their keys, validation_sample_groups of the groups with at most this / '
+    || 'validation_sample_groups live deals (larger groups are covered by the summaries'' cross-checks).'
 );
