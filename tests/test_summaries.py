@@ -53,18 +53,21 @@ def checks(olap: str, run_id: int) -> dict[str, tuple]:
 def one_deal_extreme(olap: str, side: str, other: int = -1) -> tuple[int, str]:
     """(account_id, opportunity_id) of an account (not `other`) whose first engage day (side
     'first') or last close day ('last') holds exactly one live deal."""
-    key = "first_engage_key" if side == "first" else "last_close_key"
+    column, key = (
+        ("first_engage_deals", "first_engage_key")
+        if side == "first"
+        else ("last_close_deals", "last_close_key")
+    )
     fact_key = "engage_date_key" if side == "first" else "close_date_key"
     return dbtools.query(
         olap,
-        f"""SELECT a.account_id, min(f.opportunity_id)
+        f"""SELECT a.account_id, f.opportunity_id
               FROM dwh.fact_sales_account_summary AS s
               JOIN dwh.dim_account AS a USING (account_key)
               JOIN dwh.fact_sales_performance AS f
                 ON f.account_key = s.account_key AND f.{fact_key} = s.{key} AND NOT f.is_deleted
-             WHERE s.account_key <> -1 AND s.deals > 2 AND s.{key} <> -1 AND a.account_id <> %s
-             GROUP BY a.account_id
-            HAVING count(*) = 1
+             WHERE s.{column} = 1 AND s.account_key <> -1 AND s.deals > 2 AND s.{key} <> -1
+               AND a.account_id <> %s
              ORDER BY a.account_id LIMIT 1""",
         (other,),
     )[0]
@@ -255,8 +258,8 @@ TAMPER = {
     "product summary": "UPDATE dwh.fact_sales_product_summary SET discount_rate = discount_rate"
     " + 0.000001 WHERE product_key = (SELECT min(product_key) FROM"
     " dwh.fact_sales_product_summary WHERE product_key IN (SELECT product_key FROM {touched}))",
-    "account summary": "UPDATE dwh.fact_sales_account_summary SET first_engage_key ="
-    " first_engage_key - 1 WHERE account_key = (SELECT min(account_key) FROM"
+    "account summary": "UPDATE dwh.fact_sales_account_summary SET first_engage_deals ="
+    " first_engage_deals + 1 WHERE account_key = (SELECT min(account_key) FROM"
     " dwh.fact_sales_account_summary WHERE first_engage_key IS NOT NULL"
     " AND account_key IN (SELECT account_key FROM {touched}))",
     "open pipeline summary": "UPDATE dwh.fact_sales_open_pipeline SET list_value = list_value + 1"

@@ -24,15 +24,13 @@
 --     the count of values it sums, so the view says NULL where sum() would;
 --   - the median and mean age of the open pipeline come from counts per
 --     (stage, engage day), as v_pipeline_by_stage computed them before;
---   - the first engage date and last close date of an account move by the
---     changes' per-day counts (etl.touched_account_day): a day before the
---     first (after the last) that gains deals becomes it; a stored extreme
---     whose day gains at least as many deals as it loses keeps them, so it
---     stays; only when its day loses deals on balance, with no new day
---     beyond it, may it have emptied: the apply recounts just those
---     accounts from their facts (the fact table's account index). Exact,
---     with no count of the deals on each extreme to keep: a day loses deals
---     on balance only when deals on it are deleted or move off it.
+--   - the first engage date and last close date of an account are kept with
+--     the number of live deals on that day. A delta that adds an earlier
+--     (later) day moves the extreme there; one that takes the last deal of
+--     the extreme day away, with no new day beyond it, leaves the extreme
+--     unknown: the apply recounts just those accounts from their facts
+--     (the fact table's account index). Exact, and the recount is rare: the
+--     deals on an account's extreme day must all go in one window.
 
 -- The contributions, wide enough for every summary. Emptied at each batch;
 -- emptied here too, so the new NOT NULL columns need no default.
@@ -104,15 +102,22 @@ CREATE TABLE dwh.fact_sales_account_summary (
     won_days bigint NOT NULL,
     won_timed_deals integer NOT NULL,
     first_engage_key integer,
+    first_engage_deals integer NOT NULL,
     last_close_key integer NOT NULL,
-    run_id bigint NOT NULL REFERENCES etl.run (run_id)
+    last_close_deals integer NOT NULL,
+    run_id bigint NOT NULL REFERENCES etl.run (run_id),
+    CONSTRAINT fact_sales_account_summary_extremes_check CHECK (
+        (first_engage_key IS NULL) = (first_engage_deals = 0) AND first_engage_deals >= 0
+        AND last_close_deals > 0
+    )
 );
 -- The latest close date of any live deal (v_pipeline_by_stage's as_of_date):
 -- the last entry of this index.
 CREATE INDEX fact_sales_account_summary_last_close_idx ON dwh.fact_sales_account_summary (last_close_key);
 COMMENT ON TABLE dwh.fact_sales_account_summary IS
 'One row per account with live deals: the measures of dwh.v_account_performance as sums, counts and extremes '
-'(kept by exact deltas with the monthly aggregate; dwh.account_summary_from_facts is what it must equal).';
+'with the deals on them (kept by exact deltas with the monthly aggregate; dwh.account_summary_from_facts is '
+'what it must equal).';
 COMMENT ON COLUMN dwh.fact_sales_account_summary.account_key IS
 'The account; -1 for Unknown (deals without an account).';
 COMMENT ON COLUMN dwh.fact_sales_account_summary.deals IS 'Live deals, any stage (above 0: an empty group has no row).';
@@ -126,8 +131,12 @@ COMMENT ON COLUMN dwh.fact_sales_account_summary.won_timed_deals IS
 'Won deals with days_to_close (both dates known): won_days / won_timed_deals is their mean.';
 COMMENT ON COLUMN dwh.fact_sales_account_summary.first_engage_key IS
 'Earliest engage date key of the live deals (Unknown, -1, left out); NULL when none has one.';
+COMMENT ON COLUMN dwh.fact_sales_account_summary.first_engage_deals IS
+'Live deals engaged on first_engage_key (0 when it is NULL).';
 COMMENT ON COLUMN dwh.fact_sales_account_summary.last_close_key IS
 'Latest close date key of the live deals (-1 when none has one).';
+COMMENT ON COLUMN dwh.fact_sales_account_summary.last_close_deals IS
+'Live deals whose close date key is last_close_key.';
 COMMENT ON COLUMN dwh.fact_sales_account_summary.run_id IS 'Lineage: the etl run that last wrote this row.';
 
 CREATE TABLE dwh.fact_sales_open_pipeline (

@@ -221,7 +221,7 @@ SUMMARIES = (
         "dwh.fact_sales_account_summary",
         "dwh.account_summary_from_facts",
         "account_key, deals, open_deals, won_deals, lost_deals, won_value, won_days,"
-        " won_timed_deals, first_engage_key, last_close_key",
+        " won_timed_deals, first_engage_key, first_engage_deals, last_close_key, last_close_deals",
     ),
     (
         "open pipeline summary",

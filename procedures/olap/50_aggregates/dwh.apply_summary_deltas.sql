@@ -9,13 +9,12 @@
 --     (those of earlier runs are dropped first).
 --     An account's first engage and last close dates move by the per-day
 --     deltas of etl.touched_account_day: a day before the first (after the
---     last) that gains deals becomes it; otherwise a stored extreme whose
---     day did not lose deals on balance still has one, and stays. When its
---     day lost deals on balance and no day beyond it gained, it may have
---     emptied and the next day is not known here: that account alone is
---     recounted from its facts (dwh.account_summary_from_facts, through the
---     fact table's account index; deals deleted or moved off the day, rare).
---     etl.touched_account_day is emptied once applied.
+--     last) that gains deals becomes it, with those deals; otherwise the
+--     extreme keeps its day while deals remain on it. When the changes take
+--     the last deal off an extreme day and add none beyond it, the next day
+--     is not known here: that account alone is recounted from its facts
+--     (dwh.account_summary_from_facts, through the fact table's account
+--     index). etl.touched_account_day is emptied once applied.
 -- Parameters:
 --     p_run_id - the incremental run applying its window
 -- Returns: the summary groups changed (written or removed).
@@ -101,14 +100,27 @@ BEGIN
                coalesce(s.won_value, 0) + t.won_value AS won_value,
                coalesce(s.won_days, 0) + t.won_days AS won_days,
                coalesce(s.won_timed_deals, 0) + t.won_timed_deals AS won_timed_deals,
-               -- A day before the first (after the last) that gained deals
-               -- becomes it; else a stored extreme whose day did not lose
-               -- deals on balance keeps at least one, and stays.
-               coalesce(lo.date_key, s.first_engage_key) AS first_engage_key,
-               coalesce(hi.date_key, s.last_close_key) AS last_close_key,
-               -- Else its day may have emptied: recount the account.
-               (lo.date_key IS NULL AND coalesce(fd.engaged, 0) < 0)
-               OR (hi.date_key IS NULL AND coalesce(ld.close_dated, 0) < 0) AS recount
+               CASE WHEN lo.date_key IS NOT NULL THEN lo.date_key
+                    WHEN s.first_engage_deals + coalesce(fd.engaged, 0) > 0 THEN s.first_engage_key
+               END AS first_engage_key,
+               CASE WHEN lo.date_key IS NOT NULL THEN lo.engaged
+                    WHEN s.first_engage_deals + coalesce(fd.engaged, 0) > 0
+                        THEN s.first_engage_deals + coalesce(fd.engaged, 0)
+                    ELSE 0
+               END AS first_engage_deals,
+               CASE WHEN hi.date_key IS NOT NULL THEN hi.date_key
+                    WHEN s.last_close_deals + coalesce(ld.close_dated, 0) > 0 THEN s.last_close_key
+               END AS last_close_key,
+               CASE WHEN hi.date_key IS NOT NULL THEN hi.close_dated
+                    WHEN s.last_close_deals + coalesce(ld.close_dated, 0) > 0
+                        THEN s.last_close_deals + coalesce(ld.close_dated, 0)
+                    ELSE 0
+               END AS last_close_deals,
+               -- An extreme day emptied with nothing beyond it: recount.
+               coalesce((lo.date_key IS NULL AND s.first_engage_key IS NOT NULL
+                         AND s.first_engage_deals + coalesce(fd.engaged, 0) <= 0)
+                        OR (hi.date_key IS NULL AND s.last_close_deals + coalesce(ld.close_dated, 0) <= 0),
+                        false) AS recount
           FROM etl.touched_account AS t
           LEFT JOIN dwh.fact_sales_account_summary AS s ON s.account_key = t.account_key
           LEFT JOIN etl.touched_account_day AS fd
@@ -116,14 +128,14 @@ BEGIN
           LEFT JOIN etl.touched_account_day AS ld
                  ON ld.account_key = t.account_key AND ld.date_key = s.last_close_key
           LEFT JOIN LATERAL (
-              SELECT d.date_key
+              SELECT d.date_key, d.engaged
                 FROM etl.touched_account_day AS d
                WHERE d.account_key = t.account_key AND d.engaged > 0 AND d.date_key <> -1
                  AND (s.first_engage_key IS NULL OR d.date_key < s.first_engage_key)
                ORDER BY d.date_key LIMIT 1
           ) AS lo ON true
           LEFT JOIN LATERAL (
-              SELECT d.date_key
+              SELECT d.date_key, d.close_dated
                 FROM etl.touched_account_day AS d
                WHERE d.account_key = t.account_key AND d.close_dated > 0
                  AND (s.last_close_key IS NULL OR d.date_key > s.last_close_key)
@@ -150,12 +162,14 @@ BEGIN
     written AS (
         INSERT INTO dwh.fact_sales_account_summary AS s (
             account_key, deals, open_deals, won_deals, lost_deals, won_value, won_days, won_timed_deals,
-            first_engage_key, last_close_key, run_id
+            first_engage_key, first_engage_deals, last_close_key, last_close_deals, run_id
         )
         SELECT n.account_key, n.deals, n.open_deals, n.won_deals, n.lost_deals, n.won_value, n.won_days,
                n.won_timed_deals,
                CASE WHEN n.recount THEN (r.r).first_engage_key ELSE n.first_engage_key END,
+               CASE WHEN n.recount THEN (r.r).first_engage_deals ELSE n.first_engage_deals END,
                CASE WHEN n.recount THEN (r.r).last_close_key ELSE n.last_close_key END,
+               CASE WHEN n.recount THEN (r.r).last_close_deals ELSE n.last_close_deals END,
                p_run_id
           FROM next AS n
           LEFT JOIN recounted AS r ON r.account_key = n.account_key
@@ -169,7 +183,9 @@ BEGIN
                won_days = excluded.won_days,
                won_timed_deals = excluded.won_timed_deals,
                first_engage_key = excluded.first_engage_key,
+               first_engage_deals = excluded.first_engage_deals,
                last_close_key = excluded.last_close_key,
+               last_close_deals = excluded.last_close_deals,
                run_id = excluded.run_id
         RETURNING s.account_key
     )

@@ -40,10 +40,11 @@ BEGIN
     DELETE FROM dwh.fact_sales_account_summary;
     INSERT INTO dwh.fact_sales_account_summary (
         account_key, deals, open_deals, won_deals, lost_deals, won_value, won_days, won_timed_deals,
-        first_engage_key, last_close_key, run_id
+        first_engage_key, first_engage_deals, last_close_key, last_close_deals, run_id
     )
     SELECT r.account_key, r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value, r.won_days,
-           r.won_timed_deals, r.first_engage_key, r.last_close_key, p_run_id
+           r.won_timed_deals, r.first_engage_key, r.first_engage_deals, r.last_close_key, r.last_close_deals,
+           p_run_id
       FROM dwh.account_summary_from_facts AS r
      ORDER BY r.account_key;
     GET DIAGNOSTICS v_rows = ROW_COUNT;

@@ -61,10 +61,12 @@ BEGIN
                   FROM dwh.fact_sales_account_summary AS t
                   FULL JOIN dwh.account_summary_from_facts AS r ON r.account_key = t.account_key
                  WHERE (t.deals, t.open_deals, t.won_deals, t.lost_deals, t.won_value, t.won_days,
-                        t.won_timed_deals, t.first_engage_key, t.last_close_key)
+                        t.won_timed_deals, t.first_engage_key, t.first_engage_deals,
+                        t.last_close_key, t.last_close_deals)
                        IS DISTINCT FROM
                        (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value, r.won_days,
-                        r.won_timed_deals, r.first_engage_key, r.last_close_key)) AS c;
+                        r.won_timed_deals, r.first_engage_key, r.first_engage_deals,
+                        r.last_close_key, r.last_close_deals)) AS c;
 
         INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
         SELECT p_run_id, 'open pipeline summary equals its recomputation from the facts', c.differing = 0,
@@ -129,12 +131,18 @@ BEGIN
                   FROM (SELECT t.account_key,
                                (SELECT (s.deals, s.open_deals, s.won_deals, s.lost_deals, s.won_value,
                                         s.won_days, s.won_timed_deals,
-                                        s.first_engage_key, s.last_close_key)
+                                        s.first_engage_key,
+                                        s.first_engage_deals,
+                                        s.last_close_key,
+                                        s.last_close_deals)
                                   FROM dwh.fact_sales_account_summary AS s
                                  WHERE s.account_key = t.account_key) AS stored,
                                (SELECT (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value,
                                         r.won_days, r.won_timed_deals,
-                                        r.first_engage_key, r.last_close_key)
+                                        r.first_engage_key,
+                                        r.first_engage_deals,
+                                        r.last_close_key,
+                                        r.last_close_deals)
                                   FROM dwh.account_summary_from_facts AS r
                                  WHERE r.account_key = t.account_key) AS recomputed
                           FROM etl.touched_account AS t

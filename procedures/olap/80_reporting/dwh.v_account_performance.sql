@@ -7,8 +7,8 @@
 --     account, kept with the monthly aggregate by exact deltas), not the
 --     facts: the mean is its sum of days over its count of won deals with
 --     both dates, as avg() divides them; the first and last dates are kept
---     there exactly. tests/test_reporting_views.py checks it against the
---     source's deals.
+--     there exactly. dwh.v_account_performance_from_facts is the same view
+--     over the facts, which it must equal.
 -- Tables: reads dwh.fact_sales_account_summary, dwh.dim_account, dwh.dim_date.
 CREATE OR REPLACE VIEW dwh.v_account_performance AS
 SELECT

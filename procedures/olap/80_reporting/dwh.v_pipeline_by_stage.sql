@@ -10,8 +10,8 @@
 --     aggregate by exact deltas): the mean, the median and the oldest age
 --     follow from those counts, exactly as from the deals. The latest close
 --     date is the last entry of the account summary's last_close_key index.
---     tests/test_reporting_views.py checks it against the source's deals
---     and PostgreSQL's own percentile_cont.
+--     dwh.v_pipeline_by_stage_from_facts is the same view over the facts,
+--     which it must equal.
 -- Tables: reads dwh.fact_sales_open_pipeline, dwh.fact_sales_account_summary,
 --     dwh.dim_deal_stage, dwh.dim_date.
 CREATE OR REPLACE VIEW dwh.v_pipeline_by_stage AS

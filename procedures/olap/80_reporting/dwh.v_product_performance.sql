@@ -8,8 +8,8 @@
 --     with the monthly aggregate by exact deltas), not the facts: means are
 --     its sums over its counts, and a sum over no value is NULL, as sum()
 --     gives it, where the summary counts none (won_listed_deals,
---     discounted_deals). tests/test_reporting_views.py checks it against
---     the source's deals.
+--     discounted_deals). dwh.v_product_performance_from_facts is the same
+--     view over the facts, which it must equal.
 -- Columns:
 --     won_list_value       - sum of the list prices of the won deals
 --     avg_discount         - mean over won deals with a list price of

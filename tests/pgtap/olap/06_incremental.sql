@@ -516,7 +516,7 @@ SELECT set_eq(
 );
 SELECT set_eq(
     $$SELECT account_key, deals, open_deals, won_deals, lost_deals, won_value, won_days, won_timed_deals,
-             first_engage_key, last_close_key
+             first_engage_key, first_engage_deals, last_close_key, last_close_deals
         FROM dwh.fact_sales_account_summary$$,
     $$SELECT * FROM dwh.account_summary_from_facts$$,
     'after these windows the whole account summary (extremes included) equals its recomputation from the facts'
