@@ -585,7 +585,8 @@ def build_rows(report: dict) -> list[tuple[str, str, str, str]]:
             # Issue 13's bound, on the full read to the client as it was measured before.
             target, met = ("< 50 ms", v["median_ms"] < 50) if s["scale"] >= 1000 else ("", None)
             add(
-                f"{view}, median of 5 reads ({sc}, {v['rows']:,} rows): to the client / on the server",
+                f"{view}, median of 5 reads ({sc}, {v['rows']:,} rows):"
+                " to the client / on the server",
                 f"{v['median_ms']:.1f} ms / {v.get('server_ms', 0):.1f} ms",
                 target,
                 met,

@@ -232,7 +232,8 @@ def test_time_each_view(loaded, capsys):
     with psycopg.connect(loaded.olap_dsn) as conn:
         for name, t in reporting.time_views(conn).items():
             lines.append(
-                f"  {name:<26} {t.median_ms:8.1f} ms  (server {t.server_ms:6.1f} ms)  {t.rows:>6} rows"
+                f"  {name:<26} {t.median_ms:8.1f} ms"
+                f"  (server {t.server_ms:6.1f} ms)  {t.rows:>6} rows"
             )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
