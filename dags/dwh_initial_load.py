@@ -31,6 +31,7 @@ pipeline_dag(
         "dwh.load_dim_sales_agent",
         "dwh.load_dim_product",
         "dwh.load_fact_sales_performance",
+        "dwh.load_deal_history",
         "dwh.load_fact_sales_monthly_aggregate",
         "etl.validate_run",
         "etl.finish_run",

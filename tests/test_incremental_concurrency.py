@@ -345,6 +345,7 @@ def test_a_run_started_between_the_steps_of_another_applies_the_window_once(
         "dwh.load_dim_account",
         "dwh.load_dim_sales_agent",
         "dwh.load_dim_product",
+        "dwh.load_deal_history",
         "dwh.load_fact_sales_performance",
         "dwh.load_fact_sales_monthly_aggregate",
         "etl.validate_run",

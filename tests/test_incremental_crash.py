@@ -8,8 +8,9 @@ both incremental warehouses from an initial load of the same source state, commi
 workload of changes to the source, lets the twin run, runs the other one until it is killed
 at the point under test (held there on an advisory lock, see warehouse_compare.PausePoint),
 then runs it again. Then:
-- the recovered warehouse equals its twin row for row, deleted rows and product history
-  included (surrogate keys translated, a product version being (product_id, valid_from));
+- the recovered warehouse equals its twin row for row, deleted rows, product history, the
+  deal history and its as-of summaries included (surrogate keys translated, a product
+  version being (product_id, valid_from));
 - it shows the same live content as a fresh initial load, and as the source;
 - its aggregate equals the recomputation from its facts, its SCD2 periods are sound;
 - the run after the kill pulled the whole window again when the killed run had not applied
@@ -43,7 +44,9 @@ CRASH_POINTS: dict[str, Callable[[wc.PausePoint], wc.PausePoint]] = {
     "during_pull_change_window": lambda p: p.on_statement("etl.change_window", "INSERT"),
     "after_pull_change_window": lambda p: p.at_step("dwh.load_dim_date"),
     "during_dim_product": lambda p: p.on_statement("dwh.dim_product", "INSERT"),
-    "after_dimensions": lambda p: p.at_step("dwh.load_fact_sales_performance"),
+    "during_deal_history": lambda p: p.on_statement("dwh.fact_deal_history", "INSERT"),
+    "after_dimensions": lambda p: p.at_step("dwh.load_deal_history"),
+    "after_deal_history": lambda p: p.at_step("dwh.load_fact_sales_performance"),
     "during_fact_batches": lambda p: p.on_statement(
         "dwh.fact_sales_performance", "INSERT", from_call=2
     ),

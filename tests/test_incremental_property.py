@@ -15,8 +15,10 @@ the two must show the same live content by business keys, and the source itself
 (warehouse_compare.assert_same_live_content). The incremental warehouse must also keep its
 own rules (warehouse_compare.assert_consistent); its SCD2 history must hold exactly one
 version per committed transaction that changed a product's series or price (or brought it
-back), as this test counts them; and every deal, account, agent or product that reached the
-warehouse and is gone from the source must still be there, marked deleted.
+back), as this test counts them; its deal history must be what a replay of the committed
+changes gives (tests/history_oracle.py) and its as-of summaries what that history gives; and
+every deal, account, agent or product that reached the warehouse and is gone from the source
+must still be there, marked deleted.
 
 Examples are derandomized (the same ones every run) and not shrunk, to keep the module
 short and repeatable; PROPERTY_EXAMPLES=N, PROPERTY_RANDOM=1 and PROPERTY_SHRINK=1 change
@@ -39,6 +41,7 @@ from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
 import dbtools
+import history_oracle as ho
 import warehouse_compare as wc
 from b2bdwh import generate
 
@@ -626,6 +629,7 @@ def test_incremental_updates_end_where_a_fresh_load_ends(
     oltp, olap = rig.pair.oltp_dsn, rig.pair.olap_dsn
     generate.generate(oltp, SCALE)  # replaces the source: the initial load starts over
     wc.run_initial(olap)
+    initial_deals = ho.source_deals(oltp)  # the deal history's seed comes from these
     with psycopg.connect(oltp, autocommit=True) as conn:
         model = Model.read(conn)
         for n, transactions in enumerate(batches, 1):
@@ -642,6 +646,12 @@ def test_incremental_updates_end_where_a_fresh_load_ends(
     wc.run_initial(rig.fresh_dsn)
     wc.assert_same_live_content(olap, rig.fresh_dsn, oltp)
     wc.assert_consistent(olap)
+
+    # The deal history is what a replay of the committed changes gives, and its summaries
+    # what the history gives.
+    problems = ho.history_differences(olap, ho.expected_history(oltp, olap, initial_deals))
+    problems += ho.summary_differences(olap)
+    assert not problems, "deal history differs from the replay:\n  " + "\n  ".join(problems)
 
     wrong = wc.history_differences(wc.product_histories(olap), model.expected_histories())
     assert not wrong, "SCD2 history is not one version per changing transaction:\n  " + (

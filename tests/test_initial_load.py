@@ -249,6 +249,7 @@ def test_a_killed_load_resumes_from_its_last_batch(paused):
 
     for step in [
         "dwh.load_fact_sales_performance",
+        "dwh.load_deal_history",
         "dwh.load_fact_sales_monthly_aggregate",
         "etl.validate_run",
         "etl.finish_run",

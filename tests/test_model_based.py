@@ -30,7 +30,10 @@ After every run: the warehouse shows what a fresh initial load of the same sourc
 aggregate included (warehouse_compare.assert_consistent); its SCD2 product history is one
 version per committed transaction that changed a product's series or price or brought it
 back, valid from one of that transaction's changed_at times for that product, the current
-one live, none current for a deleted product; every key gone from the source that reached
+one live, none current for a deleted product; its deal history is what a replay of the
+committed changes gives (tests/history_oracle.py, over the change log rows seen before each run:
+the source purges what was applied) and its as-of summaries what that history gives; every key
+gone from the source that reached
 the warehouse is marked deleted and no live key is; no run is left 'running' and nobody
 holds the pipeline lock.
 
@@ -67,6 +70,7 @@ from hypothesis.stateful import (
 )
 
 import dbtools
+import history_oracle as ho
 import warehouse_compare as wc
 from b2bdwh import generate
 
@@ -274,6 +278,9 @@ class Rig:
     pair: dbtools.Warehouse
     oracle: str  # initial loads only: the oracle
     lagging: str  # a second incremental warehouse that runs rarely
+    # The deal history's replay: the changes seen so far and the latest initial load's deals.
+    changes: ho.ChangeRecorder = field(default_factory=ho.ChangeRecorder)
+    initial_deals: dict = field(default_factory=dict)
 
 
 class CrmAndCallers(RuleBasedStateMachine):
@@ -298,6 +305,10 @@ class CrmAndCallers(RuleBasedStateMachine):
         generate.generate(self.oltp, SCALE)
         for dsn in (self.rig.lagging, self.olap):
             wc.run_initial(dsn)
+        # The deal history's replay: the seed's deals, and every change as it is seen (the
+        # source purges what the warehouses applied: change_retention 0).
+        self.rig.changes.clear()
+        self.rig.initial_deals = ho.source_deals(self.oltp)
         # The lagging warehouse becomes a consumer of the log with its first window.
         wc.run_incremental(self.rig.lagging)
         self.conns = [psycopg.connect(self.oltp, autocommit=True) for _ in range(SLOTS + 1)]
@@ -1131,6 +1142,7 @@ class CrmAndCallers(RuleBasedStateMachine):
         STATS["runs (one caller)"] += 1
         if self.open:
             STATS["runs while a source transaction is open"] += 1
+        self.rig.changes.record(self.oltp)
         try:
             wc.run_incremental(self.olap)
         except psycopg.Error as exc:
@@ -1150,6 +1162,7 @@ class CrmAndCallers(RuleBasedStateMachine):
             statements[1] = "CALL etl.run_initial_load()"
         note(f"two callers at once: {statements}  (open: {sorted(self.open)})")
         STATS["runs (two callers at once)"] += 1
+        self.rig.changes.record(self.oltp)
         callers = wc.Callers(self.olap, statements)
         try:
             outcomes = [wc.Callers.describe(o) for o in callers.outcomes]
@@ -1166,6 +1179,7 @@ class CrmAndCallers(RuleBasedStateMachine):
         assert any(o is None for o in callers.outcomes), f"no caller succeeded: {outcomes}"
         assert not leftovers, f"after two callers at once ({outcomes}): {leftovers}"
         if callers.outcomes[1] is None and initial:
+            self.rig.initial_deals = ho.source_deals(self.oltp)
             # An initial load rebuilds: what is gone is forgotten, one version per product.
             self.source.reached = {t: set() for t in TABLES}
             self.source.versions = {
@@ -1263,6 +1277,16 @@ def check_warehouse(rig: Rig, source: Source, what: str) -> None:
                 )
     assert not wrong, f"{what}: SCD2 history is not one version per changing transaction:\n  " + (
         "\n  ".join(wrong)
+    )
+
+    # The deal history is what a replay of the committed changes gives, and its summaries
+    # what the history gives.
+    problems = ho.history_differences(
+        olap, ho.expected_history(oltp, olap, rig.initial_deals, rig.changes)
+    )
+    problems += ho.summary_differences(olap)
+    assert not problems, f"{what}: deal history differs from the replay:\n  " + (
+        "\n  ".join(problems)
     )
 
     deleted = wc.deleted_members(olap)

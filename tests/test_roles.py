@@ -70,6 +70,32 @@ def test_the_etl_role_runs_both_pipelines_to_the_same_warehouse_as_a_fresh_load(
         dbtools.drop_database(fresh_name)
 
 
+def test_the_reader_answers_the_as_of_questions_of_a_history_the_etl_role_wrote(etl_loaded):
+    """The deal history's step runs as b2b_etl like every step; b2b_reader, and only it of
+    the two, calls the as-of functions (the denials are pgTAP 08_roles.sql)."""
+    w = etl_loaded
+    simulate.simulate(as_role(w.oltp_dsn, "b2b_app"), 200, 12)
+    dbtools.execute(as_role(w.olap_dsn, "b2b_etl"), "CALL etl.run_incremental_update()")
+    reader = as_role(w.olap_dsn, "b2b_reader")
+    assert (
+        dbtools.scalar(reader, "SELECT count(*) FROM dwh.fact_deal_history WHERE txid IS NOT NULL")
+        > 0
+    )
+    assert dbtools.scalar(reader, "SELECT count(*) FROM dwh.open_pipeline_as_of('2017-06-30')") > 0
+    assert (
+        dbtools.scalar(
+            reader, "SELECT count(*) FROM dwh.stage_durations('2017-04-01', '2017-06-01')"
+        )
+        > 0
+    )
+    assert dbtools.scalar(reader, "SELECT count(*) FROM dwh.stage_conversion('2017-04-01')") > 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        dbtools.scalar(
+            as_role(w.olap_dsn, "b2b_etl"),
+            "SELECT count(*) FROM dwh.open_pipeline_as_of('2017-06-30')",
+        )
+
+
 def planted_functions(dsn: str) -> list[sql.Composable]:
     """CREATE FUNCTION statements for schema hostile: one function for every overload of
     every pg_catalog function whose name the warehouse's procedures use, with the same

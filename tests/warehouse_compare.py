@@ -7,8 +7,9 @@ Three views of a warehouse:
   bench/soak.py): what a user sees of the source through it, by business keys,
   which a fresh initial load of the same source must show too; and the rules
   an incrementally maintained warehouse keeps on its own.
-- `exact_state`: every row, deleted ones and product history included, with
-  surrogate keys translated (a product version is (product_id, valid_from));
+- `exact_state`: every row, deleted ones, product history, the deal history and its
+  as-of summaries included, with surrogate keys translated (a product version is
+  (product_id, valid_from));
   two warehouses that applied the same windows of the same source must be
   equal on it, whatever happened to their runs.
 
@@ -57,13 +58,17 @@ INITIAL_STEPS = (
     "dwh.load_dim_sales_agent",
     "dwh.load_dim_product",
     "dwh.load_fact_sales_performance",
+    "dwh.load_deal_history",  # initial load: after the facts (its seed is made from them)
     "dwh.load_fact_sales_monthly_aggregate",
     "etl.validate_run",
     "etl.finish_run",
 )
 INCREMENTAL_STEPS = (
     "etl.pull_change_window",
-    *INITIAL_STEPS[2:-1],
+    *INITIAL_STEPS[2:6],
+    "dwh.load_deal_history",  # incremental: before the facts (it copies a deal's seed first)
+    "dwh.load_fact_sales_performance",
+    *INITIAL_STEPS[8:-1],
     "etl.purge_change_log",
     "etl.finish_run",
 )
@@ -240,6 +245,37 @@ EXACT_QUERIES = {
           JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
           JOIN dwh.dim_product AS p USING (product_key)""",
     "dim_date": "SELECT 'range', count(*), min(date_key), max(date_key) FROM dwh.dim_date",
+    # The deal history (the table and the initial load's seed) and its as-of summaries.
+    # (A seed row of a deal without dates starts or ends at the initial load's snapshot time,
+    # which differs between twins that each did their own initial load: named, not compared.)
+    "deal_history": """
+        SELECT (h.opportunity_id, t.valid_from)::text, t.valid_to, h.deal_stage_key,
+               g.sales_agent_id, (p.product_id, p.valid_from)::text, a.account_id, h.close_value,
+               h.engage_date_key, h.close_date_key, h.is_closed, h.is_won, h.entered_stage,
+               h.txid::text, h.change_id
+          FROM dwh.v_deal_history AS h
+          JOIN dwh.dim_account AS a USING (account_key)
+          JOIN dwh.dim_product AS p USING (product_key)
+          JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+         CROSS JOIN (SELECT r.source_snapshot_at FROM etl.run AS r
+                      WHERE r.pipeline = 'initial_load' ORDER BY r.run_id DESC LIMIT 1) AS l
+         CROSS JOIN LATERAL (
+             SELECT CASE WHEN h.valid_from = l.source_snapshot_at THEN 'load snapshot'
+                         ELSE h.valid_from::text END AS valid_from,
+                    CASE WHEN h.valid_to = l.source_snapshot_at THEN 'load snapshot'
+                         ELSE h.valid_to::text END AS valid_to) AS t""",
+    "deal_pipeline": """
+        SELECT (d.day, d.deal_stage_key, g.sales_agent_id, d.product_id)::text, d.deals,
+               d.open_value
+          FROM dwh.deal_pipeline_day AS d JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+         WHERE d.deals <> 0 OR d.open_value <> 0""",
+    "deal_durations": """
+        SELECT (d.close_month, g.sales_agent_id, d.product_id, d.days)::text, d.deals
+          FROM dwh.deal_stage_duration AS d JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
+         WHERE d.deals <> 0""",
+    "deal_conversion": """
+        SELECT (c.entry_month, c.from_stage_key, c.to_stage_key)::text, c.deals
+          FROM dwh.deal_stage_conversion AS c WHERE c.deals <> 0""",
 }
 
 

@@ -108,14 +108,18 @@ BEGIN
     EXECUTE format('ALTER ROLE b2b_etl IN DATABASE %I SET client_connection_check_interval = %L',
                    current_database(), '10s');
 
-    -- The readers: the star schema, the reporting views and their helpers.
+    -- The readers: the star schema, the reporting views and their helpers
+    -- (the deal history's as-of functions among them).
     GRANT USAGE ON SCHEMA dwh TO b2b_reader;
     GRANT SELECT ON ALL TABLES IN SCHEMA dwh TO b2b_reader;
     FOR v IN
         SELECT p.oid::regprocedure AS routine
           FROM pg_catalog.pg_proc AS p
          WHERE p.oid IN (to_regprocedure('dwh.date_key(date)'),
-                         to_regprocedure('dwh.fact_lineage(text)'))
+                         to_regprocedure('dwh.fact_lineage(text)'),
+                         to_regprocedure('dwh.open_pipeline_as_of(date)'),
+                         to_regprocedure('dwh.stage_durations(date, date)'),
+                         to_regprocedure('dwh.stage_conversion(date)'))
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO b2b_reader', v.routine);
     END LOOP;

@@ -144,8 +144,16 @@ BEGIN
     PERFORM tests.run_unit(p_pipeline, 'dwh.load_dim_sales_agent', 'dwh.dim_sales_agent',
                            'dwh.upsert_dim_sales_agent');
     PERFORM tests.run_unit(p_pipeline, 'dwh.load_dim_product', 'dwh.dim_product', 'dwh.apply_product_versions');
+    IF p_pipeline = 'incremental_update' THEN
+        PERFORM tests.run_unit(p_pipeline, 'dwh.load_deal_history', 'dwh.fact_deal_history',
+                               'dwh.apply_deal_history');
+    END IF;
     PERFORM tests.run_unit(p_pipeline, 'dwh.load_fact_sales_performance', 'dwh.fact_sales_performance',
                            'dwh.insert_fact_batch');
+    IF p_pipeline = 'initial_load' THEN
+        PERFORM tests.run_unit(p_pipeline, 'dwh.load_deal_history', 'dwh.fact_deal_history',
+                               'dwh.apply_deal_history');
+    END IF;
     PERFORM tests.run_unit(p_pipeline, 'dwh.load_fact_sales_monthly_aggregate',
                            'dwh.fact_sales_monthly_aggregate', 'dwh.rebuild_monthly_aggregate');
     RETURN tests.running_run();

@@ -12,7 +12,9 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     TRUNCATE dwh.fact_sales_monthly_aggregate, dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,
-             dwh.fact_sales_open_pipeline, dwh.fact_sales_performance;
+             dwh.fact_sales_open_pipeline, dwh.fact_sales_performance, dwh.fact_deal_history,
+             dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_duration,
+             dwh.deal_stage_conversion;
     DELETE FROM dwh.dim_account WHERE account_key <> -1;
     DELETE FROM dwh.dim_product WHERE product_key <> -1;
     DELETE FROM dwh.dim_sales_agent WHERE sales_agent_key <> -1;

@@ -21,6 +21,8 @@
 --         source has it (its stage resolved as above, a date outside
 --         date_min .. date_max as Unknown), a quarantined record, or a fact
 --         marked deleted;
+--       - incremental: the deal history's current row of every deal the
+--         window changed agrees with its fact (etl.check_deal_history);
 --       - incremental: no deal engaged in the period of a product version the
 --         run opened is left on another version of the product
 --         (dwh.facts_off_their_version: the deals engaged since its window's
@@ -280,6 +282,9 @@ BEGIN
                                                     'product_key', m.old_key,
                                                     'expected', m.new_key)) AS sample
                   FROM dwh.facts_off_their_version(p_run_id) AS m) AS c;
+
+        -- The deal history's current rows agree with the window's facts.
+        PERFORM etl.check_deal_history(p_run_id);
     END IF;
 
     RETURN QUERY SELECT * FROM etl.validation_result AS v WHERE v.run_id = p_run_id

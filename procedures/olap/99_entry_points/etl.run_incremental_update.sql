@@ -6,7 +6,8 @@
 --     p_batch_size - deals per committed fact batch (default: etl.config)
 -- Steps: etl.start_run, etl.pull_change_window, dwh.load_dim_date,
 --     dwh.load_dim_account, dwh.load_dim_sales_agent, dwh.load_dim_product,
---     dwh.load_fact_sales_performance, dwh.load_fact_sales_monthly_aggregate,
+--     dwh.load_deal_history, dwh.load_fact_sales_performance,
+--     dwh.load_fact_sales_monthly_aggregate,
 --     etl.validate_run, etl.purge_change_log, etl.finish_run.
 -- Consistency: the window is applied exactly once: its snapshot counts as
 --     applied in the transaction that refreshes the aggregate; a run that
@@ -26,6 +27,7 @@ BEGIN
     CALL dwh.load_dim_account(v_run_id);
     CALL dwh.load_dim_sales_agent(v_run_id);
     CALL dwh.load_dim_product(v_run_id);
+    CALL dwh.load_deal_history(v_run_id);
     CALL dwh.load_fact_sales_performance(v_run_id);
     CALL dwh.load_fact_sales_monthly_aggregate(v_run_id);
     CALL etl.validate_run(v_run_id);

@@ -8,7 +8,8 @@
 --     the load's snapshot with the source: what the first incremental window
 --     needs is held back from then on), dwh.load_dim_date,
 --     dwh.load_dim_account, dwh.load_dim_sales_agent, dwh.load_dim_product,
---     dwh.load_fact_sales_performance, dwh.load_fact_sales_monthly_aggregate,
+--     dwh.load_fact_sales_performance, dwh.load_deal_history,
+--     dwh.load_fact_sales_monthly_aggregate,
 --     etl.validate_run, etl.finish_run.
 -- Commits: per step and per batch. Safe to re-run: yes (rebuilds; a failed
 --     step can also be called again alone to resume the run).
@@ -26,6 +27,7 @@ BEGIN
     CALL dwh.load_dim_sales_agent(v_run_id);
     CALL dwh.load_dim_product(v_run_id);
     CALL dwh.load_fact_sales_performance(v_run_id);
+    CALL dwh.load_deal_history(v_run_id);
     CALL dwh.load_fact_sales_monthly_aggregate(v_run_id);
     CALL etl.validate_run(v_run_id);
     CALL etl.finish_run(v_run_id);

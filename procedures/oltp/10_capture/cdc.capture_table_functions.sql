@@ -7,8 +7,9 @@
 --     UPDATE that changes a key is logged as D of the old key and I of the
 --     new one. Rows are not copied (the warehouse reads the rows of a
 --     window's keys from the source, in the snapshot that closes the
---     window), except products: their new image of I and U goes into
---     row_data, because their versions follow each transaction.
+--     window), except products and deals: their new image of I and U goes
+--     into row_data, because product versions and the deal history
+--     (dwh.fact_deal_history) follow each transaction, not each window.
 --     Inserts of a transaction that emptied the table first (TRUNCATE:
 --     generate, import-csv) are not logged: the T change already tells the
 --     warehouse to reload.
@@ -28,7 +29,7 @@ BEGIN
             ('accounts', 'account_id', 'NULL::jsonb'),
             ('products', 'product_id', 'to_jsonb(r)'),
             ('sales_agents', 'sales_agent_id', 'NULL::jsonb'),
-            ('sales_pipeline', 'opportunity_id', 'NULL::jsonb')
+            ('sales_pipeline', 'opportunity_id', 'to_jsonb(r)')
         ) AS t (table_name, key_column, image)
     LOOP
         EXECUTE format($template$

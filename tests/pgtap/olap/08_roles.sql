@@ -6,7 +6,7 @@
 -- planted in its search_path is never called, is tests/test_roles.py: the
 -- entry points commit, which a pgTAP transaction cannot host.)
 BEGIN;
-SELECT plan(40);
+SELECT plan(48);
 
 -- The roles -------------------------------------------------------------------------------
 SELECT has_role('b2b_owner', 'the migrations create b2b_owner');
@@ -157,11 +157,43 @@ SELECT is(
 );
 
 -- b2b_reader ------------------------------------------------------------------------------
+SELECT is(
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1)
+       FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+      WHERE n.nspname IN ('dwh', 'etl', 'src') AND has_function_privilege('b2b_reader', p.oid, 'EXECUTE')),
+    ARRAY['dwh.date_key(date)', 'dwh.fact_lineage(text)', 'dwh.open_pipeline_as_of(date)',
+          'dwh.stage_conversion(date)', 'dwh.stage_durations(date,date)'],
+    'b2b_reader may execute exactly the read-only helpers: date_key, fact_lineage and the deal history''s as-of functions'
+);
+SELECT is(
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1)
+       FROM pg_proc AS p
+      WHERE p.oid IN ('dwh.open_pipeline_as_of(date)'::regprocedure, 'dwh.stage_durations(date, date)'::regprocedure,
+                      'dwh.stage_conversion(date)'::regprocedure, 'dwh.fold_deal_history()'::regprocedure,
+                      'dwh.fold_deal_history_seed(bigint)'::regprocedure, 'etl.check_deal_history(bigint)'::regprocedure)
+        AND has_function_privilege('b2b_etl', p.oid, 'EXECUTE')),
+    NULL,
+    'b2b_etl may not execute the as-of functions (readers''), nor the history''s internal functions'
+);
 SET ROLE b2b_reader;
 SELECT lives_ok($$SELECT count(*) FROM dwh.fact_sales_performance$$, 'b2b_reader reads the fact table');
 SELECT lives_ok($$SELECT count(*) FROM dwh.dim_product$$, 'b2b_reader reads a dimension');
 SELECT lives_ok($$SELECT count(*) FROM dwh.v_sales_by_month$$, 'b2b_reader reads a reporting view');
 SELECT lives_ok($$SELECT count(*) FROM dwh.fact_lineage('no-such-deal')$$, 'b2b_reader looks up a fact''s lineage');
+SELECT lives_ok($$SELECT count(*) FROM dwh.v_deal_history$$, 'b2b_reader reads the deal history');
+SELECT lives_ok($$SELECT count(*) FROM dwh.open_pipeline_as_of('2017-06-30')$$,
+                'b2b_reader reads the open pipeline as of a day');
+SELECT lives_ok($$SELECT count(*) FROM dwh.stage_durations('2017-01-01', '2017-03-01')$$,
+                'b2b_reader reads stage durations');
+SELECT lives_ok($$SELECT count(*) FROM dwh.stage_conversion('2017-01-01')$$, 'b2b_reader reads stage conversion');
+SELECT throws_ok(
+    $$DELETE FROM dwh.fact_deal_history$$,
+    '42501', NULL, 'b2b_reader cannot delete deal history'
+);
+SELECT throws_ok(
+    $$UPDATE dwh.deal_pipeline_day SET deals = 0$$,
+    '42501', NULL, 'b2b_reader cannot change an as-of summary'
+);
 SELECT throws_ok(
     $$INSERT INTO dwh.fact_sales_performance (opportunity_id) VALUES ('ROGUE')$$,
     '42501', NULL, 'b2b_reader cannot write a fact'

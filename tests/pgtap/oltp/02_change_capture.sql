@@ -186,10 +186,12 @@ UPDATE public.sales_pipeline SET deal_stage = 'Won', close_date = '2017-02-10', 
 INSERT INTO public.sales_pipeline (opportunity_id, sales_agent_id, product_id, deal_stage) VALUES ('OPP-2', 301, 202, 'Prospecting');
 DELETE FROM public.sales_pipeline WHERE opportunity_id = 'OPP-2';
 SELECT results_eq(
-    format($q$SELECT operation::text, row_key, row_data FROM cdc.change_log
+    format($q$SELECT operation::text, row_key, row_data ->> 'deal_stage', (row_data ->> 'close_value')::numeric
+                FROM cdc.change_log
                WHERE table_name = 'sales_pipeline' AND change_id > %s ORDER BY change_id$q$, :m),
-    $$VALUES ('I'::text, 'OPP-1'::text, NULL::jsonb), ('U', 'OPP-1', NULL), ('I', 'OPP-2', NULL), ('D', 'OPP-2', NULL)$$,
-    'sales_pipeline: insert, update and delete are logged as I, U, D with the text key'
+    $$VALUES ('I'::text, 'OPP-1'::text, 'Engaging'::text, NULL::numeric), ('U', 'OPP-1', 'Won', 1000),
+             ('I', 'OPP-2', 'Prospecting', NULL), ('D', 'OPP-2', NULL, NULL)$$,
+    'sales_pipeline: insert, update and delete are logged as I, U, D with the text key, I and U with the new image (the deal history follows each transaction)'
 );
 
 -- Statements of many rows, key changes, upserts, MERGE ------------------------------------
@@ -211,12 +213,14 @@ INSERT INTO public.products (product_id, product_name, series, sales_price) VALU
 UPDATE public.products SET product_id = 211 WHERE product_id = 210;
 UPDATE public.sales_pipeline SET opportunity_id = 'OPP-1B' WHERE opportunity_id = 'OPP-1';
 SELECT results_eq(
-    format($q$SELECT table_name, operation::text, row_key, row_data ->> 'product_id' FROM cdc.change_log
+    format($q$SELECT table_name, operation::text, row_key,
+                     row_data ->> CASE table_name WHEN 'products' THEN 'product_id' ELSE 'opportunity_id' END
+                FROM cdc.change_log
                WHERE change_id > %s AND NOT (operation = 'I' AND row_key = '210')
                ORDER BY table_name, operation$q$, :m),
     $$VALUES ('products'::text, 'D'::text, '210'::text, NULL::text), ('products', 'I', '211', '211'),
-             ('sales_pipeline', 'D', 'OPP-1', NULL), ('sales_pipeline', 'I', 'OPP-1B', NULL)$$,
-    'an UPDATE that changes a key is logged as D of the old key and I of the new one (with the new image for products), never U'
+             ('sales_pipeline', 'D', 'OPP-1', NULL), ('sales_pipeline', 'I', 'OPP-1B', 'OPP-1B')$$,
+    'an UPDATE that changes a key is logged as D of the old key and I of the new one (with the new image for products and deals), never U'
 );
 
 SELECT coalesce(max(change_id), 0) AS m FROM cdc.change_log \gset
