@@ -331,3 +331,32 @@ def test_the_cross_check_catches_what_the_recount_budget_leaves_out(rig):
     )
     assert results["refreshed product summary groups equal their recomputation from the facts"][0]
     assert results["summaries agree with each other and with the monthly aggregate"][0] is False
+
+
+def test_a_warehouse_loaded_before_the_summaries_gets_them_on_its_next_run(rig):
+    """Migrating an existing warehouse to V0018 creates empty summaries: its next incremental
+    run builds them whole from the facts (not deltas onto nothing) and validates."""
+    oltp = rig["oltp"]
+    name, upgraded = wc.attach_warehouse(oltp, "summaries_upgraded")
+    try:
+        wc.run_initial(upgraded)
+        dbtools.execute(
+            upgraded,
+            "TRUNCATE dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,"
+            " dwh.fact_sales_open_pipeline",
+        )
+        with psycopg.connect(oltp, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE sales_pipeline SET deal_stage = 'Won', close_date = engage_date + 30,"
+                " close_value = 100 WHERE opportunity_id IN (SELECT opportunity_id FROM"
+                " sales_pipeline WHERE deal_stage = 'Engaging' ORDER BY 1 LIMIT 5)"
+            )
+        wc.run_incremental(upgraded)
+        run = wc.last_run(upgraded)
+        assert run[2] == "succeeded", run
+        wc.assert_consistent(upgraded)
+        results = checks(upgraded, run[0])
+        for check in REFRESHED_CHECKS:
+            assert results[check][0], (check, results[check])
+    finally:
+        dbtools.drop_database(name)

@@ -15,6 +15,9 @@
 --     is not known here: that account alone is recounted from its facts
 --     (dwh.account_summary_from_facts, through the fact table's account
 --     index). etl.touched_account_day is emptied once applied.
+--     A warehouse migrated to V0018 after its initial load (live facts, no
+--     summary row) gets its summaries built whole instead
+--     (dwh.build_summaries), once.
 -- Parameters:
 --     p_run_id - the incremental run applying its window
 -- Returns: the summary groups changed (written or removed).
@@ -38,6 +41,22 @@ BEGIN
     DELETE FROM etl.touched_product AS t WHERE t.refreshed_by_run < p_run_id;
     DELETE FROM etl.touched_account AS t WHERE t.refreshed_by_run < p_run_id;
     DELETE FROM etl.touched_open_day AS t WHERE t.refreshed_by_run < p_run_id;
+
+    -- A warehouse loaded before the summaries existed (migrated to V0018
+    -- after its initial load) has live facts and no account summary row, a
+    -- state no run leaves (every live fact counts in its account's row).
+    -- Deltas would start from nothing there: build the summaries whole from
+    -- the facts instead, which hold this window already, and keep the
+    -- window's groups for the validation's recount as usual.
+    IF NOT EXISTS (SELECT FROM dwh.fact_sales_account_summary)
+       AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted) THEN
+        v_total := dwh.build_summaries(p_run_id);
+        UPDATE etl.touched_product SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
+        UPDATE etl.touched_open_day SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
+        UPDATE etl.touched_account SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
+        DELETE FROM etl.touched_account_day;
+        RETURN v_total;
+    END IF;
 
     -- Product versions.
     INSERT INTO dwh.fact_sales_product_summary AS s (
