@@ -5,8 +5,10 @@
 --     change (old contribution out, new in: the one mechanism for the seed,
 --     a window, and a window applied again, whose before and after are equal).
 --       - dwh.deal_pipeline_day / _month: a row of an open stage adds its
---         deal (and close value) on its valid_from's UTC day and takes it
---         away on its valid_to's (never, while current);
+--         deal (and its list price: its product version's sales price, as
+--         the open pipeline is valued everywhere; open deals have no close
+--         value in a CRM) on its valid_from's UTC day and takes it away on
+--         its valid_to's (never, while current);
 --       - dwh.deal_stage_duration: a row entering a closed stage, with an
 --         engage and a close date, is one closing of (close date - engage
 --         date) days in its close date's month;
@@ -34,7 +36,7 @@ DECLARE
 BEGIN
     WITH r AS MATERIALIZED (
         SELECT x.sign, x.opportunity_id, x.valid_from, x.deal_stage_key, x.sales_agent_key,
-               coalesce(p.product_id, -1) AS product_id, coalesce(x.close_value, 0) AS close_value,
+               coalesce(p.product_id, -1) AS product_id, coalesce(p.sales_price, 0) AS list_price,
                x.engage_date_key, x.close_date_key, x.is_closed, x.entered_stage, x.later_stages,
                (x.valid_from AT TIME ZONE 'UTC')::date AS from_day,
                CASE WHEN x.valid_to <> 'infinity' THEN (x.valid_to AT TIME ZONE 'UTC')::date END AS to_day
@@ -43,7 +45,7 @@ BEGIN
     ),
     pipeline AS (
         SELECT d.day, r.deal_stage_key, r.sales_agent_key, r.product_id,
-               sum(r.sign * d.sign) AS deals, sum(r.sign * d.sign * r.close_value) AS open_value
+               sum(r.sign * d.sign) AS deals, sum(r.sign * d.sign * r.list_price) AS open_value
           FROM r
          CROSS JOIN LATERAL (VALUES (r.from_day, 1), (r.to_day, -1)) AS d (day, sign)
          WHERE NOT r.is_closed AND d.day IS NOT NULL

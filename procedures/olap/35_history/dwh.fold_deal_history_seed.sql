@@ -62,27 +62,29 @@ BEGIN
          WHERE NOT f.is_deleted
     ),
     product_ids AS (
-        SELECT p.product_key, coalesce(p.product_id, -1) AS product_id FROM dwh.dim_product AS p
+        SELECT p.product_key, coalesce(p.product_id, -1) AS product_id, coalesce(p.sales_price, 0) AS list_price
+          FROM dwh.dim_product AS p
     ),
     -- Open pipeline: an open deal enters its stage on its first day; a
     -- closed deal's Engaging row enters on its engage day and leaves on its
-    -- close day (no value: a NULL is skipped by sum(), a zero would cost a
-    -- numeric addition). Each part grouped on its own, then together.
+    -- close day. Each part counted on its own, then together; the value is
+    -- the deals' list price (their product version's sales price), one
+    -- multiplication per group, not a sum over the facts.
     changes AS (
         SELECT c.day_key, c.deal_stage_key, c.sales_agent_key, i.product_id,
-               sum(c.deals) AS deals, coalesce(sum(c.open_value), 0) AS open_value
+               sum(c.deals) AS deals, sum(c.deals * i.list_price) AS open_value
           FROM (SELECT s.from_key AS day_key, s.deal_stage_key, s.sales_agent_key, s.product_key,
-                       count(*) AS deals, sum(s.close_value) AS open_value
+                       count(*) AS deals
                   FROM seed AS s WHERE NOT s.is_closed GROUP BY 1, 2, 3, 4
                 UNION ALL
-                SELECT s.engage_date_key, v_engaging, s.sales_agent_key, s.product_key, count(*), NULL::numeric
+                SELECT s.engage_date_key, v_engaging, s.sales_agent_key, s.product_key, count(*)
                   FROM seed AS s WHERE s.was_engaging GROUP BY 1, 2, 3, 4
                 UNION ALL
-                SELECT s.close_key, v_engaging, s.sales_agent_key, s.product_key, -count(*), NULL::numeric
+                SELECT s.close_key, v_engaging, s.sales_agent_key, s.product_key, -count(*)
                   FROM seed AS s WHERE s.was_engaging GROUP BY 1, 2, 3, 4) AS c
           JOIN product_ids AS i ON i.product_key = c.product_key
          GROUP BY c.day_key, c.deal_stage_key, c.sales_agent_key, i.product_id
-        HAVING sum(c.deals) <> 0 OR coalesce(sum(c.open_value), 0) <> 0
+        HAVING sum(c.deals) <> 0 OR sum(c.deals * i.list_price) <> 0
     ),
     day_rows AS (
         INSERT INTO dwh.deal_pipeline_day (day, deal_stage_key, sales_agent_key, product_id, deals, open_value)

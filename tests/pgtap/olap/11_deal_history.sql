@@ -5,7 +5,7 @@
 -- the history), the same window applied again adding nothing, and the as-of
 -- functions over the summaries, readable by b2b_reader.
 BEGIN;
-SELECT plan(38);
+SELECT plan(41);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('dwh', 'fact_deal_history', 'dwh.fact_deal_history holds the deals'' history');
@@ -82,6 +82,18 @@ SELECT results_eq(
     $$SELECT deal_stage, sales_agent, open_deals FROM dwh.open_pipeline_as_of('2017-02-10')$$,
     $$VALUES ('Engaging', 'Darcel Schlecht', 1::bigint), ('Engaging', 'Moses Frase', 1::bigint)$$,
     'a deal that closed on a day is not in that day''s pipeline'
+);
+SELECT throws_ok(
+    $$SELECT * FROM dwh.open_pipeline_as_of(NULL)$$, '22004', 'dwh.open_pipeline_as_of: the day is NULL',
+    'a NULL day is refused, not answered with no rows'
+);
+SELECT throws_ok(
+    $$SELECT * FROM dwh.open_pipeline_as_of('1990-01-01')$$, '22023', NULL,
+    'a day before the history starts is refused, not answered as an empty pipeline'
+);
+SELECT ok(
+    (SELECT sum(open_value) > 0 FROM dwh.open_pipeline_as_of('2017-02-09')),
+    'the open pipeline is valued at list price (open deals carry no close value)'
 );
 SELECT results_eq(
     $$SELECT from_stage, entered, to_stage, converted, conversion_rate FROM dwh.stage_conversion('2017-01-20')$$,
