@@ -328,19 +328,6 @@ SUMMARY_QUERIES = {
              FROM dwh.deal_pipeline_day GROUP BY 1, 2, 3, 4
            HAVING sum(deals) <> 0 OR sum(open_value) <> 0""",
     ),
-    "durations": (
-        """SELECT close_month, sales_agent_key, product_id, days, sum(deals)
-             FROM dwh.deal_stage_duration GROUP BY 1, 2, 3, 4 HAVING sum(deals) <> 0""",
-        """SELECT date_trunc('month', to_date(h.close_date_key::text, 'YYYYMMDD'))::date,
-                  h.sales_agent_key, coalesce(p.product_id, -1),
-                  to_date(h.close_date_key::text, 'YYYYMMDD')
-                  - to_date(h.engage_date_key::text, 'YYYYMMDD'), count(*)
-             FROM dwh.v_deal_history AS h
-             LEFT JOIN dwh.dim_product AS p USING (product_key)
-            WHERE h.entered_stage AND h.is_closed AND h.engage_date_key <> -1
-              AND h.close_date_key <> -1
-            GROUP BY 1, 2, 3, 4""",
-    ),
     "conversion": (
         """SELECT entry_month, from_stage_key, to_stage_key, sum(deals)
              FROM dwh.deal_stage_conversion GROUP BY 1, 2, 3 HAVING sum(deals) <> 0""",

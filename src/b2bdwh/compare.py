@@ -229,6 +229,12 @@ SUMMARIES = (
         "dwh.open_pipeline_from_facts",
         "deal_stage_key, engage_date_key, open_deals, list_value",
     ),
+    (
+        "stage duration summary",
+        "dwh.deal_stage_duration",
+        "dwh.stage_duration_from_facts",
+        "close_month, sales_agent_key, product_id, days, deals",
+    ),
 )
 CONSISTENCY_CHECKS = {
     # The aggregate is exactly the closed, live facts counted per group: a group applied

@@ -9,9 +9,6 @@
 --         the open pipeline is valued everywhere; open deals have no close
 --         value in a CRM) on its valid_from's UTC day and takes it away on
 --         its valid_to's (never, while current);
---       - dwh.deal_stage_duration: a row entering a closed stage, with an
---         engage and a close date, is one closing of (close date - engage
---         date) days in its close date's month;
 --       - dwh.deal_stage_conversion: a row entering a stage is one entry in
 --         its valid_from's UTC month, and one conversion to each stage of its
 --         later_stages.
@@ -20,8 +17,7 @@
 --     sign. Groups whose sum is zero are not written.
 -- Returns: the number of summary rows written.
 -- Tables: reads pg_temp.deal_history_rows, dwh.dim_product; writes
---     dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_duration,
---     dwh.deal_stage_conversion.
+--     dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_conversion.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Internal: called by dwh.apply_deal_history.
 CREATE OR REPLACE FUNCTION dwh.fold_deal_history()
@@ -71,21 +67,6 @@ BEGIN
            SET deals = t.deals + excluded.deals, open_value = t.open_value + excluded.open_value
         RETURNING 1
     ),
-    duration_rows AS (
-        INSERT INTO dwh.deal_stage_duration AS t (close_month, sales_agent_key, product_id, days, deals)
-        SELECT make_date(r.close_date_key / 10000, r.close_date_key / 100 % 100, 1), r.sales_agent_key,
-               r.product_id,
-               make_date(r.close_date_key / 10000, r.close_date_key / 100 % 100, r.close_date_key % 100)
-               - make_date(r.engage_date_key / 10000, r.engage_date_key / 100 % 100, r.engage_date_key % 100),
-               sum(r.sign)
-          FROM r
-         WHERE r.entered_stage AND r.is_closed AND r.engage_date_key <> -1 AND r.close_date_key <> -1
-         GROUP BY 1, 2, 3, 4
-        HAVING sum(r.sign) <> 0
-        ON CONFLICT (close_month, sales_agent_key, product_id, days) DO UPDATE
-           SET deals = t.deals + excluded.deals
-        RETURNING 1
-    ),
     conversion_rows AS (
         INSERT INTO dwh.deal_stage_conversion AS t (entry_month, from_stage_key, to_stage_key, deals)
         SELECT date_trunc('month', r.from_day)::date, r.deal_stage_key, s.to_stage_key, sum(r.sign)
@@ -101,7 +82,7 @@ BEGIN
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM day_rows) + (SELECT count(*) FROM month_rows)
-           + (SELECT count(*) FROM duration_rows) + (SELECT count(*) FROM conversion_rows)
+           + (SELECT count(*) FROM conversion_rows)
       INTO v_written;
     RETURN v_written;
 END
@@ -109,4 +90,4 @@ $fn$;
 
 COMMENT ON FUNCTION dwh.fold_deal_history() IS
 'Internal: adds the signed contributions of the history rows in pg_temp.deal_history_rows to the as-of '
-'summaries (open pipeline per day and month, stage durations, stage conversion).';
+'summaries (open pipeline per day and month, stage conversion).';

@@ -15,8 +15,7 @@
 -- Returns: the number of summary rows written.
 -- Tables: reads dwh.fact_sales_performance, dwh.dim_product,
 --     dwh.dim_deal_stage, etl.run; writes dwh.deal_pipeline_day,
---     dwh.deal_pipeline_month, dwh.deal_stage_duration,
---     dwh.deal_stage_conversion (empty before: their primary keys are set
+--     dwh.deal_pipeline_month, dwh.deal_stage_conversion (empty before: their primary keys are set
 --     aside while they fill and rebuilt after), etl.suspended_ddl.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Internal: called by dwh.apply_deal_history.
@@ -39,7 +38,7 @@ BEGIN
     -- The summaries are empty: their keys go aside while they fill, and are
     -- built by one sort each afterwards (etl.suspend_ddl, etl.restore_ddl).
     PERFORM etl.suspend_ddl(t) FROM unnest(ARRAY['dwh.deal_pipeline_day', 'dwh.deal_pipeline_month',
-                                                 'dwh.deal_stage_duration', 'dwh.deal_stage_conversion']::regclass[]) AS t;
+                                                 'dwh.deal_stage_conversion']::regclass[]) AS t;
 
     -- One statement, each summary from its own pass over the facts (a
     -- scan is cheaper than writing them to a temporary table once), with
@@ -102,20 +101,6 @@ BEGIN
         HAVING sum(c.deals) <> 0 OR sum(c.open_value) <> 0
         RETURNING 1
     ),
-    -- Durations: every closed deal with both dates entered its closed stage
-    -- once (its seed's last row), days_to_close days after its engage date.
-    duration_rows AS (
-        INSERT INTO dwh.deal_stage_duration (close_month, sales_agent_key, product_id, days, deals)
-        SELECT make_date(d.close_month_key / 10000, d.close_month_key / 100 % 100, 1), d.sales_agent_key,
-               i.product_id, d.days_to_close, sum(d.deals)
-          FROM (SELECT s.close_month_key, s.sales_agent_key, s.product_key, s.days_to_close, count(*) AS deals
-                  FROM seed AS s
-                 WHERE s.is_closed AND s.days_to_close IS NOT NULL
-                 GROUP BY 1, 2, 3, 4) AS d
-          JOIN product_ids AS i ON i.product_key = d.product_key
-         GROUP BY 1, 2, 3, 4
-        RETURNING 1
-    ),
     -- Conversion: the entries (a closed deal's Engaging row in its engage
     -- month, converted to its closed stage; every deal's last row in the
     -- month of its first or closing day).
@@ -135,10 +120,10 @@ BEGIN
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM day_rows) + (SELECT count(*) FROM month_rows)
-           + (SELECT count(*) FROM duration_rows) + (SELECT count(*) FROM conversion_rows)
+           + (SELECT count(*) FROM conversion_rows)
       INTO v_written;
     PERFORM etl.restore_ddl(t) FROM unnest(ARRAY['dwh.deal_pipeline_day', 'dwh.deal_pipeline_month',
-                                                 'dwh.deal_stage_duration', 'dwh.deal_stage_conversion']::regclass[]) AS t;
+                                                 'dwh.deal_stage_conversion']::regclass[]) AS t;
     RETURN v_written;
 END
 $fn$;

@@ -10,14 +10,17 @@
 --         deals engaged and close-dated that day, from which the apply moves
 --         the account's first engage and last close dates;
 --       - etl.touched_open_day: (stage, engage day) of the open deals
---         (dwh.fact_sales_open_pipeline).
+--         (dwh.fact_sales_open_pipeline);
+--       - etl.touched_duration: (close month, agent, product, days to close)
+--         of the closed deals with both dates (dwh.deal_stage_duration).
 --     A group kept from an earlier run's validation starts from zero again.
 --     Exact, and proportional to the changes: no group is recounted from
 --     its deals. Every measure is the contribution's sign times what the
 --     matching recomputation view (dwh.*_from_facts) sums or counts.
 -- Returns: the number of aggregate groups touched.
--- Tables: reads etl.fact_contribution; writes etl.touched_group, etl.touched_product,
---     etl.touched_account, etl.touched_account_day, etl.touched_open_day.
+-- Tables: reads etl.fact_contribution, dwh.dim_product; writes etl.touched_group,
+--     etl.touched_product, etl.touched_account, etl.touched_account_day, etl.touched_open_day,
+--     etl.touched_duration.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 CREATE OR REPLACE FUNCTION dwh.fold_fact_contributions()
 RETURNS bigint
@@ -141,6 +144,17 @@ BEGIN
                         + excluded.open_deals,
            list_value = CASE WHEN t.refreshed_by_run IS NULL THEN t.list_value ELSE 0 END
                         + excluded.list_value,
+           refreshed_by_run = NULL;
+    -- Stage durations: the closed deals with both dates, per close month,
+    -- agent, product (business key) and days.
+    INSERT INTO etl.touched_duration AS t (close_month_key, sales_agent_key, product_id, days, deals)
+    SELECT c.month_date_key, c.sales_agent_key, coalesce(p.product_id, -1), c.days_to_close, sum(c.sign)
+      FROM etl.fact_contribution AS c
+      JOIN dwh.dim_product AS p ON p.product_key = c.product_key
+     WHERE c.is_live AND c.is_closed AND c.days_to_close IS NOT NULL AND c.month_date_key <> -1
+     GROUP BY c.month_date_key, c.sales_agent_key, coalesce(p.product_id, -1), c.days_to_close
+    ON CONFLICT (close_month_key, sales_agent_key, product_id, days) DO UPDATE
+       SET deals = CASE WHEN t.refreshed_by_run IS NULL THEN t.deals ELSE 0 END + excluded.deals,
            refreshed_by_run = NULL;
     RETURN v_groups;
 END

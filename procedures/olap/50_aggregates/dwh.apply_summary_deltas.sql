@@ -2,7 +2,8 @@
 --     Incremental update, in the aggregate step's transaction (called by
 --     dwh.rebuild_monthly_aggregate, before it marks the window applied):
 --     adds the pending deltas (refreshed_by_run NULL) of etl.touched_product,
---     etl.touched_account and etl.touched_open_day to their summaries, as
+--     etl.touched_account, etl.touched_open_day and etl.touched_duration to
+--     their summaries, as
 --     the monthly aggregate gets those of etl.touched_group: exact, and
 --     proportional to the changes; a group left without live deals loses
 --     its row; the groups are then marked with the run for its validation
@@ -22,9 +23,10 @@
 --     p_run_id - the incremental run applying its window
 -- Returns: the summary groups changed (written or removed).
 -- Tables: reads etl.touched_product, etl.touched_account, etl.touched_account_day,
---     etl.touched_open_day, dwh.fact_sales_performance (recounted accounts only); writes
---     dwh.fact_sales_product_summary, dwh.fact_sales_account_summary, dwh.fact_sales_open_pipeline,
---     etl.touched_product, etl.touched_account, etl.touched_account_day, etl.touched_open_day.
+--     etl.touched_open_day, etl.touched_duration, dwh.fact_sales_performance (recounted
+--     accounts only); writes dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,
+--     dwh.fact_sales_open_pipeline, dwh.deal_stage_duration, etl.touched_product,
+--     etl.touched_account, etl.touched_account_day, etl.touched_open_day, etl.touched_duration.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Internal: only dwh.rebuild_monthly_aggregate (a guarded unit) calls it.
 CREATE OR REPLACE FUNCTION dwh.apply_summary_deltas(p_run_id bigint)
@@ -41,6 +43,7 @@ BEGIN
     DELETE FROM etl.touched_product AS t WHERE t.refreshed_by_run < p_run_id;
     DELETE FROM etl.touched_account AS t WHERE t.refreshed_by_run < p_run_id;
     DELETE FROM etl.touched_open_day AS t WHERE t.refreshed_by_run < p_run_id;
+    DELETE FROM etl.touched_duration AS t WHERE t.refreshed_by_run < p_run_id;
 
     -- A warehouse loaded before the summaries existed (migrated to V0018
     -- after its initial load) has live facts and no account summary row, a
@@ -54,6 +57,7 @@ BEGIN
         UPDATE etl.touched_product SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
         UPDATE etl.touched_open_day SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
         UPDATE etl.touched_account SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
+        UPDATE etl.touched_duration SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
         DELETE FROM etl.touched_account_day;
         RETURN v_total;
     END IF;
@@ -106,6 +110,23 @@ BEGIN
      WHERE t.refreshed_by_run IS NULL AND s.deal_stage_key = t.deal_stage_key
        AND s.engage_date_key = t.engage_date_key AND s.open_deals = 0;
     UPDATE etl.touched_open_day SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
+
+    -- Stage durations: (close month, agent, product, days).
+    INSERT INTO dwh.deal_stage_duration AS s (close_month, sales_agent_key, product_id, days, deals)
+    SELECT make_date(t.close_month_key / 10000, t.close_month_key / 100 % 100, 1), t.sales_agent_key,
+           t.product_id, t.days, t.deals
+      FROM etl.touched_duration AS t
+     WHERE t.refreshed_by_run IS NULL
+    ON CONFLICT (close_month, sales_agent_key, product_id, days) DO UPDATE
+       SET deals = s.deals + excluded.deals;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    v_total := v_total + v_rows;
+    DELETE FROM dwh.deal_stage_duration AS s
+     USING etl.touched_duration AS t
+     WHERE t.refreshed_by_run IS NULL AND s.deals = 0
+       AND s.close_month = make_date(t.close_month_key / 10000, t.close_month_key / 100 % 100, 1)
+       AND s.sales_agent_key = t.sales_agent_key AND s.product_id = t.product_id AND s.days = t.days;
+    UPDATE etl.touched_duration SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
 
     -- Accounts: each pending one's new row, computed whole from the old row
     -- and the deltas (the extremes recounted where the deltas cannot tell),

@@ -5,12 +5,14 @@
 --     dwh.fact_sales_product_summary (one grouping of the facts),
 --     dwh.fact_sales_account_summary (one grouping, and one join back to
 --     the facts for the deals on each account's first and last day),
---     dwh.fact_sales_open_pipeline (the open deals' partial index).
+--     dwh.fact_sales_open_pipeline (the open deals' partial index),
+--     dwh.deal_stage_duration (the closed deals with both dates).
 -- Parameters:
 --     p_run_id - the initial load writing them (lineage)
 -- Returns: the summary rows written.
--- Tables: reads dwh.fact_sales_performance; writes dwh.fact_sales_product_summary,
---     dwh.fact_sales_account_summary, dwh.fact_sales_open_pipeline.
+-- Tables: reads dwh.fact_sales_performance, dwh.dim_product, dwh.dim_sales_agent; writes
+--     dwh.fact_sales_product_summary, dwh.fact_sales_account_summary, dwh.fact_sales_open_pipeline,
+--     dwh.deal_stage_duration.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Internal: only dwh.rebuild_monthly_aggregate (a guarded unit) calls it.
 CREATE OR REPLACE FUNCTION dwh.build_summaries(p_run_id bigint)
@@ -55,6 +57,14 @@ BEGIN
     SELECT r.deal_stage_key, r.engage_date_key, r.open_deals, r.list_value, p_run_id
       FROM dwh.open_pipeline_from_facts AS r
      ORDER BY r.deal_stage_key, r.engage_date_key;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    v_total := v_total + v_rows;
+
+    DELETE FROM dwh.deal_stage_duration;
+    INSERT INTO dwh.deal_stage_duration (close_month, sales_agent_key, product_id, days, deals)
+    SELECT r.close_month, r.sales_agent_key, r.product_id, r.days, r.deals
+      FROM dwh.stage_duration_from_facts AS r
+     ORDER BY r.close_month, r.sales_agent_key, r.product_id, r.days;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     RETURN v_total + v_rows;
 END

@@ -1,13 +1,15 @@
 -- Function: etl.validate_summaries(p_run_id bigint, p_incremental boolean) RETURNS void
 --     Part of etl.validate (issue 13): records in etl.validation_result that
 --     each summary (dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,
---     dwh.fact_sales_open_pipeline) equals its recomputation from the facts
---     (dwh.product_summary_from_facts, dwh.account_summary_from_facts,
---     dwh.open_pipeline_from_facts):
+--     dwh.fact_sales_open_pipeline, dwh.deal_stage_duration) equals its
+--     recomputation from the facts (dwh.product_summary_from_facts,
+--     dwh.account_summary_from_facts, dwh.open_pipeline_from_facts,
+--     dwh.stage_duration_from_facts):
 --       - initial load: whole, every group from both sides;
 --       - incremental: the groups the run refreshed (kept in etl.touched_product,
 --         etl.touched_account, etl.touched_open_day with its run), each
---         recounted from its own deals (the filter reaches the facts' indexes),
+--         recounted from its own deals (the filter reaches the facts' indexes;
+--         stage durations by (close month, agent, product), etl.touched_duration),
 --         at most validation_sample_groups of them spread by a hash of their
 --         keys, among those of at most validation_recount_deals /
 --         validation_sample_groups live deals, so the cost stays bounded
@@ -20,7 +22,7 @@
 -- Parameters:
 --     p_run_id      - the run being validated
 --     p_incremental - true for an incremental run
--- Tables: reads dwh.fact_sales_*_summary, dwh.fact_sales_open_pipeline,
+-- Tables: reads dwh.fact_sales_*_summary, dwh.fact_sales_open_pipeline, dwh.deal_stage_duration,
 --     dwh.fact_sales_monthly_aggregate, dwh.fact_sales_performance, etl.touched_*,
 --     etl.config; writes etl.validation_result.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
@@ -34,6 +36,9 @@ AS $fn$
 DECLARE
     v_sample integer := etl.config_value('validation_sample_groups')::integer;
     v_products integer [];
+    v_months integer [];
+    v_agents integer [];
+    v_product_ids integer [];
     v_recount_group bigint := etl.config_value('validation_recount_deals')::bigint
                               / greatest(etl.config_value('validation_sample_groups')::integer, 1);
 BEGIN
@@ -78,6 +83,20 @@ BEGIN
                  WHERE (t.open_deals, t.list_value)
                        IS DISTINCT FROM
                        (r.open_deals, r.list_value)) AS c;
+
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'stage duration summary equals its recomputation from the facts', c.differing = 0,
+               '0 differing groups', c.differing::text || ' differing groups', c.sample
+          FROM (SELECT count(*) AS differing,
+                       (jsonb_agg(jsonb_build_object('close_month', coalesce(t.close_month, r.close_month),
+                                                     'sales_agent_key', coalesce(t.sales_agent_key, r.sales_agent_key),
+                                                     'product_id', coalesce(t.product_id, r.product_id)))
+                        -> 0) AS sample
+                  FROM dwh.deal_stage_duration AS t
+                  FULL JOIN dwh.stage_duration_from_facts AS r
+                         ON (r.close_month, r.sales_agent_key, r.product_id, r.days)
+                          = (t.close_month, t.sales_agent_key, t.product_id, t.days)
+                 WHERE t.deals IS DISTINCT FROM r.deals) AS c;
     ELSE
 
         -- Product versions: the sampled keys first, then their recount as a
@@ -173,6 +192,49 @@ BEGIN
                                <= v_recount_group
                          ORDER BY hashtext(t.deal_stage_key || ':' || t.engage_date_key)
                          LIMIT v_sample) AS x) AS c;
+
+        -- Stage durations: the sampled (close month, agent, product) groups,
+        -- each recounted from its deals: constants again, so the agent, the
+        -- product's versions and the month reach the facts' group index.
+        SELECT coalesce(array_agg(k.close_month_key), '{}'), coalesce(array_agg(k.sales_agent_key), '{}'),
+               coalesce(array_agg(k.product_id), '{}')
+          INTO v_months, v_agents, v_product_ids
+          FROM (SELECT g.close_month_key, g.sales_agent_key, g.product_id
+                  FROM (SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_id
+                          FROM etl.touched_duration AS t
+                         WHERE t.refreshed_by_run = p_run_id) AS g
+                 WHERE coalesce((SELECT sum(d.deals)
+                                   FROM dwh.deal_stage_duration AS d
+                                  WHERE d.close_month = make_date(g.close_month_key / 10000,
+                                                                  g.close_month_key / 100 % 100, 1)
+                                    AND d.sales_agent_key = g.sales_agent_key
+                                    AND d.product_id = g.product_id), 0) <= v_recount_group
+                 ORDER BY hashtext(g.close_month_key || ':' || g.sales_agent_key || ':' || g.product_id)
+                 LIMIT v_sample) AS k;
+        EXECUTE $q$
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT $1, 'refreshed stage duration groups equal their recomputation from the facts',
+               c.differing = 0, '0 differing of ' || cardinality($2::integer []) || ' checked',
+               c.differing::text || ' differing', c.sample
+          FROM (SELECT count(*) AS differing, (jsonb_agg(to_jsonb(x)) -> 0) AS sample
+                  FROM (SELECT coalesce(t.close_month, r.close_month) AS close_month,
+                               coalesce(t.sales_agent_key, r.sales_agent_key) AS sales_agent_key,
+                               coalesce(t.product_id, r.product_id) AS product_id,
+                               coalesce(t.days, r.days) AS days, t.deals AS stored, r.deals AS recomputed
+                          FROM (SELECT d.*
+                                  FROM dwh.deal_stage_duration AS d
+                                  JOIN unnest($2::integer [], $3::integer [], $4::integer []) AS k (m, a, p)
+                                    ON d.close_month = make_date(k.m / 10000, k.m / 100 % 100, 1)
+                                   AND d.sales_agent_key = k.a AND d.product_id = k.p) AS t
+                          FULL JOIN (SELECT v.close_month, v.sales_agent_key, v.product_id, v.days, v.deals
+                                       FROM dwh.stage_duration_from_facts AS v
+                                       JOIN unnest($2::integer [], $3::integer [], $4::integer []) AS k (m, a, p)
+                                         ON v.close_month_key = k.m AND v.sales_agent_key = k.a
+                                        AND v.product_id = k.p) AS r
+                                 ON (r.close_month, r.sales_agent_key, r.product_id, r.days)
+                                  = (t.close_month, t.sales_agent_key, t.product_id, t.days)
+                         WHERE t.deals IS DISTINCT FROM r.deals) AS x) AS c
+        $q$ USING p_run_id, v_months, v_agents, v_product_ids;
     END IF;
 
     -- The summaries against each other and the monthly aggregate, whole:

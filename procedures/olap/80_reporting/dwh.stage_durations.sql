@@ -2,12 +2,13 @@
 --     Days from engaging to closing of the deals that closed in a span of
 --     months, per product and agent: how many, the mean, and the 25th, 50th
 --     (median), 75th and 90th percentiles, continuous (as percentile_cont
---     computes them), exact. A closing is a row of dwh.v_deal_history that
---     enters Won or Lost; it counts in the month of its close date with its
---     close date minus its engage date (both known), for the agent and
---     product it closed with. Read from the histogram dwh.deal_stage_duration
---     (closings per month, agent, product and days), so the cost follows the
---     distinct durations, not the deals.
+--     computes them), exact. The deals are the live ones closed (Won or
+--     Lost) with both dates, each once, in the month of its close date, with
+--     its close date minus its engage date as the CRM has them now (a
+--     corrected date moves it; a deleted deal leaves). Read from the
+--     histogram dwh.deal_stage_duration (deals per close month, agent,
+--     product and days, kept from the facts with the monthly aggregate), so
+--     the cost follows the distinct durations, not the deals.
 -- Parameters:
 --     p_first_month - the first month (any day of it)
 --     p_last_month  - the last month, included (default: p_first_month)
@@ -90,6 +91,6 @@ AS $fn$
 $fn$;
 
 COMMENT ON FUNCTION dwh.stage_durations(date, date) IS
-'Days from engage date to close date of the deals that closed (entered Won or Lost in the deal history) in '
+'Days from engage date to close date of the live deals closed (Won or Lost) with both dates in '
 'a span of months, per product and agent: count, mean, and exact continuous 25th, 50th, 75th and 90th '
-'percentiles, from the summary dwh.deal_stage_duration.';
+'percentiles, from the summary dwh.deal_stage_duration (kept from the facts).';

@@ -73,8 +73,9 @@ SELECT set_eq(
              ('product summary equals its recomputation from the facts', true),
              ('account summary equals its recomputation from the facts', true),
              ('open pipeline summary equals its recomputation from the facts', true),
+             ('stage duration summary equals its recomputation from the facts', true),
              ('summaries agree with each other and with the monthly aggregate', true)$$,
-    'a consistent initial load passes all eleven checks'
+    'a consistent initial load passes all twelve checks'
 );
 SELECT set_eq(
     format('SELECT check_name, passed, expected, actual FROM etl.validation_result WHERE run_id = %s', :run1),
@@ -82,7 +83,7 @@ SELECT set_eq(
     'etl.validate stores the checks it returns in etl.validation_result'
 );
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 11,
+    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 12,
     'validating a run again replaces its results instead of adding to them'
 );
 SELECT is(
@@ -95,7 +96,7 @@ SELECT tests.open_step('initial_load', 'etl.validate_run', 'etl.validation_resul
 SELECT is(etl.check_run(:val1), NULL, 'etl.check_run returns NULL (done) when every check passed');
 SELECT results_eq(
     $$SELECT rows_in, rows_inserted FROM etl.loading_metadata WHERE loading_metadata_id = $$ || :val1,
-    $$VALUES (11::bigint, 11::bigint)$$,
+    $$VALUES (12::bigint, 12::bigint)$$,
     'the validation step counts the checks it ran'
 );
 
@@ -204,7 +205,7 @@ SELECT set_eq(
 DELETE FROM etl.stage_accounts WHERE account_id = 4;
 
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run1) WHERE passed), 11,
+    (SELECT count(*)::integer FROM etl.validate(:run1) WHERE passed), 12,
     'once every tampering is undone the run validates again'
 );
 
@@ -278,14 +279,15 @@ SELECT set_eq(
              ('refreshed product summary groups equal their recomputation from the facts', true),
              ('refreshed account summary groups equal their recomputation from the facts', true),
              ('refreshed open pipeline summary groups equal their recomputation from the facts', true),
+             ('refreshed stage duration groups equal their recomputation from the facts', true),
              ('summaries agree with each other and with the monthly aggregate', true)$$,
-    'an incremental run is checked on what its window touched (its stage is not the whole source): ten checks pass'
+    'an incremental run is checked on what its window touched (its stage is not the whole source): eleven checks pass'
 );
 DELETE FROM etl.stage_deleted;
 DELETE FROM etl.stage_sales_pipeline;
 INSERT INTO etl.stage_sales_pipeline SELECT * FROM initial_stage;
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 11,
+    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 12,
     'validating one run leaves another run''s results alone'
 );
 

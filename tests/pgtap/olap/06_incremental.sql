@@ -404,8 +404,9 @@ SELECT set_eq(
              ('refreshed product summary groups equal their recomputation from the facts', true),
              ('refreshed account summary groups equal their recomputation from the facts', true),
              ('refreshed open pipeline summary groups equal their recomputation from the facts', true),
+             ('refreshed stage duration groups equal their recomputation from the facts', true),
              ('summaries agree with each other and with the monthly aggregate', true)$$,
-    'a consistent incremental run passes its ten checks'
+    'a consistent incremental run passes its eleven checks'
 );
 SELECT results_eq(
     format($q$SELECT expected, actual FROM etl.validation_result
@@ -433,7 +434,8 @@ SELECT set_eq(
     $$VALUES ('every changed deal is loaded as in the source, quarantined or deleted'),
              ('refreshed aggregate groups equal their recomputation from the facts'),
              ('refreshed product summary groups equal their recomputation from the facts'),
-             ('refreshed account summary groups equal their recomputation from the facts')$$,
+             ('refreshed account summary groups equal their recomputation from the facts'),
+             ('refreshed stage duration groups equal their recomputation from the facts')$$,
     'a deal deleted in the source whose fact is still live fails the deal check (and its groups'')'
 );
 UPDATE dwh.fact_sales_performance SET is_deleted = true WHERE opportunity_id = 'F4';
@@ -460,7 +462,7 @@ INSERT INTO dwh.fact_sales_monthly_aggregate (
     month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
 ) VALUES (20170301, :ag2, :p1, 1, 0, 800, :run6);
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed AND check_name !~ '^the deal history'), 10,
+    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed AND check_name !~ '^the deal history'), 11,
     'once the tampering is undone the incremental run validates again'
 );
 SELECT tests.end_run();
