@@ -543,8 +543,12 @@ def stage_durations_chart(rows: Sequence[tuple], first: dt.date, last: dt.date) 
     if not rows:
         layout(figure, title, height=380)
         return empty_note(figure, "No deal closed in these months")
+    # dwh.stage_durations gives each product over all its agents too (agent NULL): the
+    # first column.
+    everyone = "all agents"
+    rows = [(r[0], r[1] or everyone, *r[2:]) for r in rows]
     products = sorted({r[0] for r in rows})
-    agents = sorted({r[1] for r in rows})
+    agents = [everyone, *sorted({r[1] for r in rows} - {everyone})]
     cell = {(r[0], r[1]): r for r in rows}
     z, text = [], []
     for product in products:

@@ -102,10 +102,12 @@ SELECT results_eq(
 );
 SELECT results_eq(
     $$SELECT product, sales_agent, closed_deals, median_days FROM dwh.stage_durations('2017-02-01', '2017-03-01')$$,
-    $$VALUES ('GTX Basic', 'Moses Frase', 1::bigint, 31::double precision),
+    $$VALUES ('GTX Basic', NULL, 1::bigint, 31::double precision),
+             ('GTX Basic', 'Moses Frase', 1::bigint, 31::double precision),
+             ('MG Special', NULL, 2::bigint, 24.5::double precision),
              ('MG Special', 'Darcel Schlecht', 1::bigint, 0::double precision),
              ('MG Special', 'Moses Frase', 1::bigint, 49::double precision)$$,
-    'stage durations of February and March: H1 31 days, H3 49, H5 0'
+    'stage durations of February and March: H1 31 days, H3 49, H5 0; each product over its agents first'
 );
 
 -- Run 2: a window built by hand ---------------------------------------------------------------
