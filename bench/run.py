@@ -11,6 +11,7 @@ Markdown table and writes it, with a JSON file of every raw number, under bench/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -354,6 +355,8 @@ def run_scale(pair: Pair, changes: list[int], psql: str, load_repeats: int) -> d
         result["incremental"][str(k)] = incremental(pair, k, seed)
     say(f"[scale {pair.scale:g}] reporting views")
     result["views"] = view_timings(pair)
+    say(f"[scale {pair.scale:g}] as-of questions")
+    result["as_of"] = as_of_timings(pair)
     return result
 
 
@@ -362,7 +365,17 @@ def view_timings(pair: Pair) -> dict:
     read, and its rows."""
     with pair.connect("olap") as conn:
         timings = reporting.time_views(conn)
-    return {view: {"median_ms": t.median_ms, "rows": t.rows} for view, t in timings.items()}
+    return {
+        view: {"median_ms": t.median_ms, "server_ms": t.server_ms, "rows": t.rows}
+        for view, t in timings.items()
+    }
+
+
+def as_of_timings(pair: Pair) -> list[dict]:
+    """The deal history's as-of questions over the data's latest complete quarter: each call
+    read whole; the median and the slowest call."""
+    with pair.connect("olap") as conn:
+        return [dataclasses.asdict(t) for t in reporting.time_as_of(conn)]
 
 
 # ---------------------------------------------------------------- capture overhead
@@ -579,7 +592,23 @@ def build_rows(report: dict) -> list[tuple[str, str, str, str]]:
             )
         add(f"VACUUM (ANALYZE) after the initial load, s ({sc})", f"{s['vacuum_after_load_s']:.2f}")
         for view, v in s["views"].items():
-            add(f"{view}, median of 5 reads ({sc}, {v['rows']:,} rows)", f"{v['median_ms']:.1f} ms")
+            # Issue 13's bound, on the full read to the client as it was measured before.
+            target, met = ("< 50 ms", v["median_ms"] < 50) if s["scale"] >= 1000 else ("", None)
+            add(
+                f"{view}, median of 5 reads ({sc}, {v['rows']:,} rows):"
+                " to the client / on the server",
+                f"{v['median_ms']:.1f} ms / {v.get('server_ms', 0):.1f} ms",
+                target,
+                met,
+            )
+        for q in s.get("as_of", []):
+            target, met = ("< 50 ms", q["max_ms"] < 50) if s["scale"] >= 1000 else ("", None)
+            add(
+                f"{q['question']} ({sc}, {q['calls']} calls): median / slowest",
+                f"{q['median_ms']:.1f} ms / {q['max_ms']:.1f} ms",
+                target,
+                met,
+            )
         size = s["size"]
         add(
             f"warehouse dwh tables per million facts ({sc}, {size['facts']:,} facts)",

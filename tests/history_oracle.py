@@ -308,7 +308,7 @@ SUMMARY_QUERIES = {
              FROM dwh.deal_pipeline_day GROUP BY 1, 2, 3, 4
            HAVING sum(deals) <> 0 OR sum(open_value) <> 0""",
         """SELECT d.day, h.deal_stage_key, h.sales_agent_key, coalesce(p.product_id, -1),
-                  sum(d.sign), sum(d.sign * coalesce(h.close_value, 0))
+                  sum(d.sign), sum(d.sign * coalesce(p.sales_price, 0))
              FROM dwh.v_deal_history AS h
              LEFT JOIN dwh.dim_product AS p USING (product_key)
             CROSS JOIN LATERAL (VALUES ((h.valid_from AT TIME ZONE 'UTC')::date, 1),
@@ -317,7 +317,7 @@ SUMMARY_QUERIES = {
                   AS d (day, sign)
             WHERE NOT h.is_closed AND d.day IS NOT NULL
             GROUP BY 1, 2, 3, 4
-           HAVING sum(d.sign) <> 0 OR sum(d.sign * coalesce(h.close_value, 0)) <> 0""",
+           HAVING sum(d.sign) <> 0 OR sum(d.sign * coalesce(p.sales_price, 0)) <> 0""",
     ),
     "pipeline_month": (
         """SELECT month, deal_stage_key, sales_agent_key, product_id, sum(deals), sum(open_value)
@@ -327,19 +327,6 @@ SUMMARY_QUERIES = {
                   sum(deals), sum(open_value)
              FROM dwh.deal_pipeline_day GROUP BY 1, 2, 3, 4
            HAVING sum(deals) <> 0 OR sum(open_value) <> 0""",
-    ),
-    "durations": (
-        """SELECT close_month, sales_agent_key, product_id, days, sum(deals)
-             FROM dwh.deal_stage_duration GROUP BY 1, 2, 3, 4 HAVING sum(deals) <> 0""",
-        """SELECT date_trunc('month', to_date(h.close_date_key::text, 'YYYYMMDD'))::date,
-                  h.sales_agent_key, coalesce(p.product_id, -1),
-                  to_date(h.close_date_key::text, 'YYYYMMDD')
-                  - to_date(h.engage_date_key::text, 'YYYYMMDD'), count(*)
-             FROM dwh.v_deal_history AS h
-             LEFT JOIN dwh.dim_product AS p USING (product_key)
-            WHERE h.entered_stage AND h.is_closed AND h.engage_date_key <> -1
-              AND h.close_date_key <> -1
-            GROUP BY 1, 2, 3, 4""",
     ),
     "conversion": (
         """SELECT entry_month, from_stage_key, to_stage_key, sum(deals)

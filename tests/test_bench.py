@@ -76,6 +76,14 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
             "dwh.v_account_performance",
         }
         assert all(v["median_ms"] > 0 and v["rows"] > 0 for v in s["views"].values())
+        assert all(v["server_ms"] > 0 for v in s["views"].values())
+        questions = [q["question"].split("(")[0] for q in s["as_of"]]
+        assert questions == [
+            "dwh.open_pipeline_as_of",
+            "dwh.stage_durations",
+            "dwh.stage_conversion",
+        ], s["as_of"]
+        assert s["as_of"][0]["calls"] >= 89 and all(q["max_ms"] > 0 for q in s["as_of"])
     assert report["incremental_scale_ratio"]["100"] > 0
 
     bulk = report["capture"]["bulk"]

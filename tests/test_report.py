@@ -42,6 +42,8 @@ CHARTS = [
     "chart-products",
     "chart-sector-value",
     "chart-funnel",
+    "chart-pipeline-weeks",
+    "chart-stage-durations",
     "chart-run-durations",
     "chart-run-rows",
     "chart-dq-issues",
@@ -110,7 +112,7 @@ class Page(HTMLParser):
         self.styles: list[str] = []
         self.figures: dict[str, dict] = {}
         self.rendered: set[str] = set()
-        self.points: dict[str, int] = {}  # data points (bars, funnel stages) drawn per chart
+        self.points: dict[str, int] = {}  # bars, funnel stages, heat maps drawn per chart
         self.chart_divs: list[str] = []
         self._open: list[tuple[str, str | None]] = []  # (tag, chart id) of open elements
         self._in: tuple[str, str | None] | None = None  # ('style' | 'figure', target)
@@ -134,7 +136,8 @@ class Page(HTMLParser):
         if chart:
             self.chart_divs.append(chart)
         classes = a.get("class", "").split()
-        if "main-svg" in classes or "point" in classes:
+        # A bar or funnel stage is a "point"; a heat map draws its cells as one image in "hm".
+        if "main-svg" in classes or "point" in classes or "hm" in classes:
             for _tag, open_chart in self._open:
                 if open_chart and "main-svg" in classes:
                     self.rendered.add(open_chart)

@@ -123,7 +123,8 @@ COMMENT ON COLUMN dwh.deal_pipeline_day.sales_agent_key IS 'The deals'' agent (d
 COMMENT ON COLUMN dwh.deal_pipeline_day.product_id IS
 'The deals'' product (business key: a version move is no change), -1 for the Unknown product.';
 COMMENT ON COLUMN dwh.deal_pipeline_day.deals IS 'Deals entering minus deals leaving that day.';
-COMMENT ON COLUMN dwh.deal_pipeline_day.open_value IS 'Their close values (NULL as 0) entering minus leaving.';
+COMMENT ON COLUMN dwh.deal_pipeline_day.open_value IS
+'Their value at list price (each deal''s product version''s sales price) entering minus leaving.';
 COMMENT ON TABLE dwh.deal_pipeline_month IS
 'dwh.deal_pipeline_day summed per month (first day of the month), kept in the same statements.';
 COMMENT ON COLUMN dwh.deal_pipeline_month.month IS 'First day of the UTC month.';

@@ -10,7 +10,9 @@ and the soak run (bench/soak.py).
   source must agree on it exactly. `source_content` computes the same view
   straight from the source tables.
 - `consistency_problems`: rules an incrementally maintained warehouse must keep
-  on its own (the aggregate equals its recomputation from the facts, SCD2
+  on its own (the aggregate and every summary equal their recomputation from
+  the facts, the reporting views over the summaries equal their definitions
+  over the facts, SCD2
   periods, the product version a fact resolves to, no live fact on a deleted
   member).
 """
@@ -201,6 +203,39 @@ def content_differences(
 
 # --- rules the incremental warehouse keeps on its own ---------------------------------------
 
+
+# The summaries (issue 13): (name, table, its recomputation from the facts, the columns
+# compared). The reporting views that read them are checked against the source itself
+# (tests/test_reporting_views.py).
+SUMMARIES = (
+    (
+        "product summary",
+        "dwh.fact_sales_product_summary",
+        "dwh.product_summary_from_facts",
+        "product_key, deals, open_deals, won_deals, lost_deals, won_value, won_list_value,"
+        " won_listed_deals, discounted_deals, discount, discount_rate, priced_won_value,"
+        " priced_list_value",
+    ),
+    (
+        "account summary",
+        "dwh.fact_sales_account_summary",
+        "dwh.account_summary_from_facts",
+        "account_key, deals, open_deals, won_deals, lost_deals, won_value, won_days,"
+        " won_timed_deals, first_engage_key, first_engage_deals, last_close_key, last_close_deals",
+    ),
+    (
+        "open pipeline summary",
+        "dwh.fact_sales_open_pipeline",
+        "dwh.open_pipeline_from_facts",
+        "deal_stage_key, engage_date_key, open_deals, list_value",
+    ),
+    (
+        "stage duration summary",
+        "dwh.deal_stage_duration",
+        "dwh.stage_duration_from_facts",
+        "close_month, sales_agent_key, product_id, days, deals",
+    ),
+)
 CONSISTENCY_CHECKS = {
     # The aggregate is exactly the closed, live facts counted per group: a group applied
     # twice, missed or left behind shows here.
@@ -225,6 +260,16 @@ CONSISTENCY_CHECKS = {
              = (a.month_date_key, a.sales_agent_key, a.product_key)
          WHERE (a.won_deals, a.lost_deals, a.won_value)
                IS DISTINCT FROM (r.won_deals, r.lost_deals, r.won_value)""",
+    # Each summary is exactly its recomputation from the facts (issue 13).
+    **{
+        f"{name} row differs from its recomputation from the facts": f"""
+        SELECT 'stored' AS side, x.* FROM (
+            SELECT {columns} FROM {table} EXCEPT SELECT {columns} FROM {recomputation}) AS x
+        UNION ALL
+        SELECT 'recomputed', x.* FROM (
+            SELECT {columns} FROM {recomputation} EXCEPT SELECT {columns} FROM {table}) AS x"""
+        for name, table, recomputation, columns in SUMMARIES
+    },
     "product version with an empty or reversed period": """
         SELECT product_key, product_id, valid_from::text, valid_to::text
           FROM dwh.dim_product WHERE product_key <> -1 AND NOT valid_from < valid_to""",

@@ -72,6 +72,19 @@ SECTORS = """
 SELECT coalesce(sector, '(no sector)'), sum(won_deals)::bigint, sum(won_value)
   FROM dwh.v_account_performance GROUP BY 1 HAVING sum(won_deals) > 0 ORDER BY 3, 1
 """
+# The deal history's as-of questions (issue 13): the open pipeline at the end of each week,
+# and the days from engaging to closing of the deals closed in a span of months.
+PIPELINE_WEEKS = """
+SELECT w.day::date, p.deal_stage, sum(p.open_deals)::bigint, sum(p.open_value)
+  FROM generate_series(%s::date, %s::date, interval '7 days') AS w (day)
+ CROSS JOIN LATERAL dwh.open_pipeline_as_of(w.day::date) AS p
+ GROUP BY 1, 2, p.deal_stage_key
+ ORDER BY 1, min(p.deal_stage_key)
+"""
+STAGE_DURATIONS = """
+SELECT product, sales_agent, closed_deals, median_days, p25_days, p75_days, p90_days
+  FROM dwh.stage_durations(%s, %s) ORDER BY product, sales_agent
+"""
 OPEN_STAGES = """
 SELECT deal_stage_name, open_deals, list_value, avg_age_days
   FROM dwh.v_pipeline_by_stage ORDER BY stage_order, deal_stage_key
@@ -476,6 +489,100 @@ def funnel_chart(open_stages: Sequence[tuple], won: int, lost: int) -> go.Figure
     return empty_note(figure, "No deals yet") if sum(reached) == 0 else figure
 
 
+WEEKS_SHOWN = 26
+STAGE_COLOURS = {"Prospecting": "#90caf9", "Engaging": "#1e88e5", "Unknown": "#b0bec5"}
+
+
+def week_ends(latest: dt.date, weeks: int = WEEKS_SHOWN) -> tuple[dt.date, dt.date]:
+    """The first and last of `weeks` Sundays, the last on or before `latest`."""
+    last = latest - dt.timedelta(days=(latest.weekday() + 1) % 7)
+    return last - dt.timedelta(weeks=weeks - 1), last
+
+
+def pipeline_weeks_chart(rows: Sequence[tuple]) -> go.Figure:
+    """Open value at list price by stage at the end of each week, stacked, from the deal
+    history (dwh.open_pipeline_as_of): what the pipeline looked like then, not what the
+    deals are now."""
+    figure = go.Figure()
+    title = "Open pipeline at the end of each week, by stage (at list price)"
+    if not rows:
+        layout(figure, title, height=380)
+        return empty_note(figure, "No open deal in these weeks")
+    stages = list(dict.fromkeys(r[1] for r in rows))
+    days = sorted({r[0] for r in rows})
+    by = {(r[0], r[1]): r for r in rows}
+    for stage in stages:
+        points = [by.get((day, stage)) for day in days]
+        figure.add_bar(
+            x=[f"{day:%Y-%m-%d}" for day in days],
+            y=[number(p[3]) if p else 0 for p in points],
+            name=stage,
+            marker_color=STAGE_COLOURS.get(stage, "#78909c"),
+            customdata=[p[2] if p else 0 for p in points],
+            hovertemplate=f"{stage}, end of %{{x}}<br>list value {CURRENCY}%{{y:,.0f}}<br>"
+            "%{customdata:,} open deals<extra></extra>",
+        )
+    layout(
+        figure,
+        title,
+        height=400,
+        subtitle=f"The {len(days)} Sundays up to the latest close date, as the history knew them",
+        barmode="stack",
+        xaxis={"type": "category", "title": "end of week (Sunday)"},
+        yaxis={"title": "open value at list price", "rangemode": "tozero", **MONEY_AXIS},
+        legend=LEGEND_ON_TOP,
+    )
+    return figure
+
+
+def stage_durations_chart(rows: Sequence[tuple], first: dt.date, last: dt.date) -> go.Figure:
+    """Median days from engaging to closing per product and agent (dwh.stage_durations),
+    as a heat map; the hover gives the deals and the other percentiles."""
+    figure = go.Figure()
+    title = "Days from engaging to closing: median per product and agent"
+    if not rows:
+        layout(figure, title, height=380)
+        return empty_note(figure, "No deal closed in these months")
+    # dwh.stage_durations gives each product over all its agents too (agent NULL): the
+    # first column.
+    everyone = "all agents"
+    rows = [(r[0], r[1] or everyone, *r[2:]) for r in rows]
+    products = sorted({r[0] for r in rows})
+    agents = [everyone, *sorted({r[1] for r in rows} - {everyone})]
+    cell = {(r[0], r[1]): r for r in rows}
+    z, text = [], []
+    for product in products:
+        z.append([cell[(product, a)][3] if (product, a) in cell else None for a in agents])
+        text.append(
+            [
+                (
+                    f"{cell[(product, a)][2]:,} deals; 25th {cell[(product, a)][4]:.0f},"
+                    f" 75th {cell[(product, a)][5]:.0f}, 90th {cell[(product, a)][6]:.0f} days"
+                )
+                if (product, a) in cell
+                else "no deal"
+                for a in agents
+            ]
+        )
+    figure.add_heatmap(
+        x=agents,
+        y=products,
+        z=z,
+        text=text,
+        colorscale="Blues",
+        colorbar={"title": "median days"},
+        hovertemplate="%{y}, %{x}<br>median %{z:.1f} days<br>%{text}<extra></extra>",
+    )
+    layout(
+        figure,
+        title,
+        height=max(380, 60 + 28 * len(products)),
+        subtitle=f"Deals closed (won or lost) from {first:%Y-%m} to {last:%Y-%m}, by the history",
+        xaxis={"tickangle": -45},
+    )
+    return figure
+
+
 def run_label(run: tuple) -> str:
     return f"#{run[0]} {run[1].replace('_', ' ')}"
 
@@ -725,6 +832,13 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
                 if latest_close
                 else []
             )
+            if latest_close:
+                first_week, last_week = week_ends(latest_close)
+                pipeline_weeks = fetch(conn, PIPELINE_WEEKS, (first_week, last_week))
+                durations_from = month_start(latest_close.year, latest_close.month - 11)
+                durations = fetch(conn, STAGE_DURATIONS, (durations_from, latest_close))
+            else:
+                pipeline_weeks, durations, durations_from = [], [], None
             agents = fetch(conn, AGENTS)
             products = fetch(conn, PRODUCTS)
             sectors = fetch(conn, SECTORS)
@@ -771,6 +885,14 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
         ),
         Chart("chart-funnel", funnel_chart(open_stages, won, lost), wide=True),
     ]
+    history = [
+        Chart("chart-pipeline-weeks", pipeline_weeks_chart(pipeline_weeks), wide=True),
+        Chart(
+            "chart-stage-durations",
+            stage_durations_chart(durations, durations_from or dt.date.today(), latest_close),
+            wide=True,
+        ),
+    ]
     idle_note = (
         f'<p class="apart" id="agents-without-closed-deals">Agents with no closed deal yet'
         f" ({len(idle)}), not charted: {html.escape(', '.join(idle))}</p>"
@@ -803,7 +925,7 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
             health.append(Chart(chart_id, per_run_chart(runs, counts, title), wide=True))
         else:
             collapsed.append(f'<p class="none" id="{chart_id}-none">{html.escape(none)}</p>')
-    charts = sales + teams + health
+    charts = sales + teams + history + health
 
     tiles = "".join(
         [
@@ -879,6 +1001,7 @@ def build(dsn: str, runs_shown: int = 20) -> Report:
         [
             ("sales", "Sales", grid(sales) + idle_note),
             ("teams", "Teams, products, sectors and the pipeline", grid(teams)),
+            ("history", "The pipeline over time", grid(history)),
             ("health", "Data health", health_html),
         ],
     )

@@ -11,7 +11,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    TRUNCATE dwh.fact_sales_monthly_aggregate, dwh.fact_sales_performance, dwh.fact_deal_history,
+    TRUNCATE dwh.fact_sales_monthly_aggregate, dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,
+             dwh.fact_sales_open_pipeline, dwh.fact_sales_performance, dwh.fact_deal_history,
              dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_duration,
              dwh.deal_stage_conversion;
     DELETE FROM dwh.dim_account WHERE account_key <> -1;

@@ -28,7 +28,8 @@ BEGIN
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     SELECT s.snapshot, s.taken_at INTO v_snapshot, v_taken_at FROM src.source_snapshot AS s;
     TRUNCATE etl.stage_accounts, etl.stage_products, etl.stage_sales_agents, etl.stage_sales_pipeline,
-             etl.stage_deleted, etl.change_window, etl.touched_group;
+             etl.stage_deleted, etl.change_window, etl.touched_group, etl.touched_product, etl.touched_account,
+             etl.touched_account_day, etl.touched_open_day;
     INSERT INTO etl.stage_accounts SELECT * FROM src.accounts;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_rows := v_rows + v_count;

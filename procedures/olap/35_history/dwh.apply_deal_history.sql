@@ -83,7 +83,7 @@ BEGIN
     IF v_run.pipeline = 'initial_load' THEN
         -- A rebuild, or this step run again: all or nothing, in one transaction.
         TRUNCATE dwh.fact_deal_history, dwh.deal_pipeline_day, dwh.deal_pipeline_month,
-                 dwh.deal_stage_duration, dwh.deal_stage_conversion;
+                 dwh.deal_stage_conversion;
         v_inserted := dwh.fold_deal_history_seed(v_run.run_id);
         SELECT count(*) INTO v_in FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted;
         PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted);

@@ -5,11 +5,10 @@
 --     change (old contribution out, new in: the one mechanism for the seed,
 --     a window, and a window applied again, whose before and after are equal).
 --       - dwh.deal_pipeline_day / _month: a row of an open stage adds its
---         deal (and close value) on its valid_from's UTC day and takes it
---         away on its valid_to's (never, while current);
---       - dwh.deal_stage_duration: a row entering a closed stage, with an
---         engage and a close date, is one closing of (close date - engage
---         date) days in its close date's month;
+--         deal (and its list price: its product version's sales price, as
+--         the open pipeline is valued everywhere; open deals have no close
+--         value in a CRM) on its valid_from's UTC day and takes it away on
+--         its valid_to's (never, while current);
 --       - dwh.deal_stage_conversion: a row entering a stage is one entry in
 --         its valid_from's UTC month, and one conversion to each stage of its
 --         later_stages.
@@ -18,8 +17,7 @@
 --     sign. Groups whose sum is zero are not written.
 -- Returns: the number of summary rows written.
 -- Tables: reads pg_temp.deal_history_rows, dwh.dim_product; writes
---     dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_duration,
---     dwh.deal_stage_conversion.
+--     dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_conversion.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Internal: called by dwh.apply_deal_history.
 CREATE OR REPLACE FUNCTION dwh.fold_deal_history()
@@ -34,7 +32,7 @@ DECLARE
 BEGIN
     WITH r AS MATERIALIZED (
         SELECT x.sign, x.opportunity_id, x.valid_from, x.deal_stage_key, x.sales_agent_key,
-               coalesce(p.product_id, -1) AS product_id, coalesce(x.close_value, 0) AS close_value,
+               coalesce(p.product_id, -1) AS product_id, coalesce(p.sales_price, 0) AS list_price,
                x.engage_date_key, x.close_date_key, x.is_closed, x.entered_stage, x.later_stages,
                (x.valid_from AT TIME ZONE 'UTC')::date AS from_day,
                CASE WHEN x.valid_to <> 'infinity' THEN (x.valid_to AT TIME ZONE 'UTC')::date END AS to_day
@@ -43,7 +41,7 @@ BEGIN
     ),
     pipeline AS (
         SELECT d.day, r.deal_stage_key, r.sales_agent_key, r.product_id,
-               sum(r.sign * d.sign) AS deals, sum(r.sign * d.sign * r.close_value) AS open_value
+               sum(r.sign * d.sign) AS deals, sum(r.sign * d.sign * r.list_price) AS open_value
           FROM r
          CROSS JOIN LATERAL (VALUES (r.from_day, 1), (r.to_day, -1)) AS d (day, sign)
          WHERE NOT r.is_closed AND d.day IS NOT NULL
@@ -69,21 +67,6 @@ BEGIN
            SET deals = t.deals + excluded.deals, open_value = t.open_value + excluded.open_value
         RETURNING 1
     ),
-    duration_rows AS (
-        INSERT INTO dwh.deal_stage_duration AS t (close_month, sales_agent_key, product_id, days, deals)
-        SELECT make_date(r.close_date_key / 10000, r.close_date_key / 100 % 100, 1), r.sales_agent_key,
-               r.product_id,
-               make_date(r.close_date_key / 10000, r.close_date_key / 100 % 100, r.close_date_key % 100)
-               - make_date(r.engage_date_key / 10000, r.engage_date_key / 100 % 100, r.engage_date_key % 100),
-               sum(r.sign)
-          FROM r
-         WHERE r.entered_stage AND r.is_closed AND r.engage_date_key <> -1 AND r.close_date_key <> -1
-         GROUP BY 1, 2, 3, 4
-        HAVING sum(r.sign) <> 0
-        ON CONFLICT (close_month, sales_agent_key, product_id, days) DO UPDATE
-           SET deals = t.deals + excluded.deals
-        RETURNING 1
-    ),
     conversion_rows AS (
         INSERT INTO dwh.deal_stage_conversion AS t (entry_month, from_stage_key, to_stage_key, deals)
         SELECT date_trunc('month', r.from_day)::date, r.deal_stage_key, s.to_stage_key, sum(r.sign)
@@ -99,7 +82,7 @@ BEGIN
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM day_rows) + (SELECT count(*) FROM month_rows)
-           + (SELECT count(*) FROM duration_rows) + (SELECT count(*) FROM conversion_rows)
+           + (SELECT count(*) FROM conversion_rows)
       INTO v_written;
     RETURN v_written;
 END
@@ -107,4 +90,4 @@ $fn$;
 
 COMMENT ON FUNCTION dwh.fold_deal_history() IS
 'Internal: adds the signed contributions of the history rows in pg_temp.deal_history_rows to the as-of '
-'summaries (open pipeline per day and month, stage durations, stage conversion).';
+'summaries (open pipeline per day and month, stage conversion).';

@@ -15,8 +15,7 @@
 -- Returns: the number of summary rows written.
 -- Tables: reads dwh.fact_sales_performance, dwh.dim_product,
 --     dwh.dim_deal_stage, etl.run; writes dwh.deal_pipeline_day,
---     dwh.deal_pipeline_month, dwh.deal_stage_duration,
---     dwh.deal_stage_conversion (empty before: their primary keys are set
+--     dwh.deal_pipeline_month, dwh.deal_stage_conversion (empty before: their primary keys are set
 --     aside while they fill and rebuilt after), etl.suspended_ddl.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Internal: called by dwh.apply_deal_history.
@@ -39,7 +38,7 @@ BEGIN
     -- The summaries are empty: their keys go aside while they fill, and are
     -- built by one sort each afterwards (etl.suspend_ddl, etl.restore_ddl).
     PERFORM etl.suspend_ddl(t) FROM unnest(ARRAY['dwh.deal_pipeline_day', 'dwh.deal_pipeline_month',
-                                                 'dwh.deal_stage_duration', 'dwh.deal_stage_conversion']::regclass[]) AS t;
+                                                 'dwh.deal_stage_conversion']::regclass[]) AS t;
 
     -- One statement, each summary from its own pass over the facts (a
     -- scan is cheaper than writing them to a temporary table once), with
@@ -62,27 +61,29 @@ BEGIN
          WHERE NOT f.is_deleted
     ),
     product_ids AS (
-        SELECT p.product_key, coalesce(p.product_id, -1) AS product_id FROM dwh.dim_product AS p
+        SELECT p.product_key, coalesce(p.product_id, -1) AS product_id, coalesce(p.sales_price, 0) AS list_price
+          FROM dwh.dim_product AS p
     ),
     -- Open pipeline: an open deal enters its stage on its first day; a
     -- closed deal's Engaging row enters on its engage day and leaves on its
-    -- close day (no value: a NULL is skipped by sum(), a zero would cost a
-    -- numeric addition). Each part grouped on its own, then together.
+    -- close day. Each part counted on its own, then together; the value is
+    -- the deals' list price (their product version's sales price), one
+    -- multiplication per group, not a sum over the facts.
     changes AS (
         SELECT c.day_key, c.deal_stage_key, c.sales_agent_key, i.product_id,
-               sum(c.deals) AS deals, coalesce(sum(c.open_value), 0) AS open_value
+               sum(c.deals) AS deals, sum(c.deals * i.list_price) AS open_value
           FROM (SELECT s.from_key AS day_key, s.deal_stage_key, s.sales_agent_key, s.product_key,
-                       count(*) AS deals, sum(s.close_value) AS open_value
+                       count(*) AS deals
                   FROM seed AS s WHERE NOT s.is_closed GROUP BY 1, 2, 3, 4
                 UNION ALL
-                SELECT s.engage_date_key, v_engaging, s.sales_agent_key, s.product_key, count(*), NULL::numeric
+                SELECT s.engage_date_key, v_engaging, s.sales_agent_key, s.product_key, count(*)
                   FROM seed AS s WHERE s.was_engaging GROUP BY 1, 2, 3, 4
                 UNION ALL
-                SELECT s.close_key, v_engaging, s.sales_agent_key, s.product_key, -count(*), NULL::numeric
+                SELECT s.close_key, v_engaging, s.sales_agent_key, s.product_key, -count(*)
                   FROM seed AS s WHERE s.was_engaging GROUP BY 1, 2, 3, 4) AS c
           JOIN product_ids AS i ON i.product_key = c.product_key
          GROUP BY c.day_key, c.deal_stage_key, c.sales_agent_key, i.product_id
-        HAVING sum(c.deals) <> 0 OR coalesce(sum(c.open_value), 0) <> 0
+        HAVING sum(c.deals) <> 0 OR sum(c.deals * i.list_price) <> 0
     ),
     day_rows AS (
         INSERT INTO dwh.deal_pipeline_day (day, deal_stage_key, sales_agent_key, product_id, deals, open_value)
@@ -98,20 +99,6 @@ BEGIN
           FROM changes AS c
          GROUP BY 1, c.deal_stage_key, c.sales_agent_key, c.product_id
         HAVING sum(c.deals) <> 0 OR sum(c.open_value) <> 0
-        RETURNING 1
-    ),
-    -- Durations: every closed deal with both dates entered its closed stage
-    -- once (its seed's last row), days_to_close days after its engage date.
-    duration_rows AS (
-        INSERT INTO dwh.deal_stage_duration (close_month, sales_agent_key, product_id, days, deals)
-        SELECT make_date(d.close_month_key / 10000, d.close_month_key / 100 % 100, 1), d.sales_agent_key,
-               i.product_id, d.days_to_close, sum(d.deals)
-          FROM (SELECT s.close_month_key, s.sales_agent_key, s.product_key, s.days_to_close, count(*) AS deals
-                  FROM seed AS s
-                 WHERE s.is_closed AND s.days_to_close IS NOT NULL
-                 GROUP BY 1, 2, 3, 4) AS d
-          JOIN product_ids AS i ON i.product_key = d.product_key
-         GROUP BY 1, 2, 3, 4
         RETURNING 1
     ),
     -- Conversion: the entries (a closed deal's Engaging row in its engage
@@ -133,10 +120,10 @@ BEGIN
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM day_rows) + (SELECT count(*) FROM month_rows)
-           + (SELECT count(*) FROM duration_rows) + (SELECT count(*) FROM conversion_rows)
+           + (SELECT count(*) FROM conversion_rows)
       INTO v_written;
     PERFORM etl.restore_ddl(t) FROM unnest(ARRAY['dwh.deal_pipeline_day', 'dwh.deal_pipeline_month',
-                                                 'dwh.deal_stage_duration', 'dwh.deal_stage_conversion']::regclass[]) AS t;
+                                                 'dwh.deal_stage_conversion']::regclass[]) AS t;
     RETURN v_written;
 END
 $fn$;

@@ -13,8 +13,7 @@
 --     p_run_id - the run; NULL means the run in progress
 -- Tables: reads etl.change_window, etl.stage_sales_pipeline,
 --     dwh.deal_history_seed, dwh dimensions; writes dwh.fact_deal_history,
---     dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_duration,
---     dwh.deal_stage_conversion.
+--     dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_conversion.
 -- Commits: once. Safe to re-run: yes.
 CREATE OR REPLACE PROCEDURE dwh.load_deal_history(p_run_id bigint DEFAULT NULL)
 LANGUAGE plpgsql

@@ -35,8 +35,10 @@
 --     first marks the window's deleted deals deleted and moves the deals
 --     engaged in the period of a product version this run wrote onto it
 --     (below), and adds what the old facts took from and the new ones give
---     to each aggregate group to etl.touched_group
---     (dwh.fold_fact_contributions).
+--     to each group of the aggregate and of the summaries to the pending
+--     deltas (etl.touched_group, etl.touched_*: dwh.fold_fact_contributions).
+--     A contribution carries every key and measure a summary needs, and
+--     whether the fact was live (a deleted one counts nowhere).
 --     Moving deals to a new product version lives here, not in
 --     dwh.load_dim_product: a move changes facts and the aggregate groups
 --     they count in, and this step is the one that records every such
@@ -54,6 +56,7 @@
 -- Tables: reads etl.stage_sales_pipeline, etl.stage_deleted, dwh dimensions,
 --     etl.config; writes etl.fact_batch, dwh.fact_sales_performance,
 --     etl.error_log, etl.data_quality_issue, etl.fact_contribution, etl.touched_group,
+--     etl.touched_product, etl.touched_account, etl.touched_account_day, etl.touched_open_day,
 --     etl.loading_metadata (counts and resume_after, with the batch).
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Refused outside its own step of the caller's running run (etl.assert_step_executor).
@@ -105,7 +108,8 @@ BEGIN
              WHERE d.table_name = 'sales_pipeline' AND f.opportunity_id = d.row_key
                AND NOT f.is_deleted
             RETURNING -1, f.close_month_key, f.sales_agent_key, f.product_key, f.is_closed, f.is_won,
-                      f.close_value
+                      f.close_value, f.account_key, f.deal_stage_key, f.engage_date_key, f.close_date_key,
+                      f.list_price, f.days_to_close, true
         ),
         taken AS (INSERT INTO etl.fact_contribution SELECT * FROM retired)
         SELECT count(*) INTO v_deleted FROM retired;
@@ -113,24 +117,33 @@ BEGIN
         -- Deals engaged in the period of a product version this run wrote,
         -- on another version of the product, move onto it: old contribution
         -- out, new in (dwh.facts_off_their_version finds them).
+        -- The old list price, read before the update, goes out with the old key.
         WITH misplaced AS (
-            SELECT m.opportunity_id, m.old_key, m.new_key, m.list_price AS sales_price
+            SELECT m.opportunity_id, m.old_key, m.new_key, m.list_price AS sales_price,
+                   o.list_price AS old_price
               FROM dwh.facts_off_their_version(v_run.run_id) AS m
+              JOIN dwh.fact_sales_performance AS o ON o.opportunity_id = m.opportunity_id
         ),
         moved AS (
             UPDATE dwh.fact_sales_performance AS f
                SET product_key = m.new_key, list_price = m.sales_price, run_id = v_run.run_id
               FROM misplaced AS m
              WHERE f.opportunity_id = m.opportunity_id
-            RETURNING m.old_key, f.close_month_key, f.sales_agent_key, f.product_key,
-                      f.is_closed AND NOT f.is_deleted AS counted, f.is_won, f.close_value
+            RETURNING m.old_key, m.old_price, f.close_month_key, f.sales_agent_key, f.product_key,
+                      f.is_closed, f.is_won, f.close_value, f.account_key, f.deal_stage_key,
+                      f.engage_date_key, f.close_date_key, f.list_price, f.days_to_close,
+                      NOT f.is_deleted AS is_live
         ),
         taken AS (
             INSERT INTO etl.fact_contribution
-            SELECT -1, m.close_month_key, m.sales_agent_key, m.old_key, m.counted, m.is_won, m.close_value
+            SELECT -1, m.close_month_key, m.sales_agent_key, m.old_key, m.is_closed, m.is_won, m.close_value,
+                   m.account_key, m.deal_stage_key, m.engage_date_key, m.close_date_key, m.old_price,
+                   m.days_to_close, m.is_live
               FROM moved AS m
             UNION ALL
-            SELECT 1, m.close_month_key, m.sales_agent_key, m.product_key, m.counted, m.is_won, m.close_value
+            SELECT 1, m.close_month_key, m.sales_agent_key, m.product_key, m.is_closed, m.is_won, m.close_value,
+                   m.account_key, m.deal_stage_key, m.engage_date_key, m.close_date_key, m.list_price,
+                   m.days_to_close, m.is_live
               FROM moved AS m
         )
         SELECT count(*) INTO v_moved FROM moved;
@@ -260,7 +273,8 @@ BEGIN
              WHERE f.opportunity_id = b.opportunity_id AND b.hard_reason IS NOT NULL
                AND NOT f.is_deleted
             RETURNING -1, f.close_month_key, f.sales_agent_key, f.product_key, f.is_closed, f.is_won,
-                      f.close_value
+                      f.close_value, f.account_key, f.deal_stage_key, f.engage_date_key, f.close_date_key,
+                      f.list_price, f.days_to_close, true
         )
         INSERT INTO etl.fact_contribution SELECT * FROM retired;
 
@@ -269,7 +283,7 @@ BEGIN
         -- update only when its column changed (a stage change checks one
         -- key, an insert all seven; measured at scale 1000: about a third of
         -- the step). The old image, joined in as o (the statement's
-        -- snapshot), is what the fact took from its group; the new one what
+        -- snapshot), is what the fact took from its groups; the new one what
         -- it gives.
         WITH rewritten AS (
             UPDATE dwh.fact_sales_performance AS f
@@ -287,18 +301,24 @@ BEGIN
               JOIN dwh.fact_sales_performance AS o ON o.opportunity_id = b.opportunity_id
              WHERE f.opportunity_id = b.opportunity_id AND b.hard_reason IS NULL
             RETURNING o.close_month_key AS old_month, o.sales_agent_key AS old_agent,
-                      o.product_key AS old_product, o.is_closed AND NOT o.is_deleted AS old_counted,
-                      o.is_won AS old_won, o.close_value AS old_value,
+                      o.product_key AS old_product, o.is_closed AS old_closed, o.is_won AS old_won,
+                      o.close_value AS old_value, o.account_key AS old_account,
+                      o.deal_stage_key AS old_stage, o.engage_date_key AS old_engage,
+                      o.close_date_key AS old_close, o.list_price AS old_price,
+                      o.days_to_close AS old_days, NOT o.is_deleted AS old_live,
                       f.close_month_key, f.sales_agent_key, f.product_key, f.is_closed, f.is_won,
-                      f.close_value
+                      f.close_value, f.account_key, f.deal_stage_key, f.engage_date_key, f.close_date_key,
+                      f.list_price, f.days_to_close
         ),
         taken AS (
             INSERT INTO etl.fact_contribution
-            SELECT -1, r.old_month, r.old_agent, r.old_product, r.old_counted, r.old_won, r.old_value
+            SELECT -1, r.old_month, r.old_agent, r.old_product, r.old_closed, r.old_won, r.old_value,
+                   r.old_account, r.old_stage, r.old_engage, r.old_close, r.old_price, r.old_days, r.old_live
               FROM rewritten AS r
             UNION ALL
             SELECT 1, r.close_month_key, r.sales_agent_key, r.product_key, r.is_closed, r.is_won,
-                   r.close_value
+                   r.close_value, r.account_key, r.deal_stage_key, r.engage_date_key, r.close_date_key,
+                   r.list_price, r.days_to_close, true
               FROM rewritten AS r
         )
         SELECT count(*) INTO v_replaced FROM rewritten;
@@ -326,7 +346,9 @@ BEGIN
          ) AS c
          WHERE b.hard_reason IS NULL
         ON CONFLICT DO NOTHING
-        RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value
+        RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value,
+                  account_key, deal_stage_key, engage_date_key, close_date_key, list_price, days_to_close,
+                  true
     ),
     added AS (INSERT INTO etl.fact_contribution SELECT * FROM loaded WHERE v_incremental)
     SELECT count(*) + v_replaced INTO v_loaded FROM loaded;

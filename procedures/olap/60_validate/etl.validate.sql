@@ -14,6 +14,9 @@
 --       - SCD2: one current version per live product, none overlapping;
 --       - the monthly aggregate equals its recomputation from the facts
 --         (incremental: a bounded sample of the groups the run refreshed);
+--       - each summary equals its recomputation from the facts, and the
+--         summaries agree with each other and the monthly aggregate
+--         (etl.validate_summaries);
 --       - incremental: every deal the window changed is a live fact as the
 --         source has it (its stage resolved as above, a date outside
 --         date_min .. date_max as Unknown), a quarantined record, or a fact
@@ -193,6 +196,8 @@ BEGIN
                    AND r.product_key = t.product_key
                  WHERE (t.won_deals, t.lost_deals, t.won_value)
                        IS DISTINCT FROM (r.won_deals, r.lost_deals, r.won_value)) AS c;
+
+        PERFORM etl.validate_summaries(p_run_id, false);
     ELSE
         -- A spot check of the groups this run refreshed, each against its own
         -- recomputation, from both sides (a missing or left-over row counts):
@@ -223,6 +228,8 @@ BEGIN
                          WHERE t.refreshed_by_run = p_run_id
                          ORDER BY hashtext(t.month_date_key || ':' || t.sales_agent_key || ':' || t.product_key)
                          LIMIT etl.config_value('validation_sample_groups')::integer) AS x) AS c;
+
+        PERFORM etl.validate_summaries(p_run_id, true);
 
         -- Every deal the window changed is a live fact as the source has it, a
         -- quarantined record, or (deleted in the source) a fact marked deleted.
@@ -286,5 +293,5 @@ END
 $fn$;
 
 COMMENT ON FUNCTION etl.validate(bigint) IS
-'Checks the warehouse after a run (reconciliation with the source, keys, SCD2 periods, aggregate), '
+'Checks the warehouse after a run (reconciliation with the source, keys, SCD2 periods, aggregate, summaries), '
 'records every check in etl.validation_result and returns those rows.';

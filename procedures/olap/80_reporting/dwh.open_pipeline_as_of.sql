@@ -1,15 +1,19 @@
 -- Function: dwh.open_pipeline_as_of(p_day date) RETURNS TABLE (...)
 --     The open pipeline at the end of a day: the deals in each open stage
 --     (Prospecting, Engaging; Unknown too) per agent and product, and their
---     close values, as dwh.v_deal_history has them at p_day + 1 00:00 UTC
---     (a deal that closed or went on p_day is not in it; one that entered it
---     on p_day is). Read from the summaries the history step keeps
+--     value at list price (each deal's product version's sales price, as
+--     dwh.v_pipeline_by_stage values the open pipeline), as
+--     dwh.v_deal_history has them at p_day + 1 00:00 UTC (a deal that closed
+--     or went on p_day is not in it; one that entered it on p_day is). A
+--     day after today gives today's pipeline (nothing is known beyond). Read from the summaries the history step keeps
 --     (dwh.deal_pipeline_month for the months before p_day's, then
 --     dwh.deal_pipeline_day for p_day's month up to p_day), never from the
 --     history itself: its cost follows the number of agents, products and
 --     days in a month, not of deals.
 -- Parameters:
---     p_day - the day (its end, UTC)
+--     p_day - the day (its end, UTC); NULL, or a day before the history's
+--             first, is refused (22004, 22023) rather than answered with
+--             no rows, which would read as an empty pipeline
 -- Returns: one row per (stage, agent, product) with open deals; products by
 --     their business key (all versions together) and current name.
 -- Tables: reads dwh.deal_pipeline_month, dwh.deal_pipeline_day,
@@ -27,11 +31,25 @@ RETURNS TABLE (
     open_deals bigint,
     open_value numeric
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_first date;
+BEGIN
+    IF p_day IS NULL THEN
+        RAISE EXCEPTION 'dwh.open_pipeline_as_of: the day is NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT min(d.day) INTO v_first FROM dwh.deal_pipeline_day AS d;
+    IF p_day < v_first THEN
+        RAISE EXCEPTION 'dwh.open_pipeline_as_of: the deal history starts on %, after %', v_first, p_day
+            USING ERRCODE = '22023',
+                  HINT = 'The history starts with the earliest engage date the initial load found.';
+    END IF;
+    RETURN QUERY
     WITH changes AS (
         SELECT m.deal_stage_key, m.sales_agent_key, m.product_id, m.deals, m.open_value
           FROM dwh.deal_pipeline_month AS m
@@ -42,7 +60,7 @@ AS $fn$
          WHERE d.day >= date_trunc('month', p_day)::date AND d.day <= p_day
     ),
     state AS (
-        SELECT c.deal_stage_key, c.sales_agent_key, c.product_id, sum(c.deals) AS deals,
+        SELECT c.deal_stage_key, c.sales_agent_key, c.product_id, sum(c.deals)::bigint AS deals,
                sum(c.open_value) AS open_value
           FROM changes AS c
          GROUP BY c.deal_stage_key, c.sales_agent_key, c.product_id
@@ -58,8 +76,9 @@ AS $fn$
            WHERE v.product_id = s.product_id ORDER BY v.valid_from DESC LIMIT 1
       ) AS p ON true
      ORDER BY st.stage_order, st.deal_stage_name, g.sales_agent_name, 3;
+END
 $fn$;
 
 COMMENT ON FUNCTION dwh.open_pipeline_as_of(date) IS
 'The open pipeline at the end of a day (UTC), from the deal history''s summaries: open deals and their '
-'close values per open stage, agent and product (business key, current name).';
+'value at list price per open stage, agent and product (business key, current name).';

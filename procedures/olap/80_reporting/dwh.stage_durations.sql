@@ -2,17 +2,20 @@
 --     Days from engaging to closing of the deals that closed in a span of
 --     months, per product and agent: how many, the mean, and the 25th, 50th
 --     (median), 75th and 90th percentiles, continuous (as percentile_cont
---     computes them), exact. A closing is a row of dwh.v_deal_history that
---     enters Won or Lost; it counts in the month of its close date with its
---     close date minus its engage date (both known), for the agent and
---     product it closed with. Read from the histogram dwh.deal_stage_duration
---     (closings per month, agent, product and days), so the cost follows the
---     distinct durations, not the deals.
+--     computes them), exact. The deals are the live ones closed (Won or
+--     Lost) with both dates, each once, in the month of its close date, with
+--     its close date minus its engage date as the CRM has them now (a
+--     corrected date moves it; a deleted deal leaves). Read from the
+--     histogram dwh.deal_stage_duration (deals per close month, agent,
+--     product and days, kept from the facts with the monthly aggregate), so
+--     the cost follows the distinct durations, not the deals.
 -- Parameters:
 --     p_first_month - the first month (any day of it)
 --     p_last_month  - the last month, included (default: p_first_month)
--- Returns: one row per (product, agent) with closings in the span; products
---     by business key (all versions together) and current name.
+-- Returns: one row per (product, agent) with closed deals in the span, and
+--     one per product over all its agents (sales_agent and sales_agent_key
+--     NULL) first; products by business key (all versions together) and
+--     current name.
 -- Tables: reads dwh.deal_stage_duration, dwh.dim_sales_agent, dwh.dim_product.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path
 --     pinned; read-only (b2b_reader may call it).
@@ -39,7 +42,10 @@ AS $fn$
           FROM dwh.deal_stage_duration AS h
          WHERE h.close_month BETWEEN date_trunc('month', p_first_month)::date
                                  AND date_trunc('month', coalesce(p_last_month, p_first_month))::date
-         GROUP BY h.product_id, h.sales_agent_key, h.days
+         -- each product per agent, and each product over all its agents
+         -- (sales_agent_key NULL): percentiles do not add up, so both come
+         -- from the histogram
+         GROUP BY GROUPING SETS ((h.product_id, h.sales_agent_key, h.days), (h.product_id, h.days))
         HAVING sum(h.deals) > 0
     ),
     ranked AS (
@@ -81,15 +87,15 @@ AS $fn$
            x.lo75 + (x.hi75 - x.lo75) * (0.75::float8 * (x.n - 1) - floor(0.75::float8 * (x.n - 1))),
            x.lo90 + (x.hi90 - x.lo90) * (0.9::float8 * (x.n - 1) - floor(0.9::float8 * (x.n - 1)))
       FROM bounds AS x
-      JOIN dwh.dim_sales_agent AS g ON g.sales_agent_key = x.sales_agent_key
+      LEFT JOIN dwh.dim_sales_agent AS g ON g.sales_agent_key = x.sales_agent_key
       LEFT JOIN LATERAL (
           SELECT v.product_name FROM dwh.dim_product AS v
            WHERE v.product_id = x.product_id ORDER BY v.valid_from DESC LIMIT 1
       ) AS p ON true
-     ORDER BY 1, 2;
+     ORDER BY 1, 2 NULLS FIRST;
 $fn$;
 
 COMMENT ON FUNCTION dwh.stage_durations(date, date) IS
-'Days from engage date to close date of the deals that closed (entered Won or Lost in the deal history) in '
-'a span of months, per product and agent: count, mean, and exact continuous 25th, 50th, 75th and 90th '
-'percentiles, from the summary dwh.deal_stage_duration.';
+'Days from engage date to close date of the live deals closed (Won or Lost) with both dates in a span of '
+'months, per product and agent and per product (agent NULL): count, mean, and exact continuous 25th, 50th, '
+'75th and 90th percentiles, from the summary dwh.deal_stage_duration (kept from the facts).';

@@ -1,26 +1,16 @@
 -- View: dwh.v_account_performance
 --     Deals of each live customer account: all, open, won and lost live
 --     deals, won value, win rate, the mean days to close a won deal, and the
---     first engage and last close dates. From the facts. Open deals without
---     an account belong to the Unknown account (-1), shown when it has deals.
--- Tables: reads dwh.fact_sales_performance, dwh.dim_account, dwh.dim_date.
+--     first engage and last close dates. Open deals without an account
+--     belong to the Unknown account (-1), shown when it has deals.
+--     Reads the account summary (dwh.fact_sales_account_summary: one row per
+--     account, kept with the monthly aggregate by exact deltas), not the
+--     facts: the mean is its sum of days over its count of won deals with
+--     both dates, as avg() divides them; the first and last dates are kept
+--     there exactly. dwh.v_account_performance_from_facts is the same view
+--     over the facts, which it must equal.
+-- Tables: reads dwh.fact_sales_account_summary, dwh.dim_account, dwh.dim_date.
 CREATE OR REPLACE VIEW dwh.v_account_performance AS
-WITH per_account AS (
-    SELECT
-        f.account_key,
-        count(*) AS deals,
-        count(*) FILTER (WHERE NOT f.is_closed) AS open_deals,
-        count(*) FILTER (WHERE f.is_won) AS won_deals,
-        count(*) FILTER (WHERE f.is_closed AND NOT f.is_won) AS lost_deals,
-        coalesce(sum(f.close_value) FILTER (WHERE f.is_won), 0) AS won_value,
-        avg(f.days_to_close) FILTER (WHERE f.is_won) AS avg_days_to_close,
-        min(f.engage_date_key) FILTER (WHERE f.engage_date_key <> -1) AS first_engage_key,
-        max(f.close_date_key) AS last_close_key
-    FROM dwh.fact_sales_performance AS f
-    WHERE NOT f.is_deleted
-    GROUP BY f.account_key
-)
-
 SELECT
     a.account_key,
     a.account_id,
@@ -34,11 +24,11 @@ SELECT
     coalesce(p.lost_deals, 0)::integer AS lost_deals,
     coalesce(p.won_value, 0)::numeric(30, 2) AS won_value,
     round(p.won_deals::numeric / nullif(p.won_deals + p.lost_deals, 0), 4) AS win_rate,
-    round(p.avg_days_to_close, 1) AS avg_days_to_close,
+    round(p.won_days::numeric / nullif(p.won_timed_deals, 0)::numeric, 1) AS avg_days_to_close,
     fe.full_date AS first_engage_date,
     lc.full_date AS last_close_date
 FROM dwh.dim_account AS a
-LEFT JOIN per_account AS p ON a.account_key = p.account_key
+LEFT JOIN dwh.fact_sales_account_summary AS p ON a.account_key = p.account_key
 LEFT JOIN dwh.dim_account AS parent ON a.parent_account_id = parent.account_id
 LEFT JOIN dwh.dim_date AS fe ON p.first_engage_key = fe.date_key
 LEFT JOIN dwh.dim_date AS lc ON p.last_close_key = lc.date_key
@@ -46,7 +36,8 @@ WHERE NOT a.is_deleted AND (a.account_key <> -1 OR p.account_key IS NOT NULL);
 
 COMMENT ON VIEW dwh.v_account_performance IS
 'One row per live customer account (and Unknown, -1, for deals without one): live deals, open, won and '
-'lost, won value, win rate (0 to 1), mean days to close a won deal, first engage and last close dates.';
+'lost, won value, win rate (0 to 1), mean days to close a won deal, first engage and last close dates. From '
+'the account summary.';
 
 COMMENT ON COLUMN dwh.v_account_performance.account_key IS
 'Surrogate key of the account; -1 for Unknown (deals without an account), shown only with deals.';

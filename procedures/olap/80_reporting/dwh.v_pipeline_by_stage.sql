@@ -5,12 +5,15 @@
 --     the last date the data holds (the latest engage or close date of a live
 --     deal) when that is earlier, so that a historical data set still shows
 --     meaningful ages. Deals without an engage date count, without an age.
---     Cost: the open live deals only, read from their partial covering index
---     (fact_sales_performance_open_idx) and counted per stage and engage day
---     before anything else; the median is taken from those counts, so no
---     sort of the deals themselves. The latest close date comes from the
---     close-date index.
--- Tables: reads dwh.fact_sales_performance, dwh.dim_deal_stage, dwh.dim_date.
+--     Reads the open pipeline summary (dwh.fact_sales_open_pipeline: live
+--     open deals counted per stage and engage day, kept with the monthly
+--     aggregate by exact deltas): the mean, the median and the oldest age
+--     follow from those counts, exactly as from the deals. The latest close
+--     date is the last entry of the account summary's last_close_key index.
+--     dwh.v_pipeline_by_stage_from_facts is the same view over the facts,
+--     which it must equal.
+-- Tables: reads dwh.fact_sales_open_pipeline, dwh.fact_sales_account_summary,
+--     dwh.dim_deal_stage, dwh.dim_date.
 CREATE OR REPLACE VIEW dwh.v_pipeline_by_stage AS
 WITH open_days AS (
     SELECT
@@ -20,13 +23,11 @@ WITH open_days AS (
         d.list_value
     FROM (
         SELECT
-            f.deal_stage_key,
-            f.engage_date_key,
-            count(*) AS deals,
-            sum(f.list_price) AS list_value
-        FROM dwh.fact_sales_performance AS f
-        WHERE NOT f.is_closed AND NOT f.is_deleted
-        GROUP BY f.deal_stage_key, f.engage_date_key
+            o.deal_stage_key,
+            o.engage_date_key,
+            o.open_deals::bigint AS deals,
+            o.list_value
+        FROM dwh.fact_sales_open_pipeline AS o
     ) AS d
     INNER JOIN dwh.dim_date AS e ON d.engage_date_key = e.date_key
 ),
@@ -40,8 +41,7 @@ as_of AS (
                 (
                     SELECT c.full_date FROM dwh.dim_date AS c
                     WHERE c.date_key = (
-                            SELECT max(f.close_date_key) FROM dwh.fact_sales_performance AS f
-                            WHERE NOT f.is_deleted
+                            SELECT max(s.last_close_key) FROM dwh.fact_sales_account_summary AS s
                         )
                 )
             )

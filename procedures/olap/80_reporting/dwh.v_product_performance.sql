@@ -3,14 +3,20 @@
 --     product_id), named as its latest version: deals won and lost, won
 --     value, and what the won deals were worth at list price, each deal
 --     priced by the version in effect at its engage date (the fact's
---     list_price). From the facts, live deals only.
+--     list_price). Live deals only. Reads the product summary
+--     (dwh.fact_sales_product_summary: one row per product version, kept
+--     with the monthly aggregate by exact deltas), not the facts: means are
+--     its sums over its counts, and a sum over no value is NULL, as sum()
+--     gives it, where the summary counts none (won_listed_deals,
+--     discounted_deals). dwh.v_product_performance_from_facts is the same
+--     view over the facts, which it must equal.
 -- Columns:
 --     won_list_value       - sum of the list prices of the won deals
 --     avg_discount         - mean over won deals with a list price of
 --                            (list price - close value); negative: above list
 --     avg_discount_rate    - mean of (list price - close value) / list price
 --     overall_discount_rate - 1 - won value / won list value (value-weighted)
--- Tables: reads dwh.fact_sales_performance, dwh.dim_product.
+-- Tables: reads dwh.fact_sales_product_summary, dwh.dim_product.
 CREATE OR REPLACE VIEW dwh.v_product_performance AS
 WITH latest AS (
     SELECT DISTINCT ON (p.product_id)
@@ -31,29 +37,6 @@ versions AS (
     FROM dwh.dim_product AS p
 ),
 
--- Per product version first (a plain grouping of the facts, which the
--- planner can run in parallel), then per product over its few versions.
-by_version AS (
-    SELECT
-        f.product_key,
-        count(*) AS deals,
-        count(*) FILTER (WHERE NOT f.is_closed) AS open_deals,
-        count(*) FILTER (WHERE f.is_won) AS won_deals,
-        count(*) FILTER (WHERE f.is_closed AND NOT f.is_won) AS lost_deals,
-        sum(f.close_value) FILTER (WHERE f.is_won) AS won_value,
-        sum(f.list_price) FILTER (WHERE f.is_won) AS won_list_value,
-        count(f.list_price - f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0) AS discounted,
-        sum(f.list_price - f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0) AS discount,
-        sum((f.list_price - f.close_value) / f.list_price) FILTER (
-            WHERE f.is_won AND f.list_price > 0
-        ) AS discount_rate,
-        sum(f.close_value) FILTER (WHERE f.is_won AND f.list_price > 0) AS priced_won_value,
-        sum(f.list_price) FILTER (WHERE f.is_won AND f.list_price > 0) AS priced_list_value
-    FROM dwh.fact_sales_performance AS f
-    WHERE NOT f.is_deleted
-    GROUP BY f.product_key
-),
-
 deals AS (
     SELECT
         v.product_id,
@@ -63,12 +46,12 @@ deals AS (
         sum(b.won_deals) AS won_deals,
         sum(b.lost_deals) AS lost_deals,
         coalesce(sum(b.won_value), 0) AS won_value,
-        sum(b.won_list_value) AS won_list_value,
-        sum(b.discount) / nullif(sum(b.discounted), 0) AS avg_discount,
-        sum(b.discount_rate) / nullif(sum(b.discounted), 0) AS avg_discount_rate,
-        sum(b.priced_won_value) AS priced_won_value,
+        CASE WHEN sum(b.won_listed_deals) > 0 THEN sum(b.won_list_value) END AS won_list_value,
+        sum(b.discount) / nullif(sum(b.discounted_deals), 0)::numeric AS avg_discount,
+        sum(b.discount_rate) / nullif(sum(b.discounted_deals), 0)::numeric AS avg_discount_rate,
+        CASE WHEN sum(b.discounted_deals) > 0 THEN sum(b.priced_won_value) END AS priced_won_value,
         sum(b.priced_list_value) AS priced_list_value
-    FROM by_version AS b
+    FROM dwh.fact_sales_product_summary AS b
     INNER JOIN versions AS v ON b.product_key = v.product_key
     GROUP BY v.product_id
 )
@@ -84,7 +67,7 @@ SELECT
     coalesce(d.won_deals, 0)::integer AS won_deals,
     coalesce(d.lost_deals, 0)::integer AS lost_deals,
     coalesce(d.won_value, 0)::numeric(30, 2) AS won_value,
-    round(d.won_deals::numeric / nullif(d.won_deals + d.lost_deals, 0), 4) AS win_rate,
+    round(d.won_deals::numeric / nullif(d.won_deals + d.lost_deals, 0)::numeric, 4) AS win_rate,
     round(d.won_list_value, 2) AS won_list_value,
     round(d.avg_discount, 2) AS avg_discount,
     round(d.avg_discount_rate, 4) AS avg_discount_rate,
@@ -96,7 +79,8 @@ WHERE NOT l.is_deleted AND (l.product_id IS NOT NULL OR d.deals > 0);
 COMMENT ON VIEW dwh.v_product_performance IS
 'One row per live product (product_id, all SCD2 versions together; name, series and list price of the '
 'latest version): live deals, won and lost, won value against the list price of the version each deal '
-'was engaged under (avg_discount per deal, avg_discount_rate, value-weighted overall_discount_rate).';
+'was engaged under (avg_discount per deal, avg_discount_rate, value-weighted overall_discount_rate). From the '
+'product summary.';
 
 COMMENT ON COLUMN dwh.v_product_performance.product_id IS
 'Business key: products.product_id in the source, shared by all versions; NULL for Unknown, shown only with deals.';

@@ -13,9 +13,10 @@ SELECT has_schema('src', 'the warehouse has a src schema for the source''s forei
 -- Star schema tables and columns --------------------------------------------
 SELECT tables_are('dwh', ARRAY[
     'dim_date', 'dim_account', 'dim_product', 'dim_sales_agent', 'dim_deal_stage',
-    'fact_sales_performance', 'fact_sales_monthly_aggregate', 'fact_deal_history', 'deal_pipeline_day',
-    'deal_pipeline_month', 'deal_stage_duration', 'deal_stage_conversion'
-], 'dwh holds exactly the contract''s seven tables, the deal history and its as-of summaries');
+    'fact_sales_performance', 'fact_sales_monthly_aggregate',
+    'fact_sales_product_summary', 'fact_sales_account_summary', 'fact_sales_open_pipeline',
+    'fact_deal_history', 'deal_pipeline_day', 'deal_pipeline_month', 'deal_stage_duration', 'deal_stage_conversion'
+], 'dwh holds exactly the contract''s seven tables, the three summaries of issue 13, the deal history and its as-of summaries');
 
 SELECT columns_are('dwh', 'dim_date', ARRAY[
     'date_key', 'full_date', 'day_of_month', 'day_of_week', 'day_name', 'is_weekend', 'iso_week',

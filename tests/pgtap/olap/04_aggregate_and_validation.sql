@@ -69,8 +69,13 @@ SELECT set_eq(
              ('every fact key resolves to a dimension row', true),
              ('every live product has exactly one current version', true),
              ('product versions never overlap', true),
-             ('monthly aggregate equals its recomputation from the facts', true)$$,
-    'a consistent initial load passes all seven checks'
+             ('monthly aggregate equals its recomputation from the facts', true),
+             ('product summary equals its recomputation from the facts', true),
+             ('account summary equals its recomputation from the facts', true),
+             ('open pipeline summary equals its recomputation from the facts', true),
+             ('stage duration summary equals its recomputation from the facts', true),
+             ('summaries agree with each other and with the monthly aggregate', true)$$,
+    'a consistent initial load passes all twelve checks'
 );
 SELECT set_eq(
     format('SELECT check_name, passed, expected, actual FROM etl.validation_result WHERE run_id = %s', :run1),
@@ -78,7 +83,7 @@ SELECT set_eq(
     'etl.validate stores the checks it returns in etl.validation_result'
 );
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 7,
+    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 12,
     'validating a run again replaces its results instead of adding to them'
 );
 SELECT is(
@@ -91,17 +96,19 @@ SELECT tests.open_step('initial_load', 'etl.validate_run', 'etl.validation_resul
 SELECT is(etl.check_run(:val1), NULL, 'etl.check_run returns NULL (done) when every check passed');
 SELECT results_eq(
     $$SELECT rows_in, rows_inserted FROM etl.loading_metadata WHERE loading_metadata_id = $$ || :val1,
-    $$VALUES (7::bigint, 7::bigint)$$,
+    $$VALUES (12::bigint, 12::bigint)$$,
     'the validation step counts the checks it ran'
 );
 
--- A tampered fact: the aggregate no longer matches, nor does the source.
+-- A tampered fact: the aggregate and the summaries no longer match, nor does the source.
 UPDATE dwh.fact_sales_performance SET close_value = 999 WHERE opportunity_id = 'A1';
 SELECT set_eq(
     format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed', :run1),
     $$VALUES ('deal stages reconcile with the source (rows and close values)'),
-             ('monthly aggregate equals its recomputation from the facts')$$,
-    'a close value changed after the aggregate was built fails the aggregate and the reconciliation checks'
+             ('monthly aggregate equals its recomputation from the facts'),
+             ('product summary equals its recomputation from the facts'),
+             ('account summary equals its recomputation from the facts')$$,
+    'a close value changed after the aggregate was built fails the aggregate, summary and reconciliation checks'
 );
 SELECT is(
     (SELECT details FROM etl.validation_result
@@ -115,11 +122,13 @@ SELECT is(
 SELECT is(
     etl.check_run(:val1),
     'validation failed: deal stages reconcile with the source (rows and close values); '
-    'monthly aggregate equals its recomputation from the facts',
+    'monthly aggregate equals its recomputation from the facts; '
+    'product summary equals its recomputation from the facts; '
+    'account summary equals its recomputation from the facts',
     'etl.check_run names the failed checks'
 );
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1 AND NOT passed), 2,
+    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1 AND NOT passed), 4,
     'failed checks are kept in etl.validation_result'
 );
 UPDATE dwh.fact_sales_performance SET close_value = 1000 WHERE opportunity_id = 'A1';
@@ -149,8 +158,9 @@ ALTER TABLE dwh.fact_sales_performance ADD CONSTRAINT fact_sales_performance_acc
     FOREIGN KEY (account_key) REFERENCES dwh.dim_account (account_key) NOT VALID;
 SELECT set_eq(
     format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed', :run1),
-    $$VALUES ('every fact key resolves to a dimension row')$$,
-    'a dangling dimension key fails the key check'
+    $$VALUES ('every fact key resolves to a dimension row'),
+             ('account summary equals its recomputation from the facts')$$,
+    'a dangling dimension key fails the key check (and the account summary''s: the fact left its account)'
 );
 SELECT is(
     (SELECT details -> 'broken' -> 0 ->> 'constraint' FROM etl.validation_result
@@ -195,7 +205,7 @@ SELECT set_eq(
 DELETE FROM etl.stage_accounts WHERE account_id = 4;
 
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run1) WHERE passed), 7,
+    (SELECT count(*)::integer FROM etl.validate(:run1) WHERE passed), 12,
     'once every tampering is undone the run validates again'
 );
 
@@ -240,6 +250,7 @@ INSERT INTO dwh.fact_sales_monthly_aggregate (
     month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
 )
 SELECT m.*, :run1 FROM dwh.monthly_aggregate_from_facts AS m;
+SELECT dwh.build_summaries(:run1);
 
 -- Other runs ---------------------------------------------------------------------------------
 SELECT throws_ok('SELECT * FROM etl.validate(-42)', '22023', 'run -42 does not exist',
@@ -264,14 +275,19 @@ SELECT set_eq(
              ('product versions never overlap', true),
              ('refreshed aggregate groups equal their recomputation from the facts', true),
              ('every changed deal is loaded as in the source, quarantined or deleted', true),
-             ('deals engaged in a product version the run wrote are on it', true)$$,
-    'an incremental run is checked on what its window touched (its stage is not the whole source): six checks pass'
+             ('deals engaged in a product version the run wrote are on it', true),
+             ('refreshed product summary groups equal their recomputation from the facts', true),
+             ('refreshed account summary groups equal their recomputation from the facts', true),
+             ('refreshed open pipeline summary groups equal their recomputation from the facts', true),
+             ('refreshed stage duration groups equal their recomputation from the facts', true),
+             ('summaries agree with each other and with the monthly aggregate', true)$$,
+    'an incremental run is checked on what its window touched (its stage is not the whole source): eleven checks pass'
 );
 DELETE FROM etl.stage_deleted;
 DELETE FROM etl.stage_sales_pipeline;
 INSERT INTO etl.stage_sales_pipeline SELECT * FROM initial_stage;
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 7,
+    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 12,
     'validating one run leaves another run''s results alone'
 );
 

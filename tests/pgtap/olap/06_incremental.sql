@@ -7,7 +7,7 @@
 -- src.* is this file's own throwaway database, where a second session
 -- (dblink) commits the transactions a window is made of.
 BEGIN;
-SELECT plan(56);
+SELECT plan(59);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('etl', 'change_window', 'etl.change_window holds the changes a run pulled');
@@ -400,8 +400,13 @@ SELECT set_eq(
              ('product versions never overlap', true),
              ('refreshed aggregate groups equal their recomputation from the facts', true),
              ('every changed deal is loaded as in the source, quarantined or deleted', true),
-             ('deals engaged in a product version the run wrote are on it', true)$$,
-    'a consistent incremental run passes its six checks'
+             ('deals engaged in a product version the run wrote are on it', true),
+             ('refreshed product summary groups equal their recomputation from the facts', true),
+             ('refreshed account summary groups equal their recomputation from the facts', true),
+             ('refreshed open pipeline summary groups equal their recomputation from the facts', true),
+             ('refreshed stage duration groups equal their recomputation from the facts', true),
+             ('summaries agree with each other and with the monthly aggregate', true)$$,
+    'a consistent incremental run passes its eleven checks'
 );
 SELECT results_eq(
     format($q$SELECT expected, actual FROM etl.validation_result
@@ -427,16 +432,20 @@ UPDATE dwh.fact_sales_performance SET is_deleted = false WHERE opportunity_id = 
 SELECT set_eq(
     format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed AND check_name !~ ''^the deal history''', :run6),
     $$VALUES ('every changed deal is loaded as in the source, quarantined or deleted'),
-             ('refreshed aggregate groups equal their recomputation from the facts')$$,
-    'a deal deleted in the source whose fact is still live fails the deal check (and its group''s)'
+             ('refreshed aggregate groups equal their recomputation from the facts'),
+             ('refreshed product summary groups equal their recomputation from the facts'),
+             ('refreshed account summary groups equal their recomputation from the facts'),
+             ('refreshed stage duration groups equal their recomputation from the facts')$$,
+    'a deal deleted in the source whose fact is still live fails the deal check (and its groups'')'
 );
 UPDATE dwh.fact_sales_performance SET is_deleted = true WHERE opportunity_id = 'F4';
 UPDATE dwh.fact_sales_monthly_aggregate SET won_deals = 3
  WHERE month_date_key = 20170301 AND sales_agent_key = :ag1 AND product_key = :p1;
 SELECT set_eq(
     format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed AND check_name !~ ''^the deal history''', :run6),
-    $$VALUES ('refreshed aggregate groups equal their recomputation from the facts')$$,
-    'a refreshed group that differs from its recomputation fails the aggregate check'
+    $$VALUES ('refreshed aggregate groups equal their recomputation from the facts'),
+             ('summaries agree with each other and with the monthly aggregate')$$,
+    'a refreshed group that differs from its recomputation fails the aggregate check (and the cross-check)'
 );
 UPDATE dwh.fact_sales_monthly_aggregate SET won_deals = 2
  WHERE month_date_key = 20170301 AND sales_agent_key = :ag1 AND product_key = :p1;
@@ -445,14 +454,15 @@ DELETE FROM dwh.fact_sales_monthly_aggregate
  WHERE month_date_key = 20170301 AND sales_agent_key = :ag2 AND product_key = :p1;
 SELECT set_eq(
     format('SELECT check_name FROM etl.validate(%s) WHERE NOT passed AND check_name !~ ''^the deal history''', :run6),
-    $$VALUES ('refreshed aggregate groups equal their recomputation from the facts')$$,
-    'a group holding deals the run loaded but missing from the aggregate fails the aggregate check'
+    $$VALUES ('refreshed aggregate groups equal their recomputation from the facts'),
+             ('summaries agree with each other and with the monthly aggregate')$$,
+    'a group holding deals the run loaded but missing from the aggregate fails the aggregate check (and the cross-check)'
 );
 INSERT INTO dwh.fact_sales_monthly_aggregate (
     month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
 ) VALUES (20170301, :ag2, :p1, 1, 0, 800, :run6);
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed AND check_name !~ '^the deal history'), 6,
+    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed AND check_name !~ '^the deal history'), 11,
     'once the tampering is undone the incremental run validates again'
 );
 SELECT tests.end_run();
@@ -498,6 +508,25 @@ SELECT set_eq(
         FROM dwh.fact_sales_monthly_aggregate$$,
     $$SELECT * FROM dwh.monthly_aggregate_from_facts$$,
     'after these windows the whole aggregate equals its recomputation from the facts'
+);
+SELECT set_eq(
+    $$SELECT product_key, deals, open_deals, won_deals, lost_deals, won_value, won_list_value, won_listed_deals,
+             discounted_deals, discount, discount_rate, priced_won_value, priced_list_value
+        FROM dwh.fact_sales_product_summary$$,
+    $$SELECT * FROM dwh.product_summary_from_facts$$,
+    'after these windows the whole product summary equals its recomputation from the facts'
+);
+SELECT set_eq(
+    $$SELECT account_key, deals, open_deals, won_deals, lost_deals, won_value, won_days, won_timed_deals,
+             first_engage_key, first_engage_deals, last_close_key, last_close_deals
+        FROM dwh.fact_sales_account_summary$$,
+    $$SELECT * FROM dwh.account_summary_from_facts$$,
+    'after these windows the whole account summary (extremes included) equals its recomputation from the facts'
+);
+SELECT set_eq(
+    $$SELECT deal_stage_key, engage_date_key, open_deals, list_value FROM dwh.fact_sales_open_pipeline$$,
+    $$SELECT * FROM dwh.open_pipeline_from_facts$$,
+    'after these windows the whole open pipeline summary equals its recomputation from the facts'
 );
 SELECT tests.end_run();
 

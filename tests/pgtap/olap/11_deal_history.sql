@@ -5,7 +5,7 @@
 -- the history), the same window applied again adding nothing, and the as-of
 -- functions over the summaries, readable by b2b_reader.
 BEGIN;
-SELECT plan(38);
+SELECT plan(41);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('dwh', 'fact_deal_history', 'dwh.fact_deal_history holds the deals'' history');
@@ -87,6 +87,18 @@ SELECT results_eq(
     $$VALUES ('Engaging', 'Darcel Schlecht', 1::bigint), ('Engaging', 'Moses Frase', 1::bigint)$$,
     'a deal that closed on a day is not in that day''s pipeline'
 );
+SELECT throws_ok(
+    $$SELECT * FROM dwh.open_pipeline_as_of(NULL)$$, '22004', 'dwh.open_pipeline_as_of: the day is NULL',
+    'a NULL day is refused, not answered with no rows'
+);
+SELECT throws_ok(
+    $$SELECT * FROM dwh.open_pipeline_as_of('1990-01-01')$$, '22023', NULL,
+    'a day before the history starts is refused, not answered as an empty pipeline'
+);
+SELECT ok(
+    (SELECT sum(open_value) > 0 FROM dwh.open_pipeline_as_of('2017-02-09')),
+    'the open pipeline is valued at list price (open deals carry no close value)'
+);
 SELECT results_eq(
     $$SELECT from_stage, entered, to_stage, converted, conversion_rate FROM dwh.stage_conversion('2017-01-20')$$,
     $$VALUES ('Engaging', 2::bigint, 'Lost', 1::bigint, 0.5), ('Engaging', 2::bigint, 'Won', 1::bigint, 0.5)$$,
@@ -94,10 +106,12 @@ SELECT results_eq(
 );
 SELECT results_eq(
     $$SELECT product, sales_agent, closed_deals, median_days FROM dwh.stage_durations('2017-02-01', '2017-03-01')$$,
-    $$VALUES ('GTX Basic', 'Moses Frase', 1::bigint, 31::double precision),
+    $$VALUES ('GTX Basic', NULL, 1::bigint, 31::double precision),
+             ('GTX Basic', 'Moses Frase', 1::bigint, 31::double precision),
+             ('MG Special', NULL, 2::bigint, 24.5::double precision),
              ('MG Special', 'Darcel Schlecht', 1::bigint, 0::double precision),
              ('MG Special', 'Moses Frase', 1::bigint, 49::double precision)$$,
-    'stage durations of February and March: H1 31 days, H3 49, H5 0'
+    'stage durations of February and March: H1 31 days, H3 49, H5 0; each product over its agents first'
 );
 
 -- Run 2: a window built by hand ---------------------------------------------------------------

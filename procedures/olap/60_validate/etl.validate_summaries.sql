@@ -1,0 +1,280 @@
+-- Function: etl.validate_summaries(p_run_id bigint, p_incremental boolean) RETURNS void
+--     Part of etl.validate (issue 13): records in etl.validation_result that
+--     each summary (dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,
+--     dwh.fact_sales_open_pipeline, dwh.deal_stage_duration) equals its
+--     recomputation from the facts (dwh.product_summary_from_facts,
+--     dwh.account_summary_from_facts, dwh.open_pipeline_from_facts,
+--     dwh.stage_duration_from_facts):
+--       - initial load: whole, every group from both sides;
+--       - incremental: the groups the run refreshed (kept in etl.touched_product,
+--         etl.touched_account, etl.touched_open_day with its run), each
+--         recounted from its own deals (the filter reaches the facts' indexes;
+--         stage durations by (close month, agent, product), etl.touched_duration),
+--         at most validation_sample_groups of them spread by a hash of their
+--         keys, among those of at most validation_recount_deals /
+--         validation_sample_groups live deals, so the cost stays bounded
+--         however large the groups grow;
+--     and, both ways, that the summaries agree with each other and with the
+--     monthly aggregate, whole, from their own rows (won, lost and won value
+--     per product version; totals of deals, open, won, lost and won value):
+--     cheap, and it covers the groups too large for the recount (a product
+--     version at scale).
+-- Parameters:
+--     p_run_id      - the run being validated
+--     p_incremental - true for an incremental run
+-- Tables: reads dwh.fact_sales_*_summary, dwh.fact_sales_open_pipeline, dwh.deal_stage_duration,
+--     dwh.fact_sales_monthly_aggregate, dwh.fact_sales_performance, etl.touched_*,
+--     etl.config; writes etl.validation_result.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+--     Internal: only etl.validate calls it.
+CREATE OR REPLACE FUNCTION etl.validate_summaries(p_run_id bigint, p_incremental boolean)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_sample integer := etl.config_value('validation_sample_groups')::integer;
+    v_products integer [];
+    v_months integer [];
+    v_agents integer [];
+    v_product_ids integer [];
+    v_recount_group bigint := etl.config_value('validation_recount_deals')::bigint
+                              / greatest(etl.config_value('validation_sample_groups')::integer, 1);
+BEGIN
+    IF NOT p_incremental THEN
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'product summary equals its recomputation from the facts', c.differing = 0,
+               '0 differing groups', c.differing::text || ' differing groups', c.sample
+          FROM (SELECT count(*) AS differing,
+                       jsonb_agg(jsonb_build_object('product_key', coalesce(t.product_key, r.product_key))) AS sample
+                  FROM dwh.fact_sales_product_summary AS t
+                  FULL JOIN dwh.product_summary_from_facts AS r ON r.product_key = t.product_key
+                 WHERE (t.deals, t.open_deals, t.won_deals, t.lost_deals, t.won_value, t.won_list_value,
+                        t.won_listed_deals, t.discounted_deals, t.discount,
+                        t.discount_rate, t.priced_won_value, t.priced_list_value)
+                       IS DISTINCT FROM
+                       (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value, r.won_list_value,
+                        r.won_listed_deals, r.discounted_deals, r.discount,
+                        r.discount_rate, r.priced_won_value, r.priced_list_value)) AS c;
+
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'account summary equals its recomputation from the facts', c.differing = 0,
+               '0 differing groups', c.differing::text || ' differing groups', c.sample
+          FROM (SELECT count(*) AS differing,
+                       jsonb_agg(jsonb_build_object('account_key', coalesce(t.account_key, r.account_key))) AS sample
+                  FROM dwh.fact_sales_account_summary AS t
+                  FULL JOIN dwh.account_summary_from_facts AS r ON r.account_key = t.account_key
+                 WHERE (t.deals, t.open_deals, t.won_deals, t.lost_deals, t.won_value, t.won_days,
+                        t.won_timed_deals, t.first_engage_key, t.first_engage_deals,
+                        t.last_close_key, t.last_close_deals)
+                       IS DISTINCT FROM
+                       (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value, r.won_days,
+                        r.won_timed_deals, r.first_engage_key, r.first_engage_deals,
+                        r.last_close_key, r.last_close_deals)) AS c;
+
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'open pipeline summary equals its recomputation from the facts', c.differing = 0,
+               '0 differing groups', c.differing::text || ' differing groups', c.sample
+          FROM (SELECT count(*) AS differing,
+                       jsonb_agg(jsonb_build_object('deal_stage_key', coalesce(t.deal_stage_key, r.deal_stage_key), 'engage_date_key', coalesce(t.engage_date_key, r.engage_date_key))) AS sample
+                  FROM dwh.fact_sales_open_pipeline AS t
+                  FULL JOIN dwh.open_pipeline_from_facts AS r ON r.deal_stage_key = t.deal_stage_key AND r.engage_date_key = t.engage_date_key
+                 WHERE (t.open_deals, t.list_value)
+                       IS DISTINCT FROM
+                       (r.open_deals, r.list_value)) AS c;
+
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'stage duration summary equals its recomputation from the facts', c.differing = 0,
+               '0 differing groups', c.differing::text || ' differing groups', c.sample
+          FROM (SELECT count(*) AS differing,
+                       (jsonb_agg(jsonb_build_object('close_month', coalesce(t.close_month, r.close_month),
+                                                     'sales_agent_key', coalesce(t.sales_agent_key, r.sales_agent_key),
+                                                     'product_id', coalesce(t.product_id, r.product_id)))
+                        -> 0) AS sample
+                  FROM dwh.deal_stage_duration AS t
+                  FULL JOIN dwh.stage_duration_from_facts AS r
+                         ON (r.close_month, r.sales_agent_key, r.product_id, r.days)
+                          = (t.close_month, t.sales_agent_key, t.product_id, t.days)
+                 WHERE t.deals IS DISTINCT FROM r.deals) AS c;
+    ELSE
+
+        -- Product versions: the sampled keys first, then their recount as a
+        -- query of its own (EXECUTE ... USING) so the planner sees the keys:
+        -- a new version's few deals are then read through the agents and
+        -- the facts' (sales_agent_key, product_key, ...) index, where a
+        -- generic plan guesses a seventh of the facts and reads them all.
+        SELECT coalesce(array_agg(k.product_key), '{}') INTO v_products
+          FROM (SELECT t.product_key
+                  FROM etl.touched_product AS t
+                  LEFT JOIN dwh.fact_sales_product_summary AS s ON s.product_key = t.product_key
+                 WHERE t.refreshed_by_run = p_run_id AND coalesce(s.deals, 0) <= v_recount_group
+                 ORDER BY hashtext(t.product_key::text)
+                 LIMIT v_sample) AS k;
+        EXECUTE $q$
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT $1, 'refreshed product summary groups equal their recomputation from the facts',
+               c.differing = 0, '0 differing of ' || c.groups || ' checked',
+               c.differing::text || ' differing', c.sample
+          FROM (SELECT count(*) AS groups,
+                       count(*) FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS differing,
+                       jsonb_agg(jsonb_build_object('product_key', x.product_key))
+                           FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS sample
+                  FROM (SELECT k.product_key,
+                               CASE WHEN s.product_key IS NOT NULL THEN
+                                   (s.deals, s.open_deals, s.won_deals, s.lost_deals, s.won_value, s.won_list_value,
+                                    s.won_listed_deals, s.discounted_deals, s.discount, s.discount_rate,
+                                    s.priced_won_value, s.priced_list_value)
+                               END AS stored,
+                               CASE WHEN r.product_key IS NOT NULL THEN
+                                   (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value, r.won_list_value,
+                                    r.won_listed_deals, r.discounted_deals, r.discount, r.discount_rate,
+                                    r.priced_won_value, r.priced_list_value)
+                               END AS recomputed
+                          FROM unnest($2::integer []) AS k (product_key)
+                          LEFT JOIN dwh.fact_sales_product_summary AS s ON s.product_key = k.product_key
+                          LEFT JOIN (SELECT v.*
+                                       FROM dwh.product_summary_from_facts AS v
+                                      WHERE v.product_key = ANY($2::integer [])) AS r
+                                 ON r.product_key = k.product_key) AS x) AS c
+        $q$ USING p_run_id, v_products;
+
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'refreshed account summary groups equal their recomputation from the facts',
+               c.differing = 0, '0 differing of ' || c.groups || ' checked',
+               c.differing::text || ' differing', c.sample
+          FROM (SELECT count(*) AS groups,
+                       count(*) FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS differing,
+                       jsonb_agg(jsonb_build_object('account_key', x.account_key))
+                           FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS sample
+                  FROM (SELECT t.account_key,
+                               (SELECT (s.deals, s.open_deals, s.won_deals, s.lost_deals, s.won_value,
+                                        s.won_days, s.won_timed_deals,
+                                        s.first_engage_key,
+                                        s.first_engage_deals,
+                                        s.last_close_key,
+                                        s.last_close_deals)
+                                  FROM dwh.fact_sales_account_summary AS s
+                                 WHERE s.account_key = t.account_key) AS stored,
+                               (SELECT (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value,
+                                        r.won_days, r.won_timed_deals,
+                                        r.first_engage_key,
+                                        r.first_engage_deals,
+                                        r.last_close_key,
+                                        r.last_close_deals)
+                                  FROM dwh.account_summary_from_facts AS r
+                                 WHERE r.account_key = t.account_key) AS recomputed
+                          FROM etl.touched_account AS t
+                         WHERE t.refreshed_by_run = p_run_id
+                           AND coalesce((SELECT s.deals FROM dwh.fact_sales_account_summary AS s WHERE s.account_key = t.account_key), 0)
+                               <= v_recount_group
+                         ORDER BY hashtext(t.account_key::text)
+                         LIMIT v_sample) AS x) AS c;
+
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT p_run_id, 'refreshed open pipeline summary groups equal their recomputation from the facts',
+               c.differing = 0, '0 differing of ' || c.groups || ' checked',
+               c.differing::text || ' differing', c.sample
+          FROM (SELECT count(*) AS groups,
+                       count(*) FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS differing,
+                       jsonb_agg(jsonb_build_object('deal_stage_key', x.deal_stage_key, 'engage_date_key', x.engage_date_key))
+                           FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS sample
+                  FROM (SELECT t.deal_stage_key, t.engage_date_key,
+                               (SELECT (s.open_deals, s.list_value)
+                                  FROM dwh.fact_sales_open_pipeline AS s
+                                 WHERE s.deal_stage_key = t.deal_stage_key AND s.engage_date_key = t.engage_date_key) AS stored,
+                               (SELECT (r.open_deals, r.list_value)
+                                  FROM dwh.open_pipeline_from_facts AS r
+                                 WHERE r.deal_stage_key = t.deal_stage_key AND r.engage_date_key = t.engage_date_key) AS recomputed
+                          FROM etl.touched_open_day AS t
+                         WHERE t.refreshed_by_run = p_run_id
+                           AND coalesce((SELECT s.open_deals FROM dwh.fact_sales_open_pipeline AS s WHERE s.deal_stage_key = t.deal_stage_key AND s.engage_date_key = t.engage_date_key), 0)
+                               <= v_recount_group
+                         ORDER BY hashtext(t.deal_stage_key || ':' || t.engage_date_key)
+                         LIMIT v_sample) AS x) AS c;
+
+        -- Stage durations: the sampled (close month, agent, product) groups,
+        -- each recounted from its deals: constants again, so the agent, the
+        -- product's versions and the month reach the facts' group index.
+        SELECT coalesce(array_agg(k.close_month_key), '{}'), coalesce(array_agg(k.sales_agent_key), '{}'),
+               coalesce(array_agg(k.product_id), '{}')
+          INTO v_months, v_agents, v_product_ids
+          FROM (SELECT g.close_month_key, g.sales_agent_key, g.product_id
+                  FROM (SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_id
+                          FROM etl.touched_duration AS t
+                         WHERE t.refreshed_by_run = p_run_id) AS g
+                 WHERE coalesce((SELECT sum(d.deals)
+                                   FROM dwh.deal_stage_duration AS d
+                                  WHERE d.close_month = make_date(g.close_month_key / 10000,
+                                                                  g.close_month_key / 100 % 100, 1)
+                                    AND d.sales_agent_key = g.sales_agent_key
+                                    AND d.product_id = g.product_id), 0) <= v_recount_group
+                 ORDER BY hashtext(g.close_month_key || ':' || g.sales_agent_key || ':' || g.product_id)
+                 LIMIT v_sample) AS k;
+        EXECUTE $q$
+        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+        SELECT $1, 'refreshed stage duration groups equal their recomputation from the facts',
+               c.differing = 0, '0 differing of ' || cardinality($2::integer []) || ' checked',
+               c.differing::text || ' differing', c.sample
+          FROM (SELECT count(*) AS differing, (jsonb_agg(to_jsonb(x)) -> 0) AS sample
+                  FROM (SELECT coalesce(t.close_month, r.close_month) AS close_month,
+                               coalesce(t.sales_agent_key, r.sales_agent_key) AS sales_agent_key,
+                               coalesce(t.product_id, r.product_id) AS product_id,
+                               coalesce(t.days, r.days) AS days, t.deals AS stored, r.deals AS recomputed
+                          FROM (SELECT d.*
+                                  FROM dwh.deal_stage_duration AS d
+                                  JOIN unnest($2::integer [], $3::integer [], $4::integer []) AS k (m, a, p)
+                                    ON d.close_month = make_date(k.m / 10000, k.m / 100 % 100, 1)
+                                   AND d.sales_agent_key = k.a AND d.product_id = k.p) AS t
+                          FULL JOIN (SELECT v.close_month, v.sales_agent_key, v.product_id, v.days, v.deals
+                                       FROM dwh.stage_duration_from_facts AS v
+                                       JOIN unnest($2::integer [], $3::integer [], $4::integer []) AS k (m, a, p)
+                                         ON v.close_month_key = k.m AND v.sales_agent_key = k.a
+                                        AND v.product_id = k.p) AS r
+                                 ON (r.close_month, r.sales_agent_key, r.product_id, r.days)
+                                  = (t.close_month, t.sales_agent_key, t.product_id, t.days)
+                         WHERE t.deals IS DISTINCT FROM r.deals) AS x) AS c
+        $q$ USING p_run_id, v_months, v_agents, v_product_ids;
+    END IF;
+
+    -- The summaries against each other and the monthly aggregate, whole:
+    -- cheap (their rows, not the facts), and it covers the groups too
+    -- large for the recount above (a product version at scale).
+    INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+    SELECT p_run_id, 'summaries agree with each other and with the monthly aggregate',
+           c.problems = 0, '0', c.problems::text, c.details
+      FROM (SELECT count(*) AS problems, jsonb_agg(d.what) AS details
+              FROM (SELECT jsonb_build_object('product_key', coalesce(p.product_key, m.product_key),
+                                              'product summary', to_jsonb(p), 'aggregate', to_jsonb(m)) AS what
+                      FROM (SELECT s.product_key, s.won_deals, s.lost_deals, s.won_value
+                              FROM dwh.fact_sales_product_summary AS s
+                             WHERE s.won_deals + s.lost_deals > 0) AS p
+                      FULL JOIN (SELECT a.product_key, sum(a.won_deals)::integer AS won_deals,
+                                        sum(a.lost_deals)::integer AS lost_deals, sum(a.won_value) AS won_value
+                                   FROM dwh.fact_sales_monthly_aggregate AS a
+                                  GROUP BY a.product_key) AS m ON m.product_key = p.product_key
+                     WHERE (p.won_deals, p.lost_deals, p.won_value)
+                           IS DISTINCT FROM (m.won_deals, m.lost_deals, m.won_value)
+                    UNION ALL
+                    SELECT jsonb_build_object('products', to_jsonb(p), 'accounts', to_jsonb(a),
+                                              'open pipeline', o.open_deals)
+                      FROM (SELECT coalesce(sum(s.deals), 0) AS deals, coalesce(sum(s.open_deals), 0) AS open_deals,
+                                   coalesce(sum(s.won_deals), 0) AS won_deals, coalesce(sum(s.lost_deals), 0) AS lost_deals,
+                                   coalesce(sum(s.won_value), 0) AS won_value
+                              FROM dwh.fact_sales_product_summary AS s) AS p
+                     CROSS JOIN (SELECT coalesce(sum(s.deals), 0) AS deals, coalesce(sum(s.open_deals), 0) AS open_deals,
+                                        coalesce(sum(s.won_deals), 0) AS won_deals, coalesce(sum(s.lost_deals), 0) AS lost_deals,
+                                        coalesce(sum(s.won_value), 0) AS won_value
+                                   FROM dwh.fact_sales_account_summary AS s) AS a
+                     CROSS JOIN (SELECT coalesce(sum(s.open_deals), 0) AS open_deals
+                                   FROM dwh.fact_sales_open_pipeline AS s) AS o
+                     WHERE (p.deals, p.open_deals, p.won_deals, p.lost_deals, p.won_value)
+                           IS DISTINCT FROM (a.deals, a.open_deals, a.won_deals, a.lost_deals, a.won_value)
+                        OR p.open_deals IS DISTINCT FROM o.open_deals) AS d) AS c;
+END
+$fn$;
+
+COMMENT ON FUNCTION etl.validate_summaries(bigint, boolean) IS
+'Part of etl.validate: each summary against its recomputation from the facts (whole on an initial load, a '
+'bounded sample of the refreshed groups on an incremental run), and the summaries against each other and the '
+'monthly aggregate.';
