@@ -48,17 +48,11 @@ CREATE TABLE dwh.fact_deal_history (
     txid xid8,
     change_id bigint,
     run_id bigint NOT NULL,
-    CONSTRAINT fact_deal_history_period_check CHECK (valid_from < valid_to)
+    CONSTRAINT fact_deal_history_period_check CHECK (valid_from < valid_to),
+    -- Exactly once: a window applied again (a run that died before its
+    -- aggregate step) meets its own rows here instead of adding copies.
+    CONSTRAINT fact_deal_history_pkey PRIMARY KEY (opportunity_id, valid_from)
 );
--- Exactly once: one row per deal and valid_from (a window applied again, by
--- a run that died before its aggregate step, meets its own rows here instead
--- of adding copies). By the key's md5, as etl.stage_deleted does (V0008): a
--- source key may be as long as a btree entry allows (about 2,700 bytes that
--- do not compress), which leaves no room for valid_from beside it. Lookups
--- go through md5(opportunity_id) too.
-CREATE UNIQUE INDEX fact_deal_history_key_idx ON dwh.fact_deal_history (md5(opportunity_id), valid_from);
-COMMENT ON INDEX dwh.fact_deal_history_key_idx IS
-'One row per deal (the md5 of its key: keys may be too long for a btree entry beside valid_from) and valid_from.';
 
 COMMENT ON TABLE dwh.fact_deal_history IS
 'Every deal''s stage, agent, product, account and value over time, for the deals a window touched: '
