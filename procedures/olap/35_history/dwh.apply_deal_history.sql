@@ -37,8 +37,10 @@
 --     the first event compares with the row in effect at its time, which is
 --     then its own copy, and every later row is written over its copy
 --     (removed from the first changed event on, then inserted again); the
---     summaries' before and after are then equal. The key (opportunity_id,
---     valid_from) refuses anything else.
+--     summaries' before and after are then equal. The unique index on
+--     (md5(opportunity_id), valid_from) refuses anything else; the deal's
+--     rows are found through it (a key may be too long for a btree entry
+--     beside valid_from).
 -- Returns: NULL (done).
 -- Tables: reads etl.change_window, etl.stage_sales_pipeline, dwh
 --     dimensions, dwh.product_version_lookup, dwh.deal_history_seed, etl.run,
@@ -67,6 +69,7 @@ DECLARE
     v_closed bigint := 0;
     v_removed bigint := 0;
     v_keys text[];
+    v_key_md5s text[];
 BEGIN
     PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.apply_deal_history');
     SELECT r.* INTO v_run
@@ -191,13 +194,28 @@ BEGIN
     GET DIAGNOSTICS v_in = ROW_COUNT;
     ANALYZE deal_event;
 
+    -- The touched deals' history before the window (out of the summaries),
+    -- then their seed copied into the table on their first touch. The deals
+    -- go as one array (= ANY: an index scan; as a join, the planner scanned
+    -- every fact).
+    v_keys := ARRAY(SELECT DISTINCT e.opportunity_id FROM deal_event AS e);
+    v_key_md5s := ARRAY(SELECT md5(k.k) FROM unnest(v_keys) AS k (k));
+    CREATE TEMPORARY TABLE deal_history_rows ON COMMIT DROP AS
+    SELECT -1 AS sign, h.*, NULL::smallint [] AS later_stages
+      FROM dwh.fact_deal_history AS h
+     WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = ANY (v_keys);
+    INSERT INTO deal_history_rows
+    SELECT -1, s.* FROM dwh.deal_history_seed AS s
+     WHERE s.opportunity_id = ANY (v_keys)
+       AND NOT EXISTS (SELECT FROM deal_history_rows AS t WHERE t.opportunity_id = s.opportunity_id);
+    ANALYZE deal_history_rows;
     -- An event whose inserts and deletes net out, with no earlier move in the
     -- window, leaves the deal as it was: for a first event, there when a row
     -- of it reaches its time (valid_to: a row this window closed at that
     -- event on an earlier attempt counts too, and so does a seed row starting
     -- later, at the snapshot time).
     UPDATE deal_event AS e
-       SET present = EXISTS (SELECT FROM dwh.v_deal_history AS h
+       SET present = EXISTS (SELECT FROM deal_history_rows AS h
                               WHERE h.opportunity_id = e.opportunity_id AND h.valid_to >= e.window_start)
      WHERE e.present IS NULL AND e.n = 1;
     UPDATE deal_event AS e
@@ -206,17 +224,6 @@ BEGIN
                                   AND p.present IS NOT NULL
                                 ORDER BY p.n DESC LIMIT 1), false)
      WHERE e.present IS NULL;
-
-    -- The touched deals' history before the window (out of the summaries),
-    -- then their seed copied into the table on their first touch. The deals
-    -- go as one array (= ANY: an index scan; as a join, the planner scanned
-    -- every fact).
-    v_keys := ARRAY(SELECT DISTINCT e.opportunity_id FROM deal_event AS e);
-    CREATE TEMPORARY TABLE deal_history_rows ON COMMIT DROP AS
-    SELECT -1 AS sign, h.*, NULL::smallint [] AS later_stages
-      FROM dwh.fact_deal_history AS h WHERE h.opportunity_id = ANY (v_keys);
-    INSERT INTO deal_history_rows
-    SELECT -1, s.* FROM dwh.deal_history_seed AS s WHERE s.opportunity_id = ANY (v_keys);
     INSERT INTO dwh.fact_deal_history (
         opportunity_id, valid_from, valid_to, deal_stage_key, sales_agent_key, product_key,
         account_key, close_value, engage_date_key, close_date_key, is_closed, is_won,
@@ -249,7 +256,8 @@ BEGIN
               -- seed row from the snapshot time, which a transaction that
               -- committed after the snapshot may precede)
               SELECT t.* FROM dwh.fact_deal_history AS t
-               WHERE e.n = 1 AND t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
+               WHERE e.n = 1 AND md5(t.opportunity_id) = md5(e.opportunity_id)
+                 AND t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
                ORDER BY t.valid_from LIMIT 1
           ) AS b ON true
           LEFT JOIN dwh.dim_product AS bp ON bp.product_key = b.product_key
@@ -275,14 +283,15 @@ BEGIN
     removed AS (
         DELETE FROM dwh.fact_deal_history AS h
          USING first_change AS c
-         WHERE h.opportunity_id = c.opportunity_id AND h.valid_from >= c.changed_at
+         WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = c.opportunity_id
+           AND h.valid_from >= c.changed_at
         RETURNING 1
     )
     SELECT count(*) INTO v_removed FROM removed;
     UPDATE dwh.fact_deal_history AS h
        SET valid_to = c.changed_at, run_id = v_run.run_id
       FROM (SELECT c.opportunity_id, min(c.changed_at) AS changed_at FROM deal_change AS c GROUP BY 1) AS c
-     WHERE h.opportunity_id = c.opportunity_id
+     WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = c.opportunity_id
        AND h.valid_from < c.changed_at AND h.valid_to > c.changed_at;
     GET DIAGNOSTICS v_closed = ROW_COUNT;
 
@@ -304,7 +313,9 @@ BEGIN
     -- The touched deals' history after the window (into the summaries); each
     -- stage entry with the stages its deal entered later (conversion).
     INSERT INTO deal_history_rows
-    SELECT 1, h.*, NULL::smallint [] FROM dwh.fact_deal_history AS h WHERE h.opportunity_id = ANY (v_keys);
+    SELECT 1, h.*, NULL::smallint []
+      FROM dwh.fact_deal_history AS h
+     WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = ANY (v_keys);
     ANALYZE deal_history_rows;
     WITH later AS (
         SELECT e.sign, e.opportunity_id, e.valid_from,

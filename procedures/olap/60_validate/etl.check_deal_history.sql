@@ -15,25 +15,29 @@
 --     Internal: called by etl.validate.
 CREATE OR REPLACE FUNCTION etl.check_deal_history(p_run_id bigint)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $fn$
-    -- The deals go as one array (= ANY: index scans; as a join, the planner
-    -- scanned every fact).
-    WITH keys AS MATERIALIZED (
-        SELECT coalesce(array_agg(x.opportunity_id), '{}') AS ids
-          FROM (SELECT s.opportunity_id FROM etl.stage_sales_pipeline AS s
-                UNION
-                SELECT d.row_key FROM etl.stage_deleted AS d WHERE d.table_name = 'sales_pipeline') AS x
-    ),
-    fact AS (
+DECLARE
+    v_keys text[];
+    v_key_md5s text[];
+BEGIN
+    -- The deals go as arrays (= ANY, constants to the planner: index scans;
+    -- as a join, the planner scanned every fact and the whole history).
+    SELECT coalesce(array_agg(x.opportunity_id), '{}'), coalesce(array_agg(md5(x.opportunity_id)), '{}')
+      INTO v_keys, v_key_md5s
+      FROM (SELECT s.opportunity_id FROM etl.stage_sales_pipeline AS s
+            UNION
+            SELECT d.row_key FROM etl.stage_deleted AS d WHERE d.table_name = 'sales_pipeline') AS x;
+
+    WITH fact AS (
         SELECT f.opportunity_id, f.deal_stage_key, f.sales_agent_key, coalesce(p.product_id, -1) AS product_id,
                f.account_key, f.close_value
           FROM dwh.fact_sales_performance AS f
           LEFT JOIN dwh.dim_product AS p ON p.product_key = f.product_key
-         WHERE f.opportunity_id = ANY ((SELECT k.ids FROM keys AS k)::text []) AND NOT f.is_deleted
+         WHERE f.opportunity_id = ANY (v_keys) AND NOT f.is_deleted
     ),
     current_row AS (
         SELECT h.opportunity_id, count(*) AS rows, min(h.deal_stage_key) AS deal_stage_key,
@@ -41,7 +45,8 @@ AS $fn$
                min(h.account_key) AS account_key, min(h.close_value) AS close_value
           FROM dwh.fact_deal_history AS h
           LEFT JOIN dwh.dim_product AS p ON p.product_key = h.product_key
-         WHERE h.opportunity_id = ANY ((SELECT k.ids FROM keys AS k)::text []) AND h.valid_to = 'infinity'
+         WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = ANY (v_keys)
+           AND h.valid_to = 'infinity'
          GROUP BY h.opportunity_id
     )
     INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
@@ -59,9 +64,10 @@ AS $fn$
                                          (f.deal_stage_key, f.sales_agent_key, f.product_id, f.account_key,
                                           f.close_value)
                            END AS ok
-                      FROM unnest((SELECT k.ids FROM keys AS k)) AS k (opportunity_id)
+                      FROM unnest(v_keys) AS k (opportunity_id)
                       LEFT JOIN fact AS f ON f.opportunity_id = k.opportunity_id
                       LEFT JOIN current_row AS h ON h.opportunity_id = k.opportunity_id) AS x) AS c;
+END
 $fn$;
 
 COMMENT ON FUNCTION etl.check_deal_history(bigint) IS

@@ -1,7 +1,8 @@
 -- View: dwh.v_deal_history
 --     Every deal's stage, agent, product, account and value over time: the
 --     rows of dwh.fact_deal_history (deals a window touched) and the initial
---     load's seed of the others (dwh.deal_history_seed). One row per period,
+--     load's seed of the others (dwh.deal_history_seed, for the deals without
+--     a row in the table). One row per period,
 --     valid_from <= t < valid_to; valid_to infinity while current. A deal's
 --     state at the end of day D is its row with valid_from < D + 1 (00:00 UTC)
 --     <= valid_to.
@@ -46,7 +47,11 @@ SELECT
     s.txid,
     s.change_id,
     s.run_id
-FROM dwh.deal_history_seed AS s;
+FROM dwh.deal_history_seed AS s
+WHERE NOT EXISTS (
+        SELECT FROM dwh.fact_deal_history AS h
+        WHERE md5(h.opportunity_id) = md5(s.opportunity_id) AND h.opportunity_id = s.opportunity_id
+    );
 
 COMMENT ON VIEW dwh.v_deal_history IS
 'Every deal''s stage, agent, product, account and value over time (one row per committed change that '

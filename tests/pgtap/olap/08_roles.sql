@@ -158,7 +158,7 @@ SELECT is(
 
 -- b2b_reader ------------------------------------------------------------------------------
 SELECT is(
-    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1)
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text)
        FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
       WHERE n.nspname IN ('dwh', 'etl', 'src') AND has_function_privilege('b2b_reader', p.oid, 'EXECUTE')),
     ARRAY['dwh.date_key(date)', 'dwh.fact_lineage(text)', 'dwh.open_pipeline_as_of(date)',
