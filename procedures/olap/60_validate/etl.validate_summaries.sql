@@ -39,64 +39,51 @@ DECLARE
     v_months integer [];
     v_agents integer [];
     v_product_ids integer [];
+    v_summary record;
+    v_keys text;
+    v_stored text;
+    v_recomputed text;
     v_recount_group bigint := etl.config_value('validation_recount_deals')::bigint
                               / greatest(etl.config_value('validation_sample_groups')::integer, 1);
 BEGIN
     IF NOT p_incremental THEN
-        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
-        SELECT p_run_id, 'product summary equals its recomputation from the facts', c.differing = 0,
-               '0 differing groups', c.differing::text || ' differing groups', c.sample
-          FROM (SELECT count(*) AS differing,
-                       jsonb_agg(jsonb_build_object('product_key', coalesce(t.product_key, r.product_key))) AS sample
-                  FROM dwh.fact_sales_product_summary AS t
-                  FULL JOIN dwh.product_summary_from_facts AS r ON r.product_key = t.product_key
-                 WHERE (t.deals, t.open_deals, t.won_deals, t.lost_deals, t.won_value, t.won_list_value,
-                        t.won_listed_deals, t.discounted_deals, t.discount,
-                        t.discount_rate, t.priced_won_value, t.priced_list_value)
-                       IS DISTINCT FROM
-                       (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value, r.won_list_value,
-                        r.won_listed_deals, r.discounted_deals, r.discount,
-                        r.discount_rate, r.priced_won_value, r.priced_list_value)) AS c;
-
-        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
-        SELECT p_run_id, 'account summary equals its recomputation from the facts', c.differing = 0,
-               '0 differing groups', c.differing::text || ' differing groups', c.sample
-          FROM (SELECT count(*) AS differing,
-                       jsonb_agg(jsonb_build_object('account_key', coalesce(t.account_key, r.account_key))) AS sample
-                  FROM dwh.fact_sales_account_summary AS t
-                  FULL JOIN dwh.account_summary_from_facts AS r ON r.account_key = t.account_key
-                 WHERE (t.deals, t.open_deals, t.won_deals, t.lost_deals, t.won_value, t.won_days,
-                        t.won_timed_deals, t.first_engage_key, t.first_engage_deals,
-                        t.last_close_key, t.last_close_deals)
-                       IS DISTINCT FROM
-                       (r.deals, r.open_deals, r.won_deals, r.lost_deals, r.won_value, r.won_days,
-                        r.won_timed_deals, r.first_engage_key, r.first_engage_deals,
-                        r.last_close_key, r.last_close_deals)) AS c;
-
-        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
-        SELECT p_run_id, 'open pipeline summary equals its recomputation from the facts', c.differing = 0,
-               '0 differing groups', c.differing::text || ' differing groups', c.sample
-          FROM (SELECT count(*) AS differing,
-                       jsonb_agg(jsonb_build_object('deal_stage_key', coalesce(t.deal_stage_key, r.deal_stage_key), 'engage_date_key', coalesce(t.engage_date_key, r.engage_date_key))) AS sample
-                  FROM dwh.fact_sales_open_pipeline AS t
-                  FULL JOIN dwh.open_pipeline_from_facts AS r ON r.deal_stage_key = t.deal_stage_key AND r.engage_date_key = t.engage_date_key
-                 WHERE (t.open_deals, t.list_value)
-                       IS DISTINCT FROM
-                       (r.open_deals, r.list_value)) AS c;
-
-        INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
-        SELECT p_run_id, 'stage duration summary equals its recomputation from the facts', c.differing = 0,
-               '0 differing groups', c.differing::text || ' differing groups', c.sample
-          FROM (SELECT count(*) AS differing,
-                       (jsonb_agg(jsonb_build_object('close_month', coalesce(t.close_month, r.close_month),
-                                                     'sales_agent_key', coalesce(t.sales_agent_key, r.sales_agent_key),
-                                                     'product_id', coalesce(t.product_id, r.product_id)))
-                        -> 0) AS sample
-                  FROM dwh.deal_stage_duration AS t
-                  FULL JOIN dwh.stage_duration_from_facts AS r
-                         ON (r.close_month, r.sales_agent_key, r.product_id, r.days)
-                          = (t.close_month, t.sales_agent_key, t.product_id, t.days)
-                 WHERE t.deals IS DISTINCT FROM r.deals) AS c;
+        -- Each summary whole against its recomputation, one statement
+        -- shape for all: (check, table, recomputation, key columns, measure
+        -- columns).
+        FOR v_summary IN
+            SELECT *
+              FROM (VALUES
+                  ('product summary', 'dwh.fact_sales_product_summary', 'dwh.product_summary_from_facts',
+                   'product_key',
+                   'deals, open_deals, won_deals, lost_deals, won_value, won_list_value, won_listed_deals, '
+                   || 'discounted_deals, discount, discount_rate, priced_won_value, priced_list_value'),
+                  ('account summary', 'dwh.fact_sales_account_summary', 'dwh.account_summary_from_facts',
+                   'account_key',
+                   'deals, open_deals, won_deals, lost_deals, won_value, won_days, won_timed_deals, '
+                   || 'first_engage_key, first_engage_deals, last_close_key, last_close_deals'),
+                  ('open pipeline summary', 'dwh.fact_sales_open_pipeline', 'dwh.open_pipeline_from_facts',
+                   'deal_stage_key, engage_date_key', 'open_deals, list_value'),
+                  ('stage duration summary', 'dwh.deal_stage_duration', 'dwh.stage_duration_from_facts',
+                   'close_month, sales_agent_key, product_id, days', 'deals')
+              ) AS v (summary, stored, recomputation, keys, measures)
+        LOOP
+            SELECT string_agg(format('%L, %I', k, k), ', ') INTO v_keys
+              FROM unnest(string_to_array(replace(v_summary.keys, ' ', ''), ',')) AS k;
+            SELECT string_agg('t.' || quote_ident(m), ', '), string_agg('r.' || quote_ident(m), ', ')
+              INTO v_stored, v_recomputed
+              FROM unnest(string_to_array(replace(v_summary.measures, ' ', ''), ',')) AS m;
+            EXECUTE format($q$
+                INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
+                SELECT $1, %L, c.differing = 0, '0 differing groups', c.differing::text || ' differing groups',
+                       c.sample
+                  FROM (SELECT count(*) AS differing, jsonb_agg(jsonb_build_object(%s)) AS sample
+                          FROM %s AS t
+                          FULL JOIN %s AS r USING (%s)
+                         WHERE (%s) IS DISTINCT FROM (%s)) AS c
+                $q$, v_summary.summary || ' equals its recomputation from the facts', v_keys,
+                v_summary.stored, v_summary.recomputation, v_summary.keys, v_stored, v_recomputed)
+            USING p_run_id;
+        END LOOP;
     ELSE
 
         -- Product versions: the sampled keys first, then their recount as a
