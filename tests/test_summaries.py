@@ -34,7 +34,7 @@ REFRESHED_CHECKS = (
     "refreshed product summary groups equal their recomputation from the facts",
     "refreshed account summary groups equal their recomputation from the facts",
     "refreshed open pipeline summary groups equal their recomputation from the facts",
-    "refreshed stage duration groups equal their recomputation from the facts",
+    "refreshed stage duration summary groups equal their recomputation from the facts",
     "summaries agree with each other and with the monthly aggregate",
 )
 VIEWS = ("dwh.v_product_performance", "dwh.v_account_performance", "dwh.v_pipeline_by_stage")
@@ -169,6 +169,12 @@ def rig(warehouse: dbtools.Warehouse):
         conn.execute(
             "UPDATE sales_agents SET manager_name = 'Someone Else' WHERE sales_agent_id = 3"
         )
+        # One deal closes: the run touches a stage duration group too.
+        conn.execute(
+            "UPDATE sales_pipeline SET deal_stage = 'Won', close_date = engage_date + 10,"
+            " close_value = 10 WHERE opportunity_id = (SELECT min(opportunity_id)"
+            " FROM sales_pipeline WHERE deal_stage = 'Engaging' AND engage_date IS NOT NULL)"
+        )
     wc.run_incremental(olap)
     second_incremental = wc.last_run(olap)
     assert second_incremental[2] == "succeeded", second_incremental
@@ -269,11 +275,17 @@ TAMPER = {
     " FROM dwh.fact_sales_open_pipeline WHERE (deal_stage_key, engage_date_key) IN"
     " (SELECT deal_stage_key, engage_date_key FROM {touched}) GROUP BY deal_stage_key"
     " ORDER BY 1 LIMIT 1)",
+    "stage duration summary": "UPDATE dwh.deal_stage_duration SET deals = deals + 1"
+    " WHERE (close_month, sales_agent_key, product_id, days) = (SELECT close_month,"
+    " sales_agent_key, product_id, days FROM dwh.deal_stage_duration WHERE"
+    " (dwh.date_key(close_month), sales_agent_key, product_id) IN (SELECT close_month_key,"
+    " sales_agent_key, product_id FROM {touched}) ORDER BY 1, 2, 3, 4 LIMIT 1)",
 }
 TOUCHED = {
     "product summary": "etl.touched_product",
     "account summary": "etl.touched_account",
     "open pipeline summary": "etl.touched_open_day",
+    "stage duration summary": "etl.touched_duration",
 }
 
 
@@ -298,8 +310,10 @@ def test_validate_catches_a_tampered_summary_row_on_the_initial_load(rig, summar
     fresh = rig["fresh"]  # an initial load, nothing after it
     run_id, pipeline, status, _ = wc.last_run(fresh)
     assert (pipeline, status) == ("initial_load", "succeeded")
-    facts = "(SELECT product_key, account_key, deal_stage_key, engage_date_key"
-    facts += " FROM dwh.fact_sales_performance) AS f"
+    facts = "(SELECT f.product_key, f.account_key, f.deal_stage_key, f.engage_date_key,"
+    facts += " f.close_month_key, f.sales_agent_key, coalesce(p.product_id, -1) AS product_id"
+    facts += " FROM dwh.fact_sales_performance AS f JOIN dwh.dim_product AS p USING (product_key))"
+    facts += " AS f"
     results = validate_tampered(fresh, TAMPER[summary].format(touched=facts), run_id)
     for other in TAMPER:
         name = f"{other} equals its recomputation from the facts"

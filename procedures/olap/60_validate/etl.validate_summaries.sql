@@ -183,7 +183,7 @@ BEGIN
         -- facts' (sales_agent_key, product_key, close_month_key) index give
         -- its deals alone.
         INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
-        SELECT p_run_id, 'refreshed stage duration groups equal their recomputation from the facts',
+        SELECT p_run_id, 'refreshed stage duration summary groups equal their recomputation from the facts',
                c.differing = 0, '0 differing of ' || c.groups || ' checked',
                c.differing::text || ' differing', c.sample
           FROM (SELECT count(*) AS groups,

@@ -279,7 +279,7 @@ SELECT set_eq(
              ('refreshed product summary groups equal their recomputation from the facts', true),
              ('refreshed account summary groups equal their recomputation from the facts', true),
              ('refreshed open pipeline summary groups equal their recomputation from the facts', true),
-             ('refreshed stage duration groups equal their recomputation from the facts', true),
+             ('refreshed stage duration summary groups equal their recomputation from the facts', true),
              ('summaries agree with each other and with the monthly aggregate', true)$$,
     'an incremental run is checked on what its window touched (its stage is not the whole source): eleven checks pass'
 );

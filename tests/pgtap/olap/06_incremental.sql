@@ -404,7 +404,7 @@ SELECT set_eq(
              ('refreshed product summary groups equal their recomputation from the facts', true),
              ('refreshed account summary groups equal their recomputation from the facts', true),
              ('refreshed open pipeline summary groups equal their recomputation from the facts', true),
-             ('refreshed stage duration groups equal their recomputation from the facts', true),
+             ('refreshed stage duration summary groups equal their recomputation from the facts', true),
              ('summaries agree with each other and with the monthly aggregate', true)$$,
     'a consistent incremental run passes its eleven checks'
 );
@@ -435,7 +435,7 @@ SELECT set_eq(
              ('refreshed aggregate groups equal their recomputation from the facts'),
              ('refreshed product summary groups equal their recomputation from the facts'),
              ('refreshed account summary groups equal their recomputation from the facts'),
-             ('refreshed stage duration groups equal their recomputation from the facts')$$,
+             ('refreshed stage duration summary groups equal their recomputation from the facts')$$,
     'a deal deleted in the source whose fact is still live fails the deal check (and its groups'')'
 );
 UPDATE dwh.fact_sales_performance SET is_deleted = true WHERE opportunity_id = 'F4';
