@@ -11,7 +11,9 @@
 --     the cost follows the distinct durations, not the deals.
 -- Parameters:
 --     p_first_month - the first month (any day of it)
---     p_last_month  - the last month, included (default: p_first_month)
+--     p_last_month  - the last month, included (default: p_first_month);
+--                     a NULL first month or a last month before the first is
+--                     refused (22004, 22023), not answered with no rows
 -- Returns: one row per (product, agent) with closed deals in the span, and
 --     one per product over all its agents (sales_agent and sales_agent_key
 --     NULL) first; products by business key (all versions together) and
@@ -32,11 +34,22 @@ RETURNS TABLE (
     p75_days double precision,
     p90_days double precision
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF p_first_month IS NULL THEN
+        RAISE EXCEPTION 'dwh.stage_durations: the first month is NULL' USING ERRCODE = '22004';
+    END IF;
+    IF date_trunc('month', p_last_month) < date_trunc('month', p_first_month) THEN
+        RAISE EXCEPTION 'dwh.stage_durations: the last month (%) is before the first (%)',
+            to_char(p_last_month, 'YYYY-MM'), to_char(p_first_month, 'YYYY-MM')
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
     WITH buckets AS (
         SELECT h.product_id, h.sales_agent_key, h.days, sum(h.deals)::integer AS deals
           FROM dwh.deal_stage_duration AS h
@@ -93,6 +106,7 @@ AS $fn$
            WHERE v.product_id = x.product_id ORDER BY v.valid_from DESC LIMIT 1
       ) AS p ON true
      ORDER BY 1, 2 NULLS FIRST;
+END
 $fn$;
 
 COMMENT ON FUNCTION dwh.stage_durations(date, date) IS

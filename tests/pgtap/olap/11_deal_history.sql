@@ -5,7 +5,7 @@
 -- the history), the same window applied again adding nothing, and the as-of
 -- functions over the summaries, readable by b2b_reader.
 BEGIN;
-SELECT plan(41);
+SELECT plan(43);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('dwh', 'fact_deal_history', 'dwh.fact_deal_history holds the deals'' history');
@@ -112,6 +112,14 @@ SELECT results_eq(
              ('MG Special', 'Darcel Schlecht', 1::bigint, 0::double precision),
              ('MG Special', 'Moses Frase', 1::bigint, 49::double precision)$$,
     'stage durations of February and March: H1 31 days, H3 49, H5 0; each product over its agents first'
+);
+SELECT throws_ok(
+    $$SELECT * FROM dwh.stage_durations(NULL)$$, '22004', 'dwh.stage_durations: the first month is NULL',
+    'stage durations refuse a NULL first month'
+);
+SELECT throws_ok(
+    $$SELECT * FROM dwh.stage_durations('2017-06-01', '2017-03-01')$$, '22023', NULL,
+    'stage durations refuse a last month before the first, not answering with no rows'
 );
 
 -- Run 2: a window built by hand ---------------------------------------------------------------
