@@ -31,9 +31,9 @@ DECLARE
     v_written bigint;
 BEGIN
     WITH r AS MATERIALIZED (
-        SELECT x.sign, x.opportunity_id, x.valid_from, x.deal_stage_key, x.sales_agent_key,
+        SELECT x.sign, x.deal_stage_key, x.sales_agent_key,
                coalesce(p.product_id, -1) AS product_id, coalesce(p.sales_price, 0) AS list_price,
-               x.engage_date_key, x.close_date_key, x.is_closed, x.entered_stage, x.later_stages,
+               x.is_closed, x.entered_stage, x.later_stages,
                (x.valid_from AT TIME ZONE 'UTC')::date AS from_day,
                CASE WHEN x.valid_to <> 'infinity' THEN (x.valid_to AT TIME ZONE 'UTC')::date END AS to_day
           FROM pg_temp.deal_history_rows AS x

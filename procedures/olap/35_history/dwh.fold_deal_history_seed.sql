@@ -47,8 +47,7 @@ BEGIN
     WITH seed AS NOT MATERIALIZED (
         -- product versions, not ids: a version's product id is looked up once
         -- per group (product_ids below), not once per fact
-        SELECT f.deal_stage_key, f.sales_agent_key, f.product_key, f.is_closed, f.close_value,
-               f.engage_date_key, f.close_date_key, f.close_month_key, f.days_to_close,
+        SELECT f.deal_stage_key, f.sales_agent_key, f.product_key, f.is_closed, f.engage_date_key,
                -- the open stay's first day, and (closed deals) the closing day
                CASE WHEN f.engage_date_key <> -1 THEN f.engage_date_key ELSE v_snapshot_key END AS from_key,
                CASE WHEN f.close_date_key <> -1 THEN f.close_date_key ELSE v_snapshot_key END AS close_key,
