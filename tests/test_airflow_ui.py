@@ -50,6 +50,17 @@ class Ui:
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
         return wait_for(what, check, timeout, self.server)
 
+    def ok(self, response: httpx.Response) -> Any:
+        """The JSON of a successful response; for any other, a failure that carries the
+        server's log (where Airflow writes the traceback of a 500)."""
+        if not response.is_success:
+            log = (self.home / "serve.out").read_text()[-8000:]
+            pytest.fail(
+                f"{response.request.method} {response.url}: {response.status_code} "
+                f"{response.text}\n--- serve.out ---\n{log}"
+            )
+        return response.json()
+
 
 @pytest.fixture(scope="module")
 def ui(warehouse: dbtools.Warehouse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
@@ -222,17 +233,16 @@ def test_the_connections_are_stored_from_the_settings(ui, warehouse, conn_id):
 def test_a_run_triggered_through_the_api_loads_the_warehouse(ui, warehouse):
     dag = "/api/v2/dags/dwh_initial_load"
     ui.wait_for("dwh_initial_load to be listed", lambda: "dwh_initial_load" in listed_dags(ui), 120)
-    ui.api.patch(dag, json={"is_paused": False}).raise_for_status()
-    run = ui.api.post(f"{dag}/dagRuns", json={"logical_date": None, "conf": {}})
-    assert run.is_success, run.text
-    run_id = run.json()["dag_run_id"]
+    ui.ok(ui.api.patch(dag, json={"is_paused": False}))
+    run = ui.ok(ui.api.post(f"{dag}/dagRuns", json={"logical_date": None, "conf": {}}))
+    run_id = run["dag_run_id"]
 
     def finished() -> str | None:
-        state = ui.api.get(f"{dag}/dagRuns/{run_id}").raise_for_status().json()["state"]
+        state = ui.ok(ui.api.get(f"{dag}/dagRuns/{run_id}"))["state"]
         return state if state in ("success", "failed") else None
 
     state = ui.wait_for("the DAG run to finish", finished, RUN_TIMEOUT)
-    tasks = ui.api.get(f"{dag}/dagRuns/{run_id}/taskInstances").raise_for_status().json()
+    tasks = ui.ok(ui.api.get(f"{dag}/dagRuns/{run_id}/taskInstances"))
     states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
     assert state == "success", states
     assert set(states.values()) == {"success"}

@@ -252,7 +252,66 @@ def test_the_validation_names_a_history_that_disagrees_with_its_fact(
     details = dbtools.query(
         warehouse.olap_dsn,
         "SELECT passed, details FROM etl.validation_result WHERE run_id = %s"
-        " AND check_name LIKE 'the deal history%%'",
+        " AND check_name LIKE 'the deal history''s current row%%'",
         (run_id,),
     )
     assert details == [(False, [deal])]
+
+
+# --- the as-of summaries' checks in etl.validate ----------------------------------------------
+
+HISTORY_CHECKS = (
+    "the deal history's as-of pipeline over all time equals the open pipeline,"
+    " per stage and per product",
+    "the deal history's as-of pipeline months equal the sums of their days",
+    "the deal history's stage conversions are counts no larger than the entries they follow",
+)
+# Each tampering, in a transaction rolled back after, and the one check it must fail.
+HISTORY_TAMPER = {
+    "a day of the window's month": (
+        "UPDATE dwh.deal_pipeline_day SET open_value = open_value + 1 WHERE (day, deal_stage_key,"
+        " sales_agent_key, product_id) = (SELECT day, deal_stage_key, sales_agent_key, product_id"
+        " FROM dwh.deal_pipeline_day WHERE day >= date_trunc('month', now() AT TIME ZONE 'UTC')"
+        " ORDER BY 1, 2, 3, 4 LIMIT 1)",
+        HISTORY_CHECKS[1],
+    ),
+    "a month (and so the totals)": (
+        "UPDATE dwh.deal_pipeline_month SET deals = deals + 1 WHERE (month, deal_stage_key,"
+        " sales_agent_key, product_id) = (SELECT month, deal_stage_key, sales_agent_key, product_id"
+        " FROM dwh.deal_pipeline_month ORDER BY 1, 2, 3, 4 LIMIT 1)",
+        HISTORY_CHECKS[0],
+    ),
+    "a conversion beyond its entries": (
+        "UPDATE dwh.deal_stage_conversion AS t SET deals = e.deals + 1"
+        " FROM dwh.deal_stage_conversion AS e"
+        " WHERE (t.entry_month, t.from_stage_key, t.to_stage_key) = (SELECT entry_month,"
+        " from_stage_key, to_stage_key FROM dwh.deal_stage_conversion WHERE to_stage_key"
+        " <> from_stage_key ORDER BY 1, 2, 3 LIMIT 1) AND e.entry_month = t.entry_month"
+        " AND e.from_stage_key = t.from_stage_key AND e.to_stage_key = t.from_stage_key",
+        HISTORY_CHECKS[2],
+    ),
+}
+
+
+@pytest.mark.parametrize("tampering", [None, *HISTORY_TAMPER])
+def test_the_validation_checks_the_as_of_summaries(
+    warehouse: dbtools.Warehouse, loaded: dict, tampering: str | None
+) -> None:
+    if tampering is None:  # first: a run whose window changes deals today
+        with psycopg.connect(warehouse.oltp_dsn, autocommit=True) as conn:
+            workload(conn, f"v{next(TAGS)}")
+        wc.run_incremental(warehouse.olap_dsn)
+    run_id, pipeline, status, _ = wc.last_run(warehouse.olap_dsn)
+    assert (pipeline, status) == ("incremental_update", "succeeded")
+    with psycopg.connect(warehouse.olap_dsn) as conn:
+        if tampering is not None:
+            assert conn.execute(HISTORY_TAMPER[tampering][0]).rowcount == 1
+        results = dict(
+            conn.execute(
+                "SELECT check_name, passed FROM etl.validate(%s) WHERE check_name = ANY (%s)",
+                (run_id, list(HISTORY_CHECKS)),
+            ).fetchall()
+        )
+        conn.rollback()
+    failing = HISTORY_TAMPER[tampering][1] if tampering else None
+    assert results == {check: check != failing for check in HISTORY_CHECKS}

@@ -23,12 +23,16 @@
 --         marked deleted;
 --       - incremental: the deal history's current row of every deal the
 --         window changed agrees with its fact (etl.check_deal_history);
+--       - the deal history's as-of summaries add up to the open pipeline,
+--         their months to their days (incremental: the window's months), and
+--         their stage conversions to no more than the entries
+--         (etl.check_history_summaries: from summary rows only);
 --       - incremental: no deal engaged in the period of a product version the
 --         run opened is left on another version of the product
 --         (dwh.facts_off_their_version: the deals engaged since its window's
 --         changes, by index).
---     Incremental checks read only what the window touched: their cost
---     follows the changes, not the size of the warehouse.
+--     Incremental checks read only what the window touched (and summary
+--     totals): their cost follows the changes, not the size of the warehouse.
 -- Parameters:
 --     p_run_id - the run to validate
 -- Tables: reads etl.stage_*, dwh.*, etl.error_log; writes etl.validation_result;
@@ -198,6 +202,7 @@ BEGIN
                        IS DISTINCT FROM (r.won_deals, r.lost_deals, r.won_value)) AS c;
 
         PERFORM etl.validate_summaries(p_run_id, false);
+        PERFORM etl.check_history_summaries(p_run_id, false);
     ELSE
         -- A spot check of the groups this run refreshed, each against its own
         -- recomputation, from both sides (a missing or left-over row counts):
@@ -285,6 +290,7 @@ BEGIN
 
         -- The deal history's current rows agree with the window's facts.
         PERFORM etl.check_deal_history(p_run_id);
+        PERFORM etl.check_history_summaries(p_run_id, true);
     END IF;
 
     RETURN QUERY SELECT * FROM etl.validation_result AS v WHERE v.run_id = p_run_id

@@ -74,8 +74,11 @@ SELECT set_eq(
              ('account summary equals its recomputation from the facts', true),
              ('open pipeline summary equals its recomputation from the facts', true),
              ('stage duration summary equals its recomputation from the facts', true),
-             ('summaries agree with each other and with the monthly aggregate', true)$$,
-    'a consistent initial load passes all twelve checks'
+             ('summaries agree with each other and with the monthly aggregate', true),
+             ('the deal history''s as-of pipeline over all time equals the open pipeline, per stage and per product', true),
+             ('the deal history''s as-of pipeline months equal the sums of their days', true),
+             ('the deal history''s stage conversions are counts no larger than the entries they follow', true)$$,
+    'a consistent initial load passes all fifteen checks'
 );
 SELECT set_eq(
     format('SELECT check_name, passed, expected, actual FROM etl.validation_result WHERE run_id = %s', :run1),
@@ -83,7 +86,7 @@ SELECT set_eq(
     'etl.validate stores the checks it returns in etl.validation_result'
 );
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 12,
+    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 15,
     'validating a run again replaces its results instead of adding to them'
 );
 SELECT is(
@@ -96,7 +99,7 @@ SELECT tests.open_step('initial_load', 'etl.validate_run', 'etl.validation_resul
 SELECT is(etl.check_run(:val1), NULL, 'etl.check_run returns NULL (done) when every check passed');
 SELECT results_eq(
     $$SELECT rows_in, rows_inserted FROM etl.loading_metadata WHERE loading_metadata_id = $$ || :val1,
-    $$VALUES (12::bigint, 12::bigint)$$,
+    $$VALUES (15::bigint, 15::bigint)$$,
     'the validation step counts the checks it ran'
 );
 
@@ -205,7 +208,7 @@ SELECT set_eq(
 DELETE FROM etl.stage_accounts WHERE account_id = 4;
 
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run1) WHERE passed), 12,
+    (SELECT count(*)::integer FROM etl.validate(:run1) WHERE passed), 15,
     'once every tampering is undone the run validates again'
 );
 
@@ -287,7 +290,7 @@ DELETE FROM etl.stage_deleted;
 DELETE FROM etl.stage_sales_pipeline;
 INSERT INTO etl.stage_sales_pipeline SELECT * FROM initial_stage;
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 12,
+    (SELECT count(*)::integer FROM etl.validation_result WHERE run_id = :run1), 15,
     'validating one run leaves another run''s results alone'
 );
 

@@ -170,7 +170,8 @@ SELECT is(
        FROM pg_proc AS p
       WHERE p.oid IN ('dwh.open_pipeline_as_of(date)'::regprocedure, 'dwh.stage_durations(date, date)'::regprocedure,
                       'dwh.stage_conversion(date)'::regprocedure, 'dwh.fold_deal_history()'::regprocedure,
-                      'dwh.fold_deal_history_seed(bigint)'::regprocedure, 'etl.check_deal_history(bigint)'::regprocedure)
+                      'dwh.fold_deal_history_seed(bigint)'::regprocedure, 'etl.check_deal_history(bigint)'::regprocedure,
+                      'etl.check_history_summaries(bigint, boolean)'::regprocedure)
         AND has_function_privilege('b2b_etl', p.oid, 'EXECUTE')),
     NULL,
     'b2b_etl may not execute the as-of functions (readers''), nor the history''s internal functions'
