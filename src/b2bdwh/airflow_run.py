@@ -35,6 +35,7 @@ import os
 import shlex
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -438,6 +439,13 @@ def _setup_for_serve(spec: dict[str, Any]) -> int:
     from sqlalchemy import delete
 
     db.initdb()
+    # Write-ahead logging: the components' reads no longer wait for a write, nor a write's
+    # commit for them (the mode is kept in the file). Writers still queue: SQLite takes one at
+    # a time, and a write that waits more than 5 s fails ("database is locked": a 500 from the
+    # API). Not a longer wait: the API server's async routes wait on its event loop, so the
+    # writer holding the lock cannot finish either (a 60 s timeout stalled it 60 s, then 500).
+    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as metadata:
+        metadata.execute("PRAGMA journal_mode=WAL")
     with create_session() as session:
         for conn_id, value in spec["connections"].items():
             session.execute(delete(Connection).where(Connection.conn_id == conn_id))
