@@ -315,3 +315,30 @@ def test_the_validation_checks_the_as_of_summaries(
         conn.rollback()
     failing = HISTORY_TAMPER[tampering][1] if tampering else None
     assert results == {check: check != failing for check in HISTORY_CHECKS}
+
+
+def test_a_warehouse_loaded_before_the_history_gets_its_summaries_on_its_next_run(
+    warehouse: dbtools.Warehouse, loaded: dict
+) -> None:
+    """Migrating a loaded warehouse to V0019 creates an empty history and empty as-of
+    summaries while the seed (a view) already shows every deal: the next incremental run
+    folds the seed in before its window (not deltas onto nothing), and validates."""
+    name, upgraded = wc.attach_warehouse(warehouse.oltp_dsn, "history_upgraded")
+    try:
+        wc.run_initial(upgraded)
+        dbtools.execute(
+            upgraded,
+            "TRUNCATE dwh.fact_deal_history, dwh.deal_pipeline_day, dwh.deal_pipeline_month,"
+            " dwh.deal_stage_conversion",
+        )
+        with psycopg.connect(warehouse.oltp_dsn, autocommit=True) as conn:
+            workload(conn, f"u{next(TAGS)}")
+        wc.run_incremental(upgraded)
+        _run_id, _pipeline, status, message = wc.last_run(upgraded)
+        assert status == "succeeded", message
+        problems = ho.summary_differences(upgraded)
+        assert not problems, "summaries differ from the history:\n  " + "\n  ".join(problems)
+        assert dbtools.scalar(upgraded, "SELECT count(*) FROM dwh.deal_pipeline_day") > 0
+    finally:
+        dbtools.drop_database(name)
+    wc.run_incremental(warehouse.olap_dsn)  # the module's warehouse takes the workload too

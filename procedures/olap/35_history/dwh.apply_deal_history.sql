@@ -24,6 +24,9 @@
 --     that both agree (etl.check_deal_history).
 --     A deal's first touch copies its seed rows into the table (the fact is
 --     still the initial load's: this step runs before the fact step).
+--     A warehouse migrated to V0019 after its initial load (live facts, no
+--     history row, no as-of summary row) gets the seed folded into the
+--     summaries first (dwh.fold_deal_history_seed), once.
 --     An event makes a row only when it alters a tracked attribute (stage,
 --     agent, product, account, value; the product compared by product id, so
 --     a version move alone is no change) or brings the deal back; a delete
@@ -88,6 +91,19 @@ BEGIN
         SELECT count(*) INTO v_in FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted;
         PERFORM etl.add_step_counts(p_loading_metadata_id, p_in => v_in, p_inserted => v_inserted);
         RETURN NULL;
+    END IF;
+
+    -- A warehouse migrated to V0019 after its initial load has the seed (a
+    -- view over its facts) and no as-of summary row, a state no run leaves
+    -- (every live deal's seed counts in them). Deltas would start from
+    -- nothing: fold the seed in first, once, as an initial load does.
+    IF NOT EXISTS (SELECT FROM dwh.deal_pipeline_day)
+       AND NOT EXISTS (SELECT FROM dwh.deal_pipeline_month)
+       AND NOT EXISTS (SELECT FROM dwh.deal_stage_conversion)
+       AND NOT EXISTS (SELECT FROM dwh.fact_deal_history)
+       AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted) THEN
+        PERFORM dwh.fold_deal_history_seed(
+            (SELECT r.run_id FROM etl.run AS r WHERE r.pipeline = 'initial_load' ORDER BY r.run_id DESC LIMIT 1));
     END IF;
 
     -- One event per (deal, transaction) of the window.
