@@ -349,18 +349,26 @@ def test_the_cross_check_catches_what_the_recount_budget_leaves_out(rig):
     assert results["summaries agree with each other and with the monthly aggregate"][0] is False
 
 
-def test_a_warehouse_loaded_before_the_summaries_gets_them_on_its_next_run(rig):
-    """Migrating an existing warehouse to V0018 creates empty summaries: its next incremental
-    run builds them whole from the facts (not deltas onto nothing) and validates."""
+@pytest.mark.parametrize(
+    "emptied",
+    [
+        # V0018 on a loaded warehouse: every summary of V0018 empty
+        "dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,"
+        " dwh.fact_sales_open_pipeline",
+        # V0022 (or V0020 on a warehouse loaded at V0018): the stage durations alone
+        "dwh.deal_stage_duration",
+    ],
+    ids=["V0018", "V0022"],
+)
+def test_a_warehouse_loaded_before_the_summaries_gets_them_on_its_next_run(rig, emptied):
+    """Migrating an existing warehouse to V0018 creates empty summaries, and V0022 empties the
+    stage durations: the next incremental run builds them whole from the facts (not deltas
+    onto nothing) and validates."""
     oltp = rig["oltp"]
     name, upgraded = wc.attach_warehouse(oltp, "summaries_upgraded")
     try:
         wc.run_initial(upgraded)
-        dbtools.execute(
-            upgraded,
-            "TRUNCATE dwh.fact_sales_product_summary, dwh.fact_sales_account_summary,"
-            " dwh.fact_sales_open_pipeline",
-        )
+        dbtools.execute(upgraded, f"TRUNCATE {emptied}")
         with psycopg.connect(oltp, autocommit=True) as conn:
             conn.execute(
                 "UPDATE sales_pipeline SET deal_stage = 'Won', close_date = engage_date + 30,"

@@ -16,8 +16,9 @@
 --     is not known here: that account alone is recounted from its facts
 --     (dwh.account_summary_from_facts, through the fact table's account
 --     index). etl.touched_account_day is emptied once applied.
---     A warehouse migrated to V0018 after its initial load (live facts, no
---     summary row) gets its summaries built whole instead
+--     A warehouse migrated to V0018 (or V0020) after its initial load (live
+--     facts, no account summary row, or no stage duration row though closed
+--     deals have both dates) gets its summaries built whole instead
 --     (dwh.build_summaries), once.
 -- Parameters:
 --     p_run_id - the incremental run applying its window
@@ -45,14 +46,20 @@ BEGIN
     DELETE FROM etl.touched_open_day AS t WHERE t.refreshed_by_run < p_run_id;
     DELETE FROM etl.touched_duration AS t WHERE t.refreshed_by_run < p_run_id;
 
-    -- A warehouse loaded before the summaries existed (migrated to V0018
-    -- after its initial load) has live facts and no account summary row, a
-    -- state no run leaves (every live fact counts in its account's row).
-    -- Deltas would start from nothing there: build the summaries whole from
-    -- the facts instead, which hold this window already, and keep the
-    -- window's groups for the validation's recount as usual.
-    IF NOT EXISTS (SELECT FROM dwh.fact_sales_account_summary)
-       AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted) THEN
+    -- A warehouse loaded before a summary existed (migrated to V0018 after
+    -- its initial load; or to V0020, or V0022 emptied the stage durations
+    -- V0019 counted from the history) has live facts and an empty summary
+    -- that they belong in, a state no run leaves (every live fact counts in
+    -- its account's row; every live closed deal with both dates in a
+    -- duration). Deltas would start from nothing there: build the summaries
+    -- whole from the facts instead, which hold this window already, and keep
+    -- the window's groups for the validation's recount as usual.
+    IF (NOT EXISTS (SELECT FROM dwh.fact_sales_account_summary)
+        AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted))
+       OR (NOT EXISTS (SELECT FROM dwh.deal_stage_duration)
+           AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f
+                        WHERE f.is_closed AND NOT f.is_deleted AND f.days_to_close IS NOT NULL
+                          AND f.close_month_key <> -1)) THEN
         v_total := dwh.build_summaries(p_run_id);
         UPDATE etl.touched_product SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;
         UPDATE etl.touched_open_day SET refreshed_by_run = p_run_id WHERE refreshed_by_run IS NULL;

@@ -1,0 +1,15 @@
+-- Issue 13: dwh.deal_stage_duration is emptied, for the next run to build
+-- it from the facts.
+--
+-- V0019 filled it from the deal history's closings; V0020 made it a summary
+-- of the facts, kept by the aggregate's deltas, but left what a warehouse
+-- already held: V0019's counts (a deleted deal's closing, a deal closed
+-- twice counted twice), or nothing at all in a warehouse loaded before
+-- V0019. Deltas onto either are wrong, and the validation's recount of the
+-- groups a window touches failed on them (a warehouse loaded at V0018,
+-- migrated, at scale 1000: 50 of the sampled groups differed). Emptied, the
+-- table is a state no run leaves while closed live deals exist: the next
+-- incremental run's aggregate step builds the summaries whole from the facts
+-- (dwh.apply_summary_deltas), and an initial load rebuilds them anyway.
+-- dwh.stage_durations answers nothing until then.
+TRUNCATE dwh.deal_stage_duration;
