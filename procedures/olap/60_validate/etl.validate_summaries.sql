@@ -178,10 +178,13 @@ BEGIN
                          LIMIT v_sample) AS x) AS c;
 
         -- Stage durations: a sample of the touched (close month, agent,
-        -- product) groups, each recounted from its deals: the group's keys
-        -- reach the view's grouping, so the product's versions and the
-        -- facts' (sales_agent_key, product_key, close_month_key) index give
-        -- its deals alone.
+        -- product) groups, each recounted from its deals (what
+        -- dwh.stage_duration_from_facts counts, for one group): the
+        -- product's versions go in as a key array, so the facts'
+        -- (sales_agent_key, product_key, close_month_key) index gives the
+        -- group's deals alone. Through the view, the planner joined the
+        -- versions afterwards and read every deal of the agent's month: 1.35 s
+        -- for 50 groups at scale 1000.
         INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
         SELECT p_run_id, 'refreshed stage duration summary groups equal their recomputation from the facts',
                c.differing = 0, '0 differing of ' || c.groups || ' checked',
@@ -200,10 +203,16 @@ BEGIN
                                    AND d.sales_agent_key = g.sales_agent_key
                                    AND d.product_id = g.product_id) AS stored,
                                (SELECT array_agg(ARRAY[v.days, v.deals] ORDER BY v.days)
-                                  FROM dwh.stage_duration_from_facts AS v
-                                 WHERE v.close_month_key = g.close_month_key
-                                   AND v.sales_agent_key = g.sales_agent_key
-                                   AND v.product_id = g.product_id) AS recomputed
+                                  FROM (SELECT f.days_to_close AS days, count(*)::integer AS deals
+                                          FROM dwh.fact_sales_performance AS f
+                                         WHERE f.sales_agent_key = g.sales_agent_key
+                                           AND f.product_key = ANY (ARRAY(
+                                                   SELECT p.product_key FROM dwh.dim_product AS p
+                                                    WHERE coalesce(p.product_id, -1) = g.product_id))
+                                           AND f.close_month_key = g.close_month_key
+                                           AND f.is_closed AND NOT f.is_deleted
+                                           AND f.days_to_close IS NOT NULL
+                                         GROUP BY f.days_to_close) AS v) AS recomputed
                           FROM (SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_id
                                   FROM etl.touched_duration AS t
                                  WHERE t.refreshed_by_run = p_run_id) AS g
