@@ -24,6 +24,9 @@ RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- It reads every fact: sequential scans, whatever its caller
+-- (dwh.apply_deal_history turns them off for its lookups by key).
+SET enable_seqscan = on
 AS $fn$
 DECLARE
     v_snapshot_at timestamptz;

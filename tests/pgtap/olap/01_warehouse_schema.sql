@@ -3,7 +3,7 @@
 -- the foreign tables onto the source, every pipeline routine, and the
 -- comments a user reads in psql's \d+.
 BEGIN;
-SELECT plan(149);
+SELECT plan(150);
 
 -- Schemas ------------------------------------------------------------------
 SELECT has_schema('dwh', 'the warehouse has a dwh schema for the star schema');
@@ -366,6 +366,19 @@ SELECT is(tests.uncommented('dwh.fact_sales_performance'), NULL,
           'dwh.fact_sales_performance and each of its columns carry a COMMENT (diagnostics list those that do not)');
 SELECT is(tests.uncommented('dwh.fact_sales_monthly_aggregate'), NULL,
           'dwh.fact_sales_monthly_aggregate and each of its columns carry a COMMENT (diagnostics list those that do not)');
+
+-- V0023: the tables each run updates are vacuumed every 20,000 changed rows, not at 20% of them.
+SELECT set_eq(
+    $$SELECT c.oid::regclass::text, o.option
+        FROM pg_class AS c CROSS JOIN LATERAL unnest(c.reloptions) AS o (option)
+       WHERE c.oid IN ('dwh.fact_sales_performance'::regclass, 'dwh.fact_deal_history'::regclass)$$,
+    $$SELECT t, o FROM unnest(ARRAY['dwh.fact_sales_performance', 'dwh.fact_deal_history']) AS t
+       CROSS JOIN unnest(ARRAY['autovacuum_vacuum_scale_factor=0', 'autovacuum_vacuum_threshold=20000',
+                               'autovacuum_vacuum_insert_scale_factor=0',
+                               'autovacuum_vacuum_insert_threshold=20000',
+                               'autovacuum_analyze_scale_factor=0', 'autovacuum_analyze_threshold=20000']) AS o$$,
+    'the facts and the deal history are vacuumed and analysed every 20,000 changed rows, whatever their size'
+);
 
 SELECT * FROM finish();
 ROLLBACK;
