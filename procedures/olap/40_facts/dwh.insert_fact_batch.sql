@@ -83,6 +83,8 @@ DECLARE
     v_deleted bigint := 0;
     v_replaced bigint := 0;
     v_moved bigint := 0;
+    v_first_engaged date;
+    v_last_engaged date;
 BEGIN
     PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.insert_fact_batch');
     SELECT m.* INTO v_step FROM etl.loading_metadata AS m
@@ -159,6 +161,19 @@ BEGIN
     v_last := least(v_first + greatest(1, floor(v_run.batch_size / greatest(v_rows_per_block, 1)))::bigint,
                     v_blocks);
 
+    -- The batch's engage dates bound the product versions it can meet:
+    -- those whose period overlaps them, and the latest (deals without a date
+    -- in the calendar). Redundant with the join's own condition, this keeps
+    -- its cost from growing with every price change ever made (the join
+    -- compares each deal with every version of its product it is given: at
+    -- scale 1000 with 2,200 versions of 7 products, 332 ms of a window of
+    -- 6,500 deals, most of whose dates fall in one version).
+    SELECT min(s.engage_date), max(s.engage_date)
+      INTO v_first_engaged, v_last_engaged
+      FROM etl.stage_sales_pipeline AS s
+     WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid
+       AND s.engage_date BETWEEN v_min AND v_max;
+
     TRUNCATE etl.fact_batch;
     INSERT INTO etl.fact_batch
     SELECT s.*,
@@ -216,6 +231,7 @@ BEGIN
                      THEN s.engage_date >= v.lookup_first_day AND s.engage_date < v.lookup_before_day
                      ELSE v.is_latest
                 END
+            AND (v.is_latest OR v.lookup_before_day > v_first_engaged AND v.lookup_first_day <= v_last_engaged)
      WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid;
 
     INSERT INTO etl.error_log (run_id, procedure_name, kind, message, table_name, business_key, record)
