@@ -342,3 +342,51 @@ def test_a_warehouse_loaded_before_the_history_gets_its_summaries_on_its_next_ru
     finally:
         dbtools.drop_database(name)
     wc.run_incremental(warehouse.olap_dsn)  # the module's warehouse takes the workload too
+
+
+def test_a_window_across_a_price_change_puts_each_deal_on_its_version(
+    warehouse: dbtools.Warehouse, loaded: dict
+) -> None:
+    """One window: a product's price changes (a new version from now on), a deal engaged
+    years ago advances, and a deal engaged next year arrives. Each history row is on the
+    version in effect at its deal's engage date, as the deal's fact is: the old one and the
+    new one, both met within the window's engage dates."""
+    tag = next(TAGS)
+    with psycopg.connect(warehouse.oltp_dsn, autocommit=True) as conn:
+        old, product = conn.execute(
+            "SELECT opportunity_id, product_id FROM public.sales_pipeline"
+            " WHERE deal_stage = 'Engaging' AND engage_date IS NOT NULL AND product_id IS NOT NULL"
+            " ORDER BY opportunity_id LIMIT 1 OFFSET 5"
+        ).fetchone()
+        new = f"HV{tag}"
+        with conn.transaction():
+            conn.execute(
+                "UPDATE public.products SET sales_price = sales_price + 1 WHERE product_id = %s",
+                (product,),
+            )
+        with conn.transaction():
+            conn.execute(
+                "UPDATE public.sales_pipeline SET deal_stage = 'Won', close_value = 10,"
+                " close_date = engage_date + 7 WHERE opportunity_id = %s",
+                (old,),
+            )
+            conn.execute(
+                "INSERT INTO public.sales_pipeline VALUES (%s, 2, %s, NULL, 'Engaging',"
+                " make_date(extract(year FROM current_date)::integer + 1, 1, 10), NULL, NULL)",
+                (new, product),
+            )
+    wc.run_incremental(warehouse.olap_dsn)
+    assert wc.last_run(warehouse.olap_dsn)[2] == "succeeded"
+    versions = dbtools.query(
+        warehouse.olap_dsn,
+        "SELECT h.opportunity_id, h.product_key, f.product_key, p.is_current"
+        " FROM dwh.fact_deal_history AS h"
+        " JOIN dwh.fact_sales_performance AS f USING (opportunity_id)"
+        " JOIN dwh.dim_product AS p ON p.product_key = f.product_key"
+        " WHERE h.valid_to = 'infinity' AND h.opportunity_id IN (%s, %s)",
+        (new, old),
+    )
+    assert {deal: (history == fact, current) for deal, history, fact, current in versions} == {
+        new: (True, True),  # engaged next year: the new version
+        old: (True, False),  # engaged years ago: the version before it
+    }

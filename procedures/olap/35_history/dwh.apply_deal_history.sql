@@ -46,7 +46,7 @@
 --     beside valid_from).
 -- Returns: NULL (done).
 -- Tables: reads etl.change_window, etl.stage_sales_pipeline, dwh
---     dimensions, dwh.dim_product (dwh.product_version_key), dwh.deal_history_seed, etl.run,
+--     dimensions, dwh.product_version_lookup, dwh.deal_history_seed, etl.run,
 --     etl.config; writes dwh.fact_deal_history (insert, update, delete), the
 --     summaries (through dwh.fold_deal_history).
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
@@ -174,14 +174,6 @@ BEGIN
               WHERE c.n = c.events AND s.opportunity_id IS NOT NULL
          ) AS i
     ),
-    -- Each (product, engage date) once (dwh.product_version_key), then by equality.
-    version_of AS (
-        SELECT d.product_id, d.engage_day,
-               dwh.product_version_key(d.product_id, nullif(d.engage_day, 'infinity')) AS product_key
-          FROM (SELECT DISTINCT i.product_id, coalesce(i.engage_date, 'infinity') AS engage_day
-                  FROM image AS i
-                 WHERE i.product_id IS NOT NULL) AS d
-    ),
     resolved AS (
         SELECT i.opportunity_id, i.n,
                -- numeric(18, 2) holds it (else quarantined: the deal is absent)
@@ -207,9 +199,19 @@ BEGIN
                 AND folded.deal_stage_key <> -1
           LEFT JOIN dwh.dim_account AS a ON a.account_id = i.account_id
           LEFT JOIN dwh.dim_sales_agent AS g ON g.sales_agent_id = i.sales_agent_id
-          LEFT JOIN version_of AS vk
-                 ON vk.product_id = i.product_id AND vk.engage_day = coalesce(i.engage_date, 'infinity')
-          LEFT JOIN dwh.dim_product AS v ON v.product_key = vk.product_key
+          LEFT JOIN dwh.product_version_lookup AS v
+                 ON v.product_id = i.product_id
+                AND CASE WHEN i.engage_date IS NOT NULL
+                         THEN i.engage_date >= v.lookup_first_day AND i.engage_date < v.lookup_before_day
+                         ELSE v.is_latest
+                    END
+                -- Only the versions the window's engage dates can meet, and
+                -- the latest, as the fact step bounds a batch's
+                -- (dwh.insert_fact_batch): the join's cost stays off the
+                -- number of price changes ever made.
+                AND (v.is_latest
+                     OR v.lookup_before_day > (SELECT min(x.engage_date) FROM image AS x)
+                        AND v.lookup_first_day <= (SELECT max(x.engage_date) FROM image AS x))
     )
     SELECT c.opportunity_id, c.n, c.txid, c.change_id, c.changed_at, c.window_start,
            -- the deal is there after the event, storable (NULL: as before, below)

@@ -167,7 +167,8 @@ BEGIN
     -- its cost from growing with every price change ever made (the join
     -- compares each deal with every version of its product it is given: at
     -- scale 1000 with 2,200 versions of 7 products, 332 ms of a window of
-    -- 6,500 deals, most of whose dates fall in one version).
+    -- 6,500 deals, most of whose dates fall in one version). The history
+    -- step bounds its window's lookup the same way (dwh.apply_deal_history).
     SELECT min(s.engage_date), max(s.engage_date)
       INTO v_first_engaged, v_last_engaged
       FROM etl.stage_sales_pipeline AS s

@@ -3,7 +3,7 @@
 --     (dwh.deal_pipeline_day, dwh.deal_pipeline_month, dwh.deal_stage_conversion)
 --     against what they must add up to, from summary rows only, so it costs
 --     milliseconds at any scale (a recount from dwh.v_deal_history reads
---     every fact through the seed: 13 s at scale 100). Records four rows in
+--     every fact through the seed: 13 s at scale 100). Records three rows in
 --     etl.validation_result:
 --       - the open pipeline summed over all time (every row opened minus every
 --         row closed: the deals whose current row is open) equals the live
