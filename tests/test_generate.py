@@ -105,6 +105,43 @@ def test_ids_are_unique_codes_over_the_whole_id_space() -> None:
     assert len(set(top) | set(ids)) == len(top) + len(ids)
 
 
+def test_years_spread_the_dates_and_change_nothing_else() -> None:
+    default = list(generate.pipeline_lines(generate.make_plan(2, 3)))
+    assert list(generate.pipeline_lines(generate.make_plan(2, 3, None))) == default
+    plan = generate.make_plan(2, 3, 10)
+    assert (plan.first_day, plan.span_days) == (date(2008, 1, 20), 3653)
+    spread = list(generate.pipeline_lines(plan))
+    assert len(spread) == len(default) == 17_600
+    per_year: dict[int, int] = {}
+    for old, new in zip(default, spread, strict=True):
+        a, b = old.rstrip("\n").split("\t"), new.rstrip("\n").split("\t")
+        # The same deals (ids, agents, products, accounts, stages, values): only dates move.
+        assert a[:5] + a[7:] == b[:5] + b[7:], (old, new)
+        stage, engage, close = b[4], b[5], b[6]
+        if stage in ("Won", "Lost"):
+            engaged, closed = date.fromisoformat(engage), date.fromisoformat(close)
+            assert plan.first_day <= engaged < closed <= generate.LAST_DAY
+            assert (closed - engaged).days == (
+                date.fromisoformat(a[6]) - date.fromisoformat(a[5])
+            ).days  # the same time to close
+            per_year[engaged.year] = per_year.get(engaged.year, 0) + 1
+        elif stage == "Engaging":  # open deals stay recent
+            assert (generate.LAST_DAY - date.fromisoformat(engage)).days < 366
+        else:
+            assert engage == close == "\\N"
+    # Every whole year engages about as many deals that closed (the same shape).
+    whole = [per_year[y] for y in range(2009, 2017)]
+    mean = sum(whole) / len(whole)
+    assert all(abs(n - mean) < 0.1 * mean for n in whole), per_year
+    assert set(per_year) == set(range(2008, 2019))
+
+
+@pytest.mark.parametrize("years", [0, -2, generate.MAX_YEARS + 1, 1.5, True])
+def test_bad_years_are_refused(years: object) -> None:
+    with pytest.raises(CliError, match="years must be a whole number from 1 to 25"):
+        generate.make_plan(1, 1, years)  # type: ignore[arg-type]
+
+
 def test_company_names_are_distinct() -> None:
     combos = len(generate.NAME_PREFIXES) * len(generate.NAME_ROOTS) * len(generate.NAME_SUFFIXES)
     names = {generate.company_name(i) for i in range(combos + 100)}
@@ -343,6 +380,16 @@ def test_cli(oltp_dsn: str) -> None:
     from_cli = fingerprint(oltp_dsn)
     generate.generate(oltp_dsn, 0.2, 9)
     assert fingerprint(oltp_dsn) == from_cli  # the command and the function agree
+
+    spread = run_cli(oltp_dsn, "--scale", "0.2", "--seed", "9", "--years", "10")
+    assert spread.returncode == 0, spread.stderr
+    assert "scale 0.2, seed 9, over 10 years" in spread.stdout
+    assert re.search(r"Engage dates 2008-0\d-\d\d \.\. 2018-01-\d\d", spread.stdout), spread.stdout
+    assert scalar(oltp_dsn, "SELECT min(engage_date) FROM sales_pipeline") >= date(2008, 1, 20)
+    bad_years = run_cli(oltp_dsn, "--scale", "0.2", "--years", "30")
+    assert bad_years.returncode == 1
+    assert "b2bdwh generate: years must be a whole number from 1 to 25" in bad_years.stderr
+    generate.generate(oltp_dsn, 0.2, 9)
 
     bad = run_cli(oltp_dsn, "--scale", "0")
     assert bad.returncode == 1

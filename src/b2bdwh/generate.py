@@ -14,7 +14,9 @@ Rules the data keeps:
 - Lost deals close at 0; Won deals close at the list price times a factor
   between 0.75 and 1.15 (triangular, mode 1.0), in whole units.
 - Closed deals close 1 to 140 days after engaging, all within the 15 months
-  from 2016-10-20.
+  from 2016-10-20; with --years N, within the N years up to the same last day
+  (2018-01-19), spread evenly, so that every year has the same shape (the
+  open deals stay recent: they engaged in the last months).
 
 The same scale and seed give the same contents, byte for byte. Opportunities
 are drawn in fixed blocks of BLOCK_ROWS rows, each from its own random
@@ -54,6 +56,10 @@ PROGRESS_FROM = 500_000  # and lines about each phase from this size on (a few s
 FIRST_DAY = date(2016, 10, 20)
 LAST_DAY = date(2018, 1, 19)  # 15 months, both ends included
 SPAN_DAYS = (LAST_DAY - FIRST_DAY).days + 1
+# --years N: the N years up to LAST_DAY instead. At most MAX_YEARS: the warehouse's
+# calendar starts in 1990 by default (etl.config date_min), and older dates would
+# all be its Unknown date.
+MAX_YEARS = 25
 
 # (name, series, list price) in product_id order, and how often each is sold.
 PRODUCTS: tuple[tuple[str, str, int], ...] = (
@@ -172,6 +178,9 @@ class Plan:
 
     scale: float
     seed: int
+    years: int | None  # None: the 15 months from FIRST_DAY
+    first_day: date
+    span_days: int
     n_accounts: int
     n_opportunities: int
     accounts: list[tuple[object, ...]]
@@ -195,7 +204,15 @@ def counts_for(scale: float) -> tuple[int, int]:
     return max(1, round(BASE_ACCOUNTS * scale)), round(BASE_OPPORTUNITIES * scale)
 
 
-def validate(scale: float, seed: int) -> None:
+def span(years: int | None) -> tuple[date, int]:
+    """(first day, days) of the dates: the 15 months, or the `years` years up to LAST_DAY."""
+    if years is None:
+        return FIRST_DAY, SPAN_DAYS
+    first = date(LAST_DAY.year - years, LAST_DAY.month, LAST_DAY.day) + timedelta(days=1)
+    return first, (LAST_DAY - first).days + 1
+
+
+def validate(scale: float, seed: int, years: int | None = None) -> None:
     if isinstance(scale, bool) or not isinstance(scale, int | float):
         raise CliError(f"scale must be a number, not {scale!r}")
     if not math.isfinite(scale) or scale <= 0:
@@ -204,6 +221,13 @@ def validate(scale: float, seed: int) -> None:
         raise CliError(f"scale {scale!r} is too large: at most {MAX_SCALE}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise CliError(f"seed must be an integer, not {seed!r}")
+    if years is not None and (
+        isinstance(years, bool) or not isinstance(years, int) or not 1 <= years <= MAX_YEARS
+    ):
+        raise CliError(
+            f"years must be a whole number from 1 to {MAX_YEARS} (the warehouse's calendar "
+            f"starts in 1990 by default), not {years!r}"
+        )
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -301,9 +325,10 @@ def _triangular_quantile(u: float, low: float, mode: float, high: float) -> floa
     return high - math.sqrt((1 - u) * (high - low) * (high - mode))
 
 
-def make_plan(scale: float, seed: int) -> Plan:
-    """Everything that generating at (scale, seed) needs, but the opportunities themselves."""
-    validate(scale, seed)
+def make_plan(scale: float, seed: int, years: int | None = None) -> Plan:
+    """Everything that generating at (scale, seed, years) needs, but the opportunities."""
+    validate(scale, seed, years)
+    first_day, span_days = span(years)
     n_accounts, n_opportunities = counts_for(scale)
     accounts, account_weights = _accounts(seed, n_accounts)
     agents, agent_weights = _agents(seed)
@@ -320,7 +345,7 @@ def make_plan(scale: float, seed: int) -> Plan:
     delay_of = [1 + int((DELAY_MAX - 1) * ((k + 1) / 1024) ** 1.8) for k in range(1024)]
     # Days since an Engaging deal engaged: exponential, capped by the span.
     age_of = [
-        min(SPAN_DAYS - 1, int(-ENGAGING_AGE_MEAN * math.log(1 - (k + 0.5) / 1024)))
+        min(span_days - 1, int(-ENGAGING_AGE_MEAN * math.log(1 - (k + 0.5) / 1024)))
         for k in range(1024)
     ]
     won_value_of = [[]] + [
@@ -330,12 +355,15 @@ def make_plan(scale: float, seed: int) -> Plan:
         ]
         for _, _, price in PRODUCTS
     ]
-    dates = [(FIRST_DAY + timedelta(days=d)).isoformat() for d in range(SPAN_DAYS)]
+    dates = [(first_day + timedelta(days=d)).isoformat() for d in range(span_days)]
     id_rng = _rng(seed, "ids")
     id_keys = tuple(id_rng.randrange(1, ID_HALF) for _ in range(6))
     return Plan(
         scale=scale,
         seed=seed,
+        years=years,
+        first_day=first_day,
+        span_days=span_days,
         n_accounts=n_accounts,
         n_opportunities=n_opportunities,
         accounts=accounts,
@@ -385,7 +413,8 @@ def _pipeline_block(plan: Plan, block: int) -> list[str]:
         plan.dates,
     )
     k1, k2, k3, k4, k5, k6 = plan.id_keys
-    half, last_day = ID_HALF, SPAN_DAYS - 1
+    half, span_days = ID_HALF, plan.span_days
+    last_day = span_days - 1
     extra_bits = account_bits + 12
     account_mask = (1 << account_bits) - 1
     lines: list[str] = []
@@ -405,7 +434,7 @@ def _pipeline_block(plan: Plan, block: int) -> list[str]:
         agent = agent_of[(r >> 20) & 1023]
         if stage < 2:  # Won or Lost
             delay = delay_of[(r >> 30) & 1023]
-            engage = (((r >> 40) & 0xFFFF) * (SPAN_DAYS - delay)) >> 16
+            engage = (((r >> 40) & 0xFFFF) * (span_days - delay)) >> 16
             x = grab(extra_bits)
             value = won_value_of[product][x >> account_bits] if stage == 0 else "0"
             add(
@@ -532,6 +561,7 @@ class Summary:
 
     scale: float
     seed: int
+    years: int | None
     rows: dict[str, int]
     stages: dict[str, int]
     first_engage: date | None
@@ -543,7 +573,8 @@ class Summary:
 
     def text(self) -> str:
         total = sum(self.stages.values())
-        lines = [f"Generated the CRM source at scale {self.scale:g}, seed {self.seed}:"]
+        over = f", over {self.years} years" if self.years is not None else ""
+        lines = [f"Generated the CRM source at scale {self.scale:g}, seed {self.seed}{over}:"]
         width = max(len(t) for t in self.rows)
         lines += [f"  {table:<{width}}  {n:>12,}" for table, n in self.rows.items()]
         lines.append("Deals per stage:")
@@ -581,6 +612,7 @@ def _summarise(conn: psycopg.Connection, plan: Plan) -> Summary:
     return Summary(
         scale=plan.scale,
         seed=plan.seed,
+        years=plan.years,
         rows=rows,
         stages=stages,
         first_engage=min(engage, default=None),
@@ -633,17 +665,21 @@ def generate(
     scale: float = 1,
     seed: int = DEFAULT_SEED,
     *,
+    years: int | None = None,
     progress: TextIO | None = None,
     invalid_row_at: int | None = None,
 ) -> Summary:
-    """Replace the source's contents with the data set of (scale, seed), all or nothing.
+    """Replace the source's contents with the data set of (scale, seed, years), all or nothing.
+
+    years: spread the dates over that many years up to the last day (default: the
+    15 months of the real export).
 
     progress: where to write progress lines (default: none). invalid_row_at is
     for tests: write an unreadable opportunity at that position, so that the
     load fails part-way and the previous contents must survive.
     """
     started = time.monotonic()
-    plan = make_plan(scale, seed)
+    plan = make_plan(scale, seed, years)
     verbose = plan.n_opportunities >= PROGRESS_FROM
 
     def say(line: str) -> None:
@@ -652,7 +688,10 @@ def generate(
                 f"generate: {line} [{time.monotonic() - started:.1f} s]", file=progress, flush=True
             )
 
-    say(f"scale {scale:g}: {plan.n_accounts:,} accounts, {plan.n_opportunities:,} opportunities")
+    say(
+        f"scale {scale:g}: {plan.n_accounts:,} accounts, {plan.n_opportunities:,} opportunities, "
+        f"{plan.first_day} .. {LAST_DAY}"
+    )
     try:
         with connect(dsn) as conn:
             conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
@@ -692,9 +731,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SEED,
         help=f"random seed: the same scale and seed give the same data (default {DEFAULT_SEED})",
     )
+    parser.add_argument(
+        "--years",
+        type=int,
+        default=None,
+        help=(
+            "spread the deals' dates evenly over this many years up to 2018-01-19, the same "
+            f"shape every year, 1 to {MAX_YEARS} (default: the 15 months of the real export)"
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = generate(settings.oltp_dsn(), args.scale, args.seed, progress=sys.stderr)
+    summary = generate(
+        settings.oltp_dsn(), args.scale, args.seed, years=args.years, progress=sys.stderr
+    )
     print(summary.text())
     return 0
