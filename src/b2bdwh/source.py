@@ -38,9 +38,17 @@ SOURCE_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The CRM's archive of closed deals (public.archive_closed_deals): emptied with the
+# four tables when the source is replaced, never filled by generate or import-csv.
+ARCHIVE_TABLE = "sales_pipeline_archive"
+
+
 def truncate_source(conn: psycopg.Connection) -> None:
-    """Empty the four tables (inside the caller's transaction) and restart their keys."""
-    tables = sql.SQL(", ").join(sql.Identifier("public", t) for t in SOURCE_TABLES)
+    """Empty the four tables and the deals' archive (inside the caller's transaction) and
+    restart their keys."""
+    tables = sql.SQL(", ").join(
+        sql.Identifier("public", t) for t in (*SOURCE_TABLES, ARCHIVE_TABLE)
+    )
     conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(tables))
 
 

@@ -9,6 +9,12 @@
 --     snapshot does not hold into etl.stage_deleted (whatever order the log's
 --     rows are in: writable CTEs, MERGE and the CRM's own triggers log a
 --     statement's parts in any order).
+--     Deals live in two tables of the source: sales_pipeline and the archive
+--     of closed deals (public.archive_closed_deals moves them there,
+--     public.restore_archived_deals back). The archive's changes count as
+--     the deal's (etl.change_window holds them as sales_pipeline rows); a
+--     deal sales_pipeline does not hold is staged from the archive (with its
+--     archived_at), and deleted only when the snapshot has it in neither.
 --     The last applied snapshot is the newest of the latest successful
 --     initial load and the incremental runs after it whose window was
 --     applied. This run's snapshot is stored with the window; it counts as
@@ -17,7 +23,8 @@
 -- Raises: 55000 without a successful initial load, or when the window
 --     holds a T change (a source table was emptied: generate, import-csv).
 -- Tables: reads src.source_snapshot, src.change_log, src.accounts,
---     src.products, src.sales_agents, src.sales_pipeline, etl.run; writes
+--     src.products, src.sales_agents, src.sales_pipeline,
+--     src.sales_pipeline_archive, etl.run; writes
 --     etl.change_window, etl.stage_*, etl.run.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Refused outside its own step of the caller's running run (etl.assert_step_executor).
@@ -57,8 +64,14 @@ BEGIN
     PERFORM etl.assert_window_covered(v_previous);
     TRUNCATE etl.change_window, etl.stage_accounts, etl.stage_products, etl.stage_sales_agents,
              etl.stage_sales_pipeline, etl.stage_deleted;
-    INSERT INTO etl.change_window
-    SELECT c.* FROM src.change_log AS c
+    INSERT INTO etl.change_window (change_id, txid, table_name, operation, row_key, row_data, changed_at)
+    SELECT c.change_id, c.txid,
+           -- the archive is part of the deals' key space: archiving is a
+           -- delete here and an insert there in one transaction, a move and
+           -- not a change of the deal
+           CASE c.table_name WHEN 'sales_pipeline_archive' THEN 'sales_pipeline' ELSE c.table_name END,
+           c.operation, c.row_key, c.row_data, c.changed_at
+      FROM src.change_log AS c
      WHERE c.txid >= pg_snapshot_xmin(v_previous)
        AND NOT pg_visible_in_snapshot(c.txid, v_previous);
     GET DIAGNOSTICS v_changes = ROW_COUNT;
@@ -85,7 +98,14 @@ BEGIN
     SELECT g.* FROM src.sales_agents AS g WHERE g.sales_agent_id = ANY (v_keys::integer[]);
     v_keys := etl.window_keys('sales_pipeline');
     INSERT INTO etl.stage_sales_pipeline
-    SELECT p.* FROM src.sales_pipeline AS p WHERE p.opportunity_id = ANY (v_keys);
+    SELECT p.*, NULL FROM src.sales_pipeline AS p WHERE p.opportunity_id = ANY (v_keys);
+    -- The keys sales_pipeline does not hold: archived (live, marked) or deleted.
+    v_keys := ARRAY(SELECT k.key FROM unnest(v_keys) AS k (key)
+                     WHERE NOT EXISTS (SELECT FROM etl.stage_sales_pipeline AS s WHERE s.opportunity_id = k.key));
+    IF cardinality(v_keys) > 0 THEN
+        INSERT INTO etl.stage_sales_pipeline
+        SELECT a.* FROM src.sales_pipeline_archive AS a WHERE a.opportunity_id = ANY (v_keys);
+    END IF;
     ANALYZE etl.stage_sales_pipeline;
 
     -- Deleted rows: the window's keys that its snapshot no longer holds. Not

@@ -1,6 +1,9 @@
 -- Function: etl.stage_source(p_loading_metadata_id bigint) RETURNS text
 --     Unit of etl.extract_source. Copies the whole source into etl.stage_*
---     and records the source snapshot it read in etl.run. Everything is read
+--     and records the source snapshot it read in etl.run. The deals are
+--     sales_pipeline's and the archive's (public.sales_pipeline_archive:
+--     closed deals the CRM archived, staged with their archived_at); a key in
+--     both is the CRM's live deal. Everything is read
 --     through one remote transaction (postgres_fdw opens one REPEATABLE READ
 --     transaction per local transaction) and the snapshot is read first, so
 --     the staged rows are exactly the committed state that snapshot
@@ -39,7 +42,12 @@ BEGIN
     INSERT INTO etl.stage_sales_agents SELECT * FROM src.sales_agents;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_rows := v_rows + v_count;
-    INSERT INTO etl.stage_sales_pipeline SELECT * FROM src.sales_pipeline;
+    INSERT INTO etl.stage_sales_pipeline SELECT p.*, NULL FROM src.sales_pipeline AS p;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_rows := v_rows + v_count;
+    INSERT INTO etl.stage_sales_pipeline
+    SELECT a.* FROM src.sales_pipeline_archive AS a
+     WHERE NOT EXISTS (SELECT FROM etl.stage_sales_pipeline AS s WHERE s.opportunity_id = a.opportunity_id);
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_rows := v_rows + v_count;
     ANALYZE etl.stage_accounts, etl.stage_products, etl.stage_sales_agents, etl.stage_sales_pipeline;

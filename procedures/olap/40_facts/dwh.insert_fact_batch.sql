@@ -26,7 +26,9 @@
 --         within date_max), a closed deal without an account (an open one
 --         without is normal);
 --       - the product key is the version in effect at the engage date, the
---         latest one without an engage date (dwh.product_version_lookup).
+--         latest one without an engage date (dwh.product_version_lookup);
+--       - a deal the CRM archived (staged from its archive) is a live fact
+--         like any, with its archived_at; one brought back loses it.
 --     An initial load fills an empty table: the first batch sets its keys,
 --     foreign keys and indexes aside (etl.suspend_ddl), the last puts them
 --     back (etl.restore_ddl). An incremental update rewrites the facts of
@@ -309,7 +311,7 @@ BEGIN
                    engage_date_key = dwh.date_key(c.engage_date), close_date_key = dwh.date_key(c.close_date),
                    close_value = b.close_value, list_price = b.list_price, is_won = b.is_won,
                    is_closed = b.is_closed, days_to_close = c.close_date - c.engage_date,
-                   is_deleted = false, run_id = v_run.run_id
+                   is_deleted = false, archived_at = b.archived_at, run_id = v_run.run_id
               FROM etl.fact_batch AS b
              CROSS JOIN LATERAL (
                  SELECT CASE WHEN b.engage_date BETWEEN v_min AND v_max THEN b.engage_date END AS engage_date,
@@ -350,11 +352,11 @@ BEGIN
         INSERT INTO dwh.fact_sales_performance (
             opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,
             engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,
-            days_to_close, is_deleted, run_id
+            days_to_close, is_deleted, archived_at, run_id
         )
         SELECT b.opportunity_id, b.account_key, b.product_key, b.sales_agent_key, b.deal_stage_key,
                dwh.date_key(c.engage_date), dwh.date_key(c.close_date), b.close_value, b.list_price,
-               b.is_won, b.is_closed, c.close_date - c.engage_date, false, v_run.run_id
+               b.is_won, b.is_closed, c.close_date - c.engage_date, false, b.archived_at, v_run.run_id
           FROM etl.fact_batch AS b
          -- the dates the calendar holds; others are unknown (-1)
          CROSS JOIN LATERAL (

@@ -18,9 +18,9 @@
 --         summaries agree with each other and the monthly aggregate
 --         (etl.validate_summaries);
 --       - incremental: every deal the window changed is a live fact as the
---         source has it (its stage resolved as above, a date outside
---         date_min .. date_max as Unknown), a quarantined record, or a fact
---         marked deleted;
+--         source has it (in sales_pipeline or archived, with when; its stage
+--         resolved as above, a date outside date_min .. date_max as Unknown),
+--         a quarantined record, or a fact marked deleted;
 --       - incremental: the deal history's current row of every deal the
 --         window changed agrees with its fact (etl.check_deal_history);
 --       - the deal history's as-of summaries add up to the open pipeline,
@@ -256,6 +256,7 @@ BEGIN
                                              AND f.deal_stage_key = coalesce(exact.deal_stage_key,
                                                                              folded.deal_stage_key, -1)
                                              AND f.close_value IS NOT DISTINCT FROM round(s.close_value, 2)
+                                             AND f.archived_at IS NOT DISTINCT FROM s.archived_at
                                              AND f.engage_date_key = dwh.date_key(
                                                  CASE WHEN s.engage_date BETWEEN v_min AND v_max
                                                       THEN s.engage_date END)

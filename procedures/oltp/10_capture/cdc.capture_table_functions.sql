@@ -1,15 +1,17 @@
 -- Trigger functions: cdc.capture_accounts(), cdc.capture_products(),
---     cdc.capture_sales_agents(), cdc.capture_sales_pipeline()
---     (statement level, with transition tables), made from one template.
+--     cdc.capture_sales_agents(), cdc.capture_sales_pipeline() and
+--     cdc.capture_sales_pipeline_archive() (statement level, with transition
+--     tables), made from one template.
 --     Each writes one cdc.change_log row per row an INSERT, UPDATE or DELETE
 --     statement touched: the operation and the row's key; the writing
 --     transaction's id and the clock time come from the log's defaults. An
 --     UPDATE that changes a key is logged as D of the old key and I of the
 --     new one. Rows are not copied (the warehouse reads the rows of a
 --     window's keys from the source, in the snapshot that closes the
---     window), except products and deals: their new image of I and U goes
---     into row_data, because product versions and the deal history
---     (dwh.fact_deal_history) follow each transaction, not each window.
+--     window), except products and deals (archived ones too): their new
+--     image of I and U goes into row_data, because product versions and
+--     the deal history (dwh.fact_deal_history) follow each transaction, not
+--     each window.
 --     Inserts of a transaction that emptied the table first (TRUNCATE:
 --     generate, import-csv) are not logged: the T change already tells the
 --     warehouse to reload.
@@ -29,7 +31,8 @@ BEGIN
             ('accounts', 'account_id', 'NULL::jsonb'),
             ('products', 'product_id', 'to_jsonb(r)'),
             ('sales_agents', 'sales_agent_id', 'NULL::jsonb'),
-            ('sales_pipeline', 'opportunity_id', 'to_jsonb(r)')
+            ('sales_pipeline', 'opportunity_id', 'to_jsonb(r)'),
+            ('sales_pipeline_archive', 'opportunity_id', 'to_jsonb(r)')
         ) AS t (table_name, key_column, image)
     LOOP
         EXECUTE format($template$

@@ -1,5 +1,6 @@
--- Triggers: change capture on the four source tables (cdc.capture_<table>,
--- cdc.capture_truncate) and the purge on cdc.consumer (cdc.purge_consumed).
+-- Triggers: change capture on the four source tables and the deals' archive
+-- (cdc.capture_<table>, cdc.capture_truncate) and the purge on cdc.consumer
+-- (cdc.purge_consumed).
 -- Statement level with transition tables: a bulk statement pays one trigger
 -- call. Redeployed with the functions they call.
 DO $triggers$
@@ -8,7 +9,7 @@ DECLARE
 BEGIN
     FOR v IN
         SELECT * FROM (VALUES
-            ('accounts'), ('products'), ('sales_agents'), ('sales_pipeline')
+            ('accounts'), ('products'), ('sales_agents'), ('sales_pipeline'), ('sales_pipeline_archive')
         ) AS t (table_name)
     LOOP
         EXECUTE format(

@@ -40,8 +40,8 @@ SELECT columns_are('dwh', 'dim_deal_stage', ARRAY[
 SELECT columns_are('dwh', 'fact_sales_performance', ARRAY[
     'opportunity_id', 'account_key', 'product_key', 'sales_agent_key', 'deal_stage_key',
     'engage_date_key', 'close_date_key', 'close_month_key', 'close_value', 'list_price', 'is_won', 'is_closed',
-    'days_to_close', 'is_deleted', 'run_id'
-], 'the opportunity fact has a key to each dimension, its dates and close month, value and measures');
+    'days_to_close', 'is_deleted', 'run_id', 'archived_at'
+], 'the opportunity fact has a key to each dimension, its dates and close month, value and measures, and when the CRM archived it');
 SELECT is(
     (SELECT a.attgenerated::text FROM pg_attribute AS a
       WHERE a.attrelid = 'dwh.fact_sales_performance'::regclass AND a.attname = 'close_month_key'),
@@ -267,9 +267,10 @@ SELECT ok(
 );
 
 -- Foreign tables onto the source ---------------------------------------------------
-SELECT foreign_tables_are('src', ARRAY['accounts', 'products', 'sales_agents', 'sales_pipeline', 'source_snapshot',
+SELECT foreign_tables_are('src', ARRAY['accounts', 'products', 'sales_agents', 'sales_pipeline',
+                                 'sales_pipeline_archive', 'source_snapshot',
                                  'change_log', 'cdc_consumer', 'purge_horizon'],
-                          'src holds foreign tables for the four source tables, its snapshot, its change log, its readers'' positions and its purge horizon');
+                          'src holds foreign tables for the four source tables, the deals'' archive, its snapshot, its change log, its readers'' positions and its purge horizon');
 SELECT columns_are('src', 'change_log', ARRAY[
     'change_id', 'txid', 'table_name', 'operation', 'row_key', 'row_data', 'changed_at'
 ], 'src.change_log has the source change log''s columns');

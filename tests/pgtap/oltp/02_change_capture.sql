@@ -112,8 +112,12 @@ SELECT set_eq(
       ('sales_pipeline', 'capture_insert', 4, 'cdc.capture_sales_pipeline()', NULL, 'new_rows', 'O'),
       ('sales_pipeline', 'capture_update', 16, 'cdc.capture_sales_pipeline()', 'old_rows', 'new_rows', 'O'),
       ('sales_pipeline', 'capture_delete', 8, 'cdc.capture_sales_pipeline()', 'old_rows', NULL, 'O'),
-      ('sales_pipeline', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O')$$,
-    'each source table has exactly its AFTER INSERT, UPDATE, DELETE and TRUNCATE capture triggers, enabled, with transition tables and its key column (products: images for I and U)'
+      ('sales_pipeline', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O'),
+      ('sales_pipeline_archive', 'capture_insert', 4, 'cdc.capture_sales_pipeline_archive()', NULL, 'new_rows', 'O'),
+      ('sales_pipeline_archive', 'capture_update', 16, 'cdc.capture_sales_pipeline_archive()', 'old_rows', 'new_rows', 'O'),
+      ('sales_pipeline_archive', 'capture_delete', 8, 'cdc.capture_sales_pipeline_archive()', 'old_rows', NULL, 'O'),
+      ('sales_pipeline_archive', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O')$$,
+    'each source table and the deals'' archive has exactly its AFTER INSERT, UPDATE, DELETE and TRUNCATE capture triggers, enabled, with transition tables and its key column (products: images for I and U)'
 );
 SELECT is_empty(
     $$SELECT t.tgname FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
