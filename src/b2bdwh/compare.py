@@ -58,6 +58,7 @@ FACT_COLUMNS = (
     "is_won",
     "is_closed",
     "days_to_close",
+    "archived_at",
 )
 
 LIVE_QUERIES = {
@@ -74,7 +75,7 @@ LIVE_QUERIES = {
     "facts": """
         SELECT f.opportunity_id, a.account_id, p.product_id, g.sales_agent_id, st.deal_stage_name,
                f.engage_date_key, f.close_date_key, f.close_month_key, f.close_value, f.is_won,
-               f.is_closed, f.days_to_close
+               f.is_closed, f.days_to_close, f.archived_at
           FROM dwh.fact_sales_performance AS f
           JOIN dwh.dim_account AS a USING (account_key)
           JOIN dwh.dim_product AS p USING (product_key)
@@ -93,7 +94,8 @@ LIVE_QUERIES = {
 # What the warehouse makes of each source deal: its stage resolved (Unknown when it does not
 # resolve), its dates within the calendar (NULL, that is Unknown, outside it), its close value
 # in cents. A deal whose value no column holds (NaN, infinite, beyond numeric(18, 2)) is
-# quarantined: no fact.
+# quarantined: no fact. The deals are sales_pipeline's and the archive's (closed deals the
+# CRM archived: live, with when); a key in both is sales_pipeline's.
 SOURCE_DEALS = f"""
     SELECT p.opportunity_id, p.account_id, p.product_id, p.sales_agent_id,
            coalesce(st.name, 'Unknown') AS deal_stage,
@@ -102,8 +104,12 @@ SOURCE_DEALS = f"""
                 THEN p.engage_date END AS engage_date,
            CASE WHEN p.close_date BETWEEN '{CALENDAR[0]}' AND '{CALENDAR[1]}'
                 THEN p.close_date END AS close_date,
-           round(p.close_value, 2) AS close_value
-      FROM public.sales_pipeline AS p
+           round(p.close_value, 2) AS close_value, p.archived_at
+      FROM (SELECT l.*, NULL::timestamptz AS archived_at FROM public.sales_pipeline AS l
+            UNION ALL
+            SELECT a.* FROM public.sales_pipeline_archive AS a
+             WHERE NOT EXISTS (SELECT FROM public.sales_pipeline AS l
+                                WHERE l.opportunity_id = a.opportunity_id)) AS p
       LEFT JOIN (VALUES ('Prospecting', false, false), ('Engaging', false, false),
                         ('Won', true, true), ('Lost', true, false)) AS st (name, is_closed, is_won)
         ON lower(st.name)
@@ -124,7 +130,7 @@ SOURCE_QUERIES = {
                coalesce(to_char(engage_date, 'YYYYMMDD')::integer, -1),
                coalesce(to_char(close_date, 'YYYYMMDD')::integer, -1),
                coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
-               close_value, is_won, is_closed, close_date - engage_date
+               close_value, is_won, is_closed, close_date - engage_date, archived_at
           FROM ({SOURCE_DEALS}) AS deal""",
     "aggregate": f"""
         SELECT coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),

@@ -4,7 +4,7 @@
 -- tables and the change log and keeps its own position, and may not change
 -- anything else. Each forbidden action must fail with 42501.
 BEGIN;
-SELECT plan(30);
+SELECT plan(38);
 
 -- The roles -------------------------------------------------------------------------------
 SELECT has_role('b2b_app', 'the migrations create b2b_app');
@@ -122,6 +122,46 @@ SELECT is(
         AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']),
     0, 'every SECURITY DEFINER function in cdc pins search_path to pg_catalog, pg_temp'
 );
+
+-- The deals' archive and its routines: a DBA's --------------------------------------------
+SELECT is(
+    (SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc AS p
+      WHERE p.pronamespace = 'public'::regnamespace
+        AND (has_function_privilege('b2b_app', p.oid, 'EXECUTE')
+             OR has_function_privilege('b2b_cdc_reader', p.oid, 'EXECUTE')
+             OR has_function_privilege('public', p.oid, 'EXECUTE'))
+        AND p.proname IN ('archive_closed_deals', 'restore_archived_deals')),
+    NULL, 'neither source role (nor PUBLIC) may call the archiving routines'
+);
+SELECT is(
+    (SELECT count(*)::int FROM pg_proc AS p
+      WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef),
+    0, 'the archiving routines run with the caller''s rights (no SECURITY DEFINER in public)'
+);
+SET ROLE b2b_app;
+SELECT throws_ok(
+    $$CALL public.archive_closed_deals('2017-01-01')$$,
+    '42501', NULL, 'b2b_app cannot archive deals'
+);
+SELECT throws_ok(
+    $$CALL public.restore_archived_deals('{X}')$$,
+    '42501', NULL, 'b2b_app cannot restore archived deals'
+);
+SELECT throws_ok(
+    $$SELECT count(*) FROM public.sales_pipeline_archive$$,
+    '42501', NULL, 'b2b_app cannot read the archive'
+);
+SELECT throws_ok(
+    $$DELETE FROM public.sales_pipeline_archive$$,
+    '42501', NULL, 'b2b_app cannot delete archived deals'
+);
+SET ROLE b2b_cdc_reader;
+SELECT lives_ok($$SELECT count(*) FROM public.sales_pipeline_archive$$, 'b2b_cdc_reader reads the archive');
+SELECT throws_ok(
+    $$UPDATE public.sales_pipeline_archive SET close_value = 0$$,
+    '42501', NULL, 'b2b_cdc_reader cannot change the archive'
+);
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;
