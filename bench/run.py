@@ -301,23 +301,34 @@ def warehouse_size(pair: Pair) -> dict:
     }
 
 
-def run_scale(pair: Pair, changes: list[int], psql: str, load_repeats: int) -> dict:
+def run_scale(
+    pair: Pair, changes: list[int], psql: str, load_repeats: int, years: int | None = None
+) -> dict:
     """Migrate, generate, initial load vs bare bound, then incremental updates."""
-    result: dict = {"scale": pair.scale, "oltp_db": pair.oltp, "olap_db": pair.olap}
+    result: dict = {
+        "scale": pair.scale,
+        "years": years,
+        "oltp_db": pair.oltp,
+        "olap_db": pair.olap,
+    }
     say(f"[scale {pair.scale:g}] fresh databases {pair.oltp}, {pair.olap}; migrate")
     pair.drop()
     mig = pair.b2bdwh("migrate")
     result["migrate"] = {"seconds": mig.seconds, "max_rss_kb": mig.max_rss_kb}
 
     say(f"[scale {pair.scale:g}] generate")
-    gen = pair.b2bdwh("generate", "--scale", f"{pair.scale:g}")
+    span = ["--years", str(years)] if years else []
+    gen = pair.b2bdwh("generate", "--scale", f"{pair.scale:g}", *span)
     rows = source_rows(pair)
     total = sum(rows.values())
+    with pair.connect("oltp") as conn:
+        first_engage = conn.execute("SELECT min(engage_date) FROM sales_pipeline").fetchone()[0]
     result["generate"] = {
         "seconds": gen.seconds,
         "rows": rows,
         "total_rows": total,
         "rows_per_second": total / gen.seconds,
+        "first_engage_date": first_engage.isoformat() if first_engage else None,
         "max_rss_kb": gen.max_rss_kb,
     }
 
@@ -657,8 +668,9 @@ def build_rows(report: dict) -> list[tuple[str, str, str, str]]:
 
 def markdown(report: dict) -> str:
     env = report["environment"]
+    over = f", dates over {report['years']} years" if report.get("years") else ""
     lines = [
-        f"# b2bdwh bench, scale {report['scale']:g}",
+        f"# b2bdwh bench, scale {report['scale']:g}{over}",
         "",
         f"{env['date']}; {env['postgres']}; {env['cores']} cores; commit {env['git_commit']}",
         "",
@@ -684,6 +696,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default 1000,10000 plus 100000 when the scale is 100 or less)",
     )
     p.add_argument("--with-100k", action="store_true", help="add K=100000 at any scale")
+    p.add_argument(
+        "--years",
+        type=int,
+        default=None,
+        help="generate the sources with dates over this many years (b2bdwh generate --years)",
+    )
     p.add_argument("--load-repeats", type=int, default=2, help="initial/bare loads (default 2)")
     p.add_argument("--bulk-rows", type=int, default=100_000, help="rows of the bulk statements")
     p.add_argument("--bulk-repeats", type=int, default=3, help="bulk repetitions (median)")
@@ -714,10 +732,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_scale:
         pairs.append(Pair(args.compare_scale, prefix))
 
-    report: dict = {"scale": args.scale, "changes": changes, "scales": []}
+    report: dict = {"scale": args.scale, "years": args.years, "changes": changes, "scales": []}
     try:
         for pair in pairs:
-            report["scales"].append(run_scale(pair, changes, psql, args.load_repeats))
+            report["scales"].append(run_scale(pair, changes, psql, args.load_repeats, args.years))
         main_pair = pairs[0]
         say(f"[capture] bulk {args.bulk_rows:,}-row UPDATE and INSERT, rolled back")
         report["capture"] = {

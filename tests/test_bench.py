@@ -29,6 +29,8 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         "0.1",
         "--changes",
         "100",
+        "--years",
+        "3",
         "--pgbench-seconds",
         "2",
         "--bulk-rows",
@@ -53,6 +55,10 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     assert env["cores"] >= 1 and env["git_commit"] and env["date"] and env["scale"] == 0.05
 
     assert [s["scale"] for s in report["scales"]] == [0.05, 0.1]
+    # --years reaches the generator: the sources' dates span three years.
+    assert report["years"] == 3 and "dates over 3 years" in md
+    assert all(s["years"] == 3 for s in report["scales"])
+    assert all(s["generate"]["first_engage_date"] < "2015-07-01" for s in report["scales"])
     for s in report["scales"]:
         gen = s["generate"]
         assert gen["total_rows"] == sum(gen["rows"].values()) > 0

@@ -1,7 +1,7 @@
 -- Trigger functions: cdc.capture_accounts(), cdc.capture_products(),
---     cdc.capture_sales_agents(), cdc.capture_sales_pipeline() and
---     cdc.capture_sales_pipeline_archive() (statement level, with transition
---     tables), made from one template.
+--     cdc.capture_sales_agents(), cdc.capture_sales_pipeline(),
+--     cdc.capture_sales_pipeline_archive()
+--     (statement level, with transition tables), made from one template.
 --     Each writes one cdc.change_log row per row an INSERT, UPDATE or DELETE
 --     statement touched: the operation and the row's key; the writing
 --     transaction's id and the clock time come from the log's defaults. An
