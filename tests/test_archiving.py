@@ -339,3 +339,93 @@ def test_archiving_is_a_dbas_the_crm_application_cannot(rig: Rig):
         conn.execute("SELECT count(*) FROM public.sales_pipeline_archive")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM public.sales_pipeline_archive")
+
+
+def test_a_key_is_in_one_table_at_most(rig: Rig):
+    """The CRM cannot reuse an archived key (it cannot see the archive); a DBA who put a live
+    deal's key into the archive by hand does not block archiving: the deal archived replaces
+    the older copy. A restore of a deal the CRM holds is refused, naming it."""
+    archive(rig.oltp)
+    archived_key = sorted(archived_in_source(rig.oltp))[0]
+    with psycopg.connect(rig.oltp, autocommit=True) as conn:
+        conn.execute("SET ROLE b2b_app")
+        with pytest.raises(psycopg.errors.UniqueViolation) as err:
+            conn.execute(
+                "INSERT INTO public.sales_pipeline (opportunity_id, sales_agent_id, product_id,"
+                " deal_stage) VALUES (%s, 1, 1, 'Prospecting')",
+                (archived_key,),
+            )
+        assert f"opportunity_id {archived_key} is archived" in str(err.value)
+        assert "restore_archived_deals" in (err.value.diag.message_hint or "")
+        live = conn.execute(
+            "SELECT opportunity_id FROM public.sales_pipeline WHERE deal_stage = 'Won'"
+            " AND close_date >= %s ORDER BY 1 LIMIT 1",
+            (CUT_OFF,),
+        ).fetchone()[0]
+        conn.execute("RESET ROLE")
+        with pytest.raises(psycopg.errors.UniqueViolation, match="in sales_pipeline already"):
+            conn.execute("CALL public.restore_archived_deals(%s)", ([live, archived_key],))
+        assert conn.execute(
+            "SELECT count(*) FROM public.sales_pipeline_archive WHERE opportunity_id = %s",
+            (archived_key,),
+        ).fetchone() == (1,)
+        # A stale copy in the archive, by hand: archiving the live deal replaces it.
+        conn.execute(
+            "INSERT INTO public.sales_pipeline_archive (opportunity_id, sales_agent_id, product_id,"
+            " deal_stage, close_value) SELECT opportunity_id, sales_agent_id, product_id, 'Lost', 0"
+            " FROM public.sales_pipeline WHERE opportunity_id = %s",
+            (live,),
+        )
+    as_live = query(
+        rig.oltp,
+        "SELECT deal_stage, close_value FROM public.sales_pipeline WHERE opportunity_id = %s",
+        (live,),
+    )
+    assert as_live and as_live[0][0] == "Won"
+    assert archive(rig.oltp, closed_before=date(2099, 1, 1)) > 0
+    in_archive = "SELECT deal_stage, close_value FROM public.sales_pipeline_archive"
+    assert query(rig.oltp, in_archive + " WHERE opportunity_id = %s", (live,)) == as_live
+    wc.run_incremental(rig.olap)
+    assert_matches_a_fresh_load(rig)
+
+
+def test_archiving_inside_a_transaction_block_is_refused_before_it_moves_anything(rig: Rig):
+    before = dbtools.source_fingerprint(rig.oltp)
+    notices: list[str] = []
+    with psycopg.connect(rig.oltp) as conn:  # not autocommit: the driver's BEGIN
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        with pytest.raises(psycopg.errors.InvalidTransactionTermination):
+            conn.execute("CALL public.archive_closed_deals(%s)", (CUT_OFF,))
+        conn.rollback()
+    assert notices == []
+    assert dbtools.source_fingerprint(rig.oltp) == before
+
+
+def test_a_dba_role_with_the_readme_grants_archives_and_restores(rig: Rig):
+    role = "b2b_test_archiver"
+    statements = [
+        f"DROP ROLE IF EXISTS {role}",
+        f"CREATE ROLE {role}",
+        f"GRANT EXECUTE ON PROCEDURE public.archive_closed_deals(date, integer, bigint),"
+        f" public.restore_archived_deals(text[], bigint) TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.sales_pipeline,"
+        f" public.sales_pipeline_archive TO {role}",
+    ]
+    for statement in statements:
+        execute(rig.oltp, statement)
+    try:
+        with psycopg.connect(rig.oltp, autocommit=True) as conn:
+            conn.execute(f"SET ROLE {role}")
+            moved = conn.execute("CALL public.archive_closed_deals(%s, 100)", (CUT_OFF,)).fetchone()
+            assert moved and moved[0] > 0
+            key = conn.execute(
+                "SELECT min(opportunity_id) FROM public.sales_pipeline_archive"
+            ).fetchone()[0]
+            assert conn.execute("CALL public.restore_archived_deals(%s)", ([key],)).fetchone() == (
+                1,
+            )
+    finally:
+        execute(rig.oltp, f"DROP OWNED BY {role}")
+        execute(rig.oltp, f"DROP ROLE {role}")
+    wc.run_incremental(rig.olap)
+    assert_matches_a_fresh_load(rig)

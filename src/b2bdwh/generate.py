@@ -43,7 +43,7 @@ from psycopg import sql
 from b2bdwh import settings, source
 from b2bdwh.db import CliError, connect, describe
 
-HELP = "replace the CRM source with a deterministic synthetic data set (--scale, --seed)"
+HELP = "replace the CRM source with a deterministic synthetic data set (--scale, --seed, --years)"
 
 DEFAULT_SEED = 1
 MAX_SCALE = 100_000  # 880 million opportunities: far beyond any use, within the id space

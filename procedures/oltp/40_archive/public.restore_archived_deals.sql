@@ -8,10 +8,10 @@
 -- Parameters:
 --     p_opportunity_ids - the deals to bring back (each must be archived)
 --     restored          - out: the deals moved back
--- Raises: 22004 for a NULL list; P0002 naming the ids the archive does not
---     hold (nothing is restored); 23505 when a deal is in sales_pipeline
---     already; 23503 when it names an agent, product or account the CRM no
---     longer has (sales_pipeline's own foreign keys).
+-- Raises: 22004 for a NULL list; 23505 naming the deals sales_pipeline holds
+--     already, P0002 naming the ids the archive does not hold (nothing is
+--     restored either way). (The archive has sales_pipeline's foreign keys:
+--     the agent, product and account of an archived deal are still there.)
 -- Tables: deletes from public.sales_pipeline_archive; inserts into
 --     public.sales_pipeline (both captured in cdc.change_log).
 -- Security: runs with the caller's rights (a DBA's); search_path pinned;
@@ -24,10 +24,21 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $proc$
 DECLARE
+    v_live text[];
     v_missing text[];
 BEGIN
     IF p_opportunity_ids IS NULL THEN
         RAISE EXCEPTION 'public.restore_archived_deals: the list of deals is NULL' USING ERRCODE = '22004';
+    END IF;
+    v_live := ARRAY(
+        SELECT DISTINCT k.id FROM unnest(p_opportunity_ids) AS k (id)
+         WHERE EXISTS (SELECT FROM public.sales_pipeline AS p WHERE p.opportunity_id = k.id)
+         ORDER BY 1
+    );
+    IF cardinality(v_live) > 0 THEN
+        RAISE EXCEPTION 'public.restore_archived_deals: % of the deals are in sales_pipeline already: %',
+            cardinality(v_live), array_to_string(v_live[1:20], ', ')
+            USING ERRCODE = '23505', HINT = 'Nothing was restored.';
     END IF;
     v_missing := ARRAY(
         SELECT DISTINCT k.id FROM unnest(p_opportunity_ids) AS k (id)

@@ -39,7 +39,7 @@ SELECT false AS crm \gset
 \if :crm
 SELECT dblink_exec('crm', 'BEGIN');
 SELECT x AS replacing_txid FROM dblink('crm', 'SELECT pg_current_xact_id()::text') AS t (x text) \gset
-SELECT dblink_exec('crm', 'TRUNCATE public.sales_pipeline, public.products');
+SELECT dblink_exec('crm', 'TRUNCATE public.sales_pipeline, public.sales_pipeline_archive, public.products');
 SELECT dblink_exec('crm', $$INSERT INTO public.products (product_id, product_name, series, sales_price)
                             VALUES (901, 'Reloaded', 'R', 1)$$);
 SELECT dblink_exec('crm', 'COMMIT');
@@ -50,7 +50,8 @@ SELECT dblink_disconnect('crm');
 SELECT results_eq(
     format($q$SELECT table_name, operation::text, row_key FROM cdc.change_log
                WHERE txid = %L::xid8 ORDER BY table_name$q$, :'replacing_txid'),
-    $$VALUES ('products'::text, 'T'::text, NULL::text), ('sales_pipeline', 'T', NULL)$$,
+    $$VALUES ('products'::text, 'T'::text, NULL::text), ('sales_pipeline', 'T', NULL),
+             ('sales_pipeline_archive', 'T', NULL)$$,
     'a TRUNCATE logs one T change per emptied table, without a key, and the INSERT after it in the same transaction is not logged'
 );
 SELECT ok(
@@ -116,8 +117,10 @@ SELECT set_eq(
       ('sales_pipeline_archive', 'capture_insert', 4, 'cdc.capture_sales_pipeline_archive()', NULL, 'new_rows', 'O'),
       ('sales_pipeline_archive', 'capture_update', 16, 'cdc.capture_sales_pipeline_archive()', 'old_rows', 'new_rows', 'O'),
       ('sales_pipeline_archive', 'capture_delete', 8, 'cdc.capture_sales_pipeline_archive()', 'old_rows', NULL, 'O'),
-      ('sales_pipeline_archive', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O')$$,
-    'each source table and the deals'' archive has exactly its AFTER INSERT, UPDATE, DELETE and TRUNCATE capture triggers, enabled, with transition tables and its key column (products: images for I and U)'
+      ('sales_pipeline_archive', 'capture_truncate', 32, 'cdc.capture_truncate()', NULL, NULL, 'O'),
+      ('sales_pipeline', 'refuse_archived_key_insert', 4, 'cdc.refuse_archived_key()', NULL, 'new_rows', 'O'),
+      ('sales_pipeline', 'refuse_archived_key_update', 16, 'cdc.refuse_archived_key()', NULL, 'new_rows', 'O')$$,
+    'each source table and the deals'' archive has exactly its AFTER INSERT, UPDATE, DELETE and TRUNCATE capture triggers, enabled, with transition tables and its key column (products: images for I and U); sales_pipeline also refuses archived keys'
 );
 SELECT is_empty(
     $$SELECT t.tgname FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid

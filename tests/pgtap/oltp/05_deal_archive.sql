@@ -6,7 +6,7 @@
 -- batches, a killed batch, the warehouse), and the refusal here is of a call
 -- inside a transaction block.
 BEGIN;
-SELECT plan(14);
+SELECT plan(15);
 
 SELECT has_table('public', 'sales_pipeline_archive', 'the source has an archive of closed deals');
 SELECT columns_are('public', 'sales_pipeline_archive', ARRAY[
@@ -15,9 +15,10 @@ SELECT columns_are('public', 'sales_pipeline_archive', ARRAY[
 ], 'the archive holds a deal''s columns and when it was archived');
 SELECT col_is_pk('public', 'sales_pipeline_archive', 'opportunity_id', 'one archived row per deal');
 SELECT is(
-    (SELECT count(*)::int FROM pg_constraint
+    (SELECT array_agg(confrelid::regclass::text ORDER BY confrelid::regclass::text) FROM pg_constraint
       WHERE conrelid = 'public.sales_pipeline_archive'::regclass AND contype = 'f'),
-    0, 'the archive has no foreign keys: it never stops the CRM deleting an agent, product or account'
+    ARRAY['accounts', 'products', 'sales_agents'],
+    'the archive has sales_pipeline''s foreign keys: the CRM cannot delete a member its archived deals name'
 );
 SELECT has_function('public', 'archive_closed_deals', ARRAY['date', 'integer', 'bigint'],
                      'public.archive_closed_deals(cut-off, batch rows, OUT archived)');
@@ -66,11 +67,16 @@ SELECT results_eq(
 );
 SELECT throws_ok(
     $$CALL public.restore_archived_deals('{ARCH0001}')$$,
-    'P0002', NULL, 'a deal already restored is not in the archive any more'
+    '23505', 'public.restore_archived_deals: 1 of the deals are in sales_pipeline already: ARCH0001',
+    'a deal already restored is refused, named as in sales_pipeline already'
+);
+SELECT throws_ok(
+    $$DELETE FROM public.sales_agents WHERE sales_agent_id = 9901$$,
+    '23503', NULL, 'an agent whose deals are archived cannot be deleted (as one with live deals)'
 );
 SELECT throws_ok(
     $$CALL public.archive_closed_deals('2016-01-01')$$,
-    '2D000', NULL, 'archiving commits per batch: inside a transaction block it is refused at its first commit (ARCH0001, closed in 2015, would move), nothing moved'
+    '2D000', NULL, 'archiving commits per batch: inside a transaction block PostgreSQL refuses its first COMMIT, made before any batch (nothing moved)'
 );
 
 SELECT * FROM finish();
