@@ -233,7 +233,8 @@ EXACT_QUERIES = {
     "facts": """
         SELECT f.opportunity_id, a.account_id, (p.product_id, p.valid_from)::text,
                g.sales_agent_id, f.deal_stage_key, f.engage_date_key, f.close_date_key,
-               f.close_value, f.list_price, f.is_won, f.is_closed, f.days_to_close, f.is_deleted
+               f.close_value, f.list_price, f.is_won, f.is_closed, f.days_to_close, f.is_deleted,
+               f.archived_at
           FROM dwh.fact_sales_performance AS f
           JOIN dwh.dim_account AS a USING (account_key)
           JOIN dwh.dim_product AS p USING (product_key)

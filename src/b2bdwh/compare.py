@@ -4,7 +4,8 @@ and the soak run (bench/soak.py).
 - `live_content`: what a user sees of the source through a warehouse: the current
   attributes of live dimension members by business key, every live fact by
   opportunity_id (dimension keys translated to business keys, the product by
-  product_id), the monthly aggregate summed per (month, agent, product_id).
+  product_id; an archived deal with when it was archived), the monthly aggregate summed per
+  (month, agent, product_id).
   Surrogate keys and the choice of product version are left out, so an
   incrementally maintained warehouse and a fresh initial load of the same
   source must agree on it exactly. `source_content` computes the same view
@@ -58,6 +59,7 @@ FACT_COLUMNS = (
     "is_won",
     "is_closed",
     "days_to_close",
+    "archived_at",
 )
 
 LIVE_QUERIES = {
@@ -74,7 +76,7 @@ LIVE_QUERIES = {
     "facts": """
         SELECT f.opportunity_id, a.account_id, p.product_id, g.sales_agent_id, st.deal_stage_name,
                f.engage_date_key, f.close_date_key, f.close_month_key, f.close_value, f.is_won,
-               f.is_closed, f.days_to_close
+               f.is_closed, f.days_to_close, f.archived_at
           FROM dwh.fact_sales_performance AS f
           JOIN dwh.dim_account AS a USING (account_key)
           JOIN dwh.dim_product AS p USING (product_key)
@@ -90,6 +92,24 @@ LIVE_QUERIES = {
          GROUP BY 1, 2, 3""",
 }
 
+# The source's deals: sales_pipeline's, and the archived ones (public.archive_closed_deals
+# moved them into public.sales_pipeline_archive) that sales_pipeline does not hold, with when
+# they were archived. The archive has no foreign keys: an agent, product or account that only
+# archived deals name may be deleted, and such a reference is then a missing one (Unknown, as
+# a fresh load resolves it: NULL here).
+ALL_DEALS = """
+    SELECT p.*, NULL::timestamptz AS archived_at FROM public.sales_pipeline AS p
+    UNION ALL
+    SELECT a.opportunity_id,
+           (SELECT g.sales_agent_id FROM public.sales_agents AS g
+             WHERE g.sales_agent_id = a.sales_agent_id),
+           (SELECT r.product_id FROM public.products AS r WHERE r.product_id = a.product_id),
+           (SELECT c.account_id FROM public.accounts AS c WHERE c.account_id = a.account_id),
+           a.deal_stage, a.engage_date, a.close_date, a.close_value, a.archived_at
+      FROM public.sales_pipeline_archive AS a
+     WHERE NOT EXISTS (SELECT FROM public.sales_pipeline AS l
+                        WHERE l.opportunity_id = a.opportunity_id)"""
+
 # What the warehouse makes of each source deal: its stage resolved (Unknown when it does not
 # resolve), its dates within the calendar (NULL, that is Unknown, outside it), its close value
 # in cents. A deal whose value no column holds (NaN, infinite, beyond numeric(18, 2)) is
@@ -102,8 +122,8 @@ SOURCE_DEALS = f"""
                 THEN p.engage_date END AS engage_date,
            CASE WHEN p.close_date BETWEEN '{CALENDAR[0]}' AND '{CALENDAR[1]}'
                 THEN p.close_date END AS close_date,
-           round(p.close_value, 2) AS close_value
-      FROM public.sales_pipeline AS p
+           round(p.close_value, 2) AS close_value, p.archived_at
+      FROM ({ALL_DEALS}) AS p
       LEFT JOIN (VALUES ('Prospecting', false, false), ('Engaging', false, false),
                         ('Won', true, true), ('Lost', true, false)) AS st (name, is_closed, is_won)
         ON lower(st.name)
@@ -124,7 +144,7 @@ SOURCE_QUERIES = {
                coalesce(to_char(engage_date, 'YYYYMMDD')::integer, -1),
                coalesce(to_char(close_date, 'YYYYMMDD')::integer, -1),
                coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
-               close_value, is_won, is_closed, close_date - engage_date
+               close_value, is_won, is_closed, close_date - engage_date, archived_at
           FROM ({SOURCE_DEALS}) AS deal""",
     "aggregate": f"""
         SELECT coalesce(to_char(date_trunc('month', close_date), 'YYYYMMDD')::integer, -1),
