@@ -1228,6 +1228,31 @@ class CrmAndCallers(RuleBasedStateMachine):
             k for k in tx.keys(ARCHIVE) if (ARCHIVE, k) not in taken and (DEALS, k) not in taken
         ]
 
+    def archive_statement(self, tx: Tx, keys: list) -> None:
+        """Closed deals moved into the archive by one statement (the routine's), in tx."""
+        rows = {k: dict(tx.row(DEALS, k)) for k in keys}
+        statement = (
+            f"WITH moved AS (DELETE FROM public.{DEALS} WHERE opportunity_id = ANY (%s)"
+            f" RETURNING *) INSERT INTO public.{ARCHIVE} ({self.DEAL_COLUMNS})"
+            f" SELECT {self.DEAL_COLUMNS} FROM moved"
+        )
+        dba = tx.role == "superuser"
+
+        def effect() -> None:
+            for k, row in rows.items():
+                tx.put(DEALS, k, None)
+                tx.put(ARCHIVE, k, row)
+
+        self.execute(
+            tx,
+            "WITH DELETE RETURNING feeding INSERT INTO the archive (archiving)"
+            + ("" if dba else " as b2b_app"),
+            statement,
+            (keys,),
+            effect,
+            legal=dba,
+        )
+
     @precondition(lambda self: "archive_closed_deals" not in OFF)
     @rule(
         pick=st.integers(0, 10_000),
@@ -1325,28 +1350,7 @@ class CrmAndCallers(RuleBasedStateMachine):
             keys = self.pick(keys, pick, n)
             if not keys:
                 return
-            rows = {k: dict(tx.row(DEALS, k)) for k in keys}
-            statement = (
-                f"WITH moved AS (DELETE FROM public.{DEALS} WHERE opportunity_id = ANY (%s)"
-                f" RETURNING *) INSERT INTO public.{ARCHIVE} ({self.DEAL_COLUMNS})"
-                f" SELECT {self.DEAL_COLUMNS} FROM moved"
-            )
-            dba = tx.role == "superuser"
-
-            def effect() -> None:
-                for k, row in rows.items():
-                    tx.put(DEALS, k, None)
-                    tx.put(ARCHIVE, k, row)
-
-            self.execute(
-                tx,
-                "WITH DELETE RETURNING feeding INSERT INTO the archive (archiving)"
-                + ("" if dba else " as b2b_app"),
-                statement,
-                (keys,),
-                effect,
-                legal=dba,
-            )
+            self.archive_statement(tx, keys)
 
         self.in_tx(where, work, role="superuser")
 
@@ -1355,14 +1359,21 @@ class CrmAndCallers(RuleBasedStateMachine):
         n=st.integers(1, 3),
         pick=st.integers(0, 10_000),
         stray=st.sampled_from([False, False, False, False, True]),
+        orphans=st.sampled_from([False, False, True]),
     )
-    def restore_archived_deals(self, n: int, pick: int, stray: bool) -> None:
+    def restore_archived_deals(self, n: int, pick: int, stray: bool, orphans: bool) -> None:
         """CALL public.restore_archived_deals(ids) as a DBA, outside any transaction: archived
         deals move back, all or nothing. Refused (P0002) when an id is not archived, (23503)
-        when a deal names an agent, product or account the source deleted since."""
+        when a deal names an agent, product or account the source deleted since (picked only
+        with `orphans`)."""
         call = self.autocommit_call()
         committed = self.source.rows[ARCHIVE]
-        keys = [k for k in self.archived_free(call) if self.refs_free(call, DEALS, [committed[k]])]
+        keys = [
+            k
+            for k in self.archived_free(call)
+            if self.refs_free(call, DEALS, [committed[k]])
+            and (orphans or not call.dangling(committed[k]))
+        ]
         keys = self.pick(sorted(keys), pick, n)
         if not keys:
             return
@@ -1399,16 +1410,24 @@ class CrmAndCallers(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: "restore_in_transaction" not in OFF)
-    @rule(n=st.integers(1, 2), pick=st.integers(0, 10_000), where=st.integers(0, SLOTS))
-    def restore_in_transaction(self, n: int, pick: int, where: int) -> None:
+    @rule(
+        n=st.integers(1, 2),
+        pick=st.integers(0, 10_000),
+        orphans=st.sampled_from([False, False, True]),
+        where=st.integers(0, SLOTS),
+    )
+    def restore_in_transaction(self, n: int, pick: int, orphans: bool, where: int) -> None:
         """The restore as one statement in a transaction that may stay open: WITH back AS
         (DELETE FROM sales_pipeline_archive ... RETURNING *) INSERT INTO sales_pipeline
-        SELECT ... FROM back. Refused (23503) when a deal names a deleted parent, (42501) as
-        b2b_app."""
+        SELECT ... FROM back. Refused (23503) when a deal names a deleted parent (picked only
+        with `orphans`), (42501) as b2b_app."""
 
         def work(tx: Tx) -> None:
             keys = [
-                k for k in self.archived_free(tx) if self.refs_free(tx, DEALS, [tx.row(ARCHIVE, k)])
+                k
+                for k in self.archived_free(tx)
+                if self.refs_free(tx, DEALS, [tx.row(ARCHIVE, k)])
+                and (orphans or not tx.dangling(tx.row(ARCHIVE, k)))
             ]
             keys = self.pick(keys, pick, n)
             if not keys:
@@ -1513,10 +1532,13 @@ class CrmAndCallers(RuleBasedStateMachine):
         where=st.integers(0, SLOTS),
     )
     def delete_parent_of_archived_deals(self, table: str, pick: int, where: int) -> None:
-        """DELETE of an agent, product or account that only archived deals name: the archive
-        has no foreign keys, the source allows it (one a live deal names stays refused:
-        delete_a_referenced_row). The archived deals then name a missing parent: Unknown, as
-        a fresh load resolves them.
+        """An agent, product or account leaves the CRM while archived deals name it: in one
+        transaction its closed deals are archived (the routine's statement; not as b2b_app),
+        its other deals handed to another one (an account's: to another or none), its
+        sub-accounts left without a parent, then it is deleted. The archive has no foreign
+        keys: the source allows it (one a live deal names stays refused:
+        delete_a_referenced_row). The archived deals then name a missing parent: Unknown, as a
+        fresh load resolves them; a restore of one is refused (23503).
 
         KNOWN FAILURE (issue 14, found by this rule; the default examples hit it): the
         incremental warehouse keeps such a deal's fact (and its aggregate group) on the
@@ -1529,25 +1551,76 @@ class CrmAndCallers(RuleBasedStateMachine):
         then CALL etl.run_incremental_update(): the fact of S0EQ7VNA stays on agent 20
         (is_deleted), a fresh load puts it on Unknown. MODEL_RULES_OFF=
         delete_parent_of_archived_deals looks past it."""
+        column = {"sales_agents": "sales_agent_id", "products": "product_id"}.get(
+            table, "account_id"
+        )
+
+        def plan(tx: Tx, key: object) -> tuple[list, dict, list] | None:
+            """(deals to archive, deals handed over with their new rows, sub-accounts), or
+            None when key cannot leave that way now."""
+            taken = self.others_claim(tx)
+            children = tx.children(table, key)
+            if any(c in taken for c in children):
+                return None
+            deals = [k for t, k in children if t == DEALS]
+            moved = [
+                k
+                for k in deals
+                if tx.role == "superuser" and closed(tx.row(DEALS, k)) and (ARCHIVE, k) not in taken
+            ]
+            if not moved and not tx.archived_refs(table, key):
+                return None
+            heirs = [k for k in self.free(tx, table) if k != key]
+            if table == "accounts":
+                heirs.append(None)
+            handed = [k for k in deals if k not in moved]
+            if handed and not heirs:
+                return None
+            heir = self.pick(heirs, pick)[0] if heirs else None
+            rows = {k: {**tx.row(DEALS, k), column: heir} for k in handed}
+            if not self.refs_free(tx, DEALS, list(rows.values())):
+                return None
+            return moved, rows, [k for t, k in children if t == "accounts"]
 
         def work(tx: Tx) -> None:
-            keys = [
-                k
-                for k in self.deletable(tx, table, archived_refs=True)
-                if tx.archived_refs(table, k)
-            ]
-            keys = self.pick(keys, pick)
-            if not keys:
+            keys = self.free(tx, table)
+            for key in self.pick(keys, pick, len(keys)):
+                steps = plan(tx, key)
+                if steps is not None:
+                    break
+            else:
                 return
+            moved, handed, subs = steps
+            if moved:
+                self.archive_statement(tx, moved)
+            if handed:
+                heir = next(iter(handed.values()))[column]
+                self.execute(
+                    tx,
+                    "UPDATE handing deals to another parent",
+                    f"UPDATE public.{DEALS} SET {column} = %s WHERE opportunity_id = ANY (%s)",
+                    (heir, list(handed)),
+                    lambda: [tx.put(DEALS, k, r) for k, r in handed.items()],
+                )
+            if subs:
+                rows = {k: {**tx.row("accounts", k), "parent_account_id": None} for k in subs}
+                self.execute(
+                    tx,
+                    "UPDATE of sub-accounts to no parent",
+                    "UPDATE public.accounts SET parent_account_id = NULL"
+                    " WHERE account_id = ANY (%s)",
+                    (subs,),
+                    lambda: [tx.put("accounts", k, r) for k, r in rows.items()],
+                )
             self.execute(
                 tx,
                 "DELETE of a parent only archived deals name",
                 f"DELETE FROM public.{table} WHERE {KEYS[table]} = %s",
-                (keys[0],),
-                lambda: tx.put(table, keys[0], None),
+                (key,),
+                lambda: tx.put(table, key, None),
             )
 
-        self.in_tx(where, work)
+        self.in_tx(where, work, role="superuser")
 
     # --- rules: the pipeline ---
 
