@@ -23,11 +23,12 @@ INSERT INTO the archive); deals locked by SELECT ... FOR UPDATE (or a weaker mod
 open transaction; `CALL public.restore_archived_deals(ids)` and the reverse statement in a
 transaction (refused, 23503, for a deal naming a parent deleted since; the CALL refused,
 P0002, for an id not archived); a DELETE from the archive (the deal is gone); an UPDATE of
-archived deals (archived_at too); a DELETE of an agent, product or account that only
-archived deals name (allowed; one a live deal names stays refused). Deal stages come in
-other spellings too (" WON ", "Lo-st", fullwidth), which the warehouse and the routine fold.
-Transactions stay open across other rules on up to three connections, commit in any order or
-roll back. Other rules call the pipeline:
+archived deals (archived_at too); an agent, product or account leaving the CRM while
+archived deals name it (its closed deals archived, its open ones handed to another, then its
+DELETE: allowed, the archive has no foreign keys; one a live deal names stays refused). Deal
+stages come in other spellings too (" WON ", "Lo-st", fullwidth), which the warehouse and
+the routine fold. Transactions stay open across other rules on up to three connections,
+commit in any order or roll back. Other rules call the pipeline:
 `CALL etl.run_incremental_update()` (open transactions included: it must not see them, the
 next run must), two callers at once (exactly one runs, the other waits or is refused with
 55P03; nothing left running or locked), and a rarely-running second warehouse on the same
