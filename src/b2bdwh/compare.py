@@ -4,7 +4,8 @@ and the soak run (bench/soak.py).
 - `live_content`: what a user sees of the source through a warehouse: the current
   attributes of live dimension members by business key, every live fact by
   opportunity_id (dimension keys translated to business keys, the product by
-  product_id), the monthly aggregate summed per (month, agent, product_id).
+  product_id; an archived deal with when it was archived), the monthly aggregate summed per
+  (month, agent, product_id).
   Surrogate keys and the choice of product version are left out, so an
   incrementally maintained warehouse and a fresh initial load of the same
   source must agree on it exactly. `source_content` computes the same view
