@@ -4,14 +4,18 @@
 --     or Lost, read as the warehouse reads a stage: case, spaces and
 --     punctuation aside) whose close date is before p_closed_before out of
 --     public.sales_pipeline into public.sales_pipeline_archive, as they are,
---     stamped with the batch's archived_at. In batches of p_batch_rows deals
---     in key order, each moved by one statement (a delete and the archive's
---     insert: captured together, in one transaction) and committed, so a
---     long run holds no lock for long and keeps what it did if it is stopped.
---     Resumable: a batch that was killed is rolled back whole, and calling
---     again moves what is left. Deals the CRM holds locked at that moment
---     are skipped (SKIP LOCKED): a later call takes them; the last notice
---     says how many closed deals before the cut-off are left.
+--     stamped with the batch's archived_at. The deals to move are found by
+--     one scan of sales_pipeline (into a temporary list of keys: walking the
+--     primary key instead fetched every row of the table in key order, 44 s
+--     for 150,000 deals among 8.8 million), then moved in batches of
+--     p_batch_rows in key order, each by one statement (a delete and the
+--     archive's insert: captured together, in one transaction) that checks
+--     each deal again, and committed, so a long run holds no lock for long
+--     and keeps what it did if it is stopped. Resumable: a batch that was
+--     killed is rolled back whole, and calling again moves what is left.
+--     Deals the CRM holds locked at that moment, or changed since the scan,
+--     are skipped (SKIP LOCKED): the last notice counts them, and a later
+--     call takes them.
 --     A key is in one of the two tables at most (sales_pipeline refuses a
 --     new deal with an archived key: cdc.refuse_archived_key); should both
 --     hold one anyway, the deal being archived replaces the older copy.
@@ -25,7 +29,8 @@
 --     PostgreSQL's 2D000 (invalid transaction termination) inside a
 --     transaction block, before anything is moved.
 -- Tables: reads and deletes from public.sales_pipeline; inserts into (or
---     updates) public.sales_pipeline_archive (both captured in cdc.change_log).
+--     updates) public.sales_pipeline_archive (both captured in cdc.change_log);
+--     its list of candidates in a temporary table, pg_temp.archive_candidate.
 -- Commits: per batch (call it outside a transaction block). No SET clause:
 --     PostgreSQL allows COMMIT only in a procedure without one, so every name
 --     is schema-qualified instead. Runs with the caller's rights (a
@@ -41,9 +46,10 @@ AS $proc$
 DECLARE
     v_after text := '';
     v_last text;
+    v_batch bigint;
     v_moved bigint;
     v_at timestamptz;
-    v_left bigint;
+    v_skipped bigint := 0;
 BEGIN
     IF p_closed_before IS NULL THEN
         RAISE EXCEPTION 'public.archive_closed_deals: the cut-off date is NULL'
@@ -62,21 +68,39 @@ BEGIN
     -- exception block can.)
     COMMIT;
     archived := 0;
+    -- The candidates, by one scan (kept across the batches' commits).
+    IF pg_catalog.to_regclass('pg_temp.archive_candidate') IS NOT NULL THEN
+        DROP TABLE pg_temp.archive_candidate;
+    END IF;
+    CREATE TEMPORARY TABLE archive_candidate (opportunity_id text PRIMARY KEY) ON COMMIT PRESERVE ROWS;
+    INSERT INTO pg_temp.archive_candidate
+    SELECT p.opportunity_id
+      FROM public.sales_pipeline AS p
+     WHERE p.close_date OPERATOR(pg_catalog.<) p_closed_before
+       AND pg_catalog.regexp_replace(pg_catalog.lower(pg_catalog.normalize(p.deal_stage, 'NFKC')),
+                                     '[^[:alnum:]]+', '', 'g') IN ('won', 'lost');
+    ANALYZE pg_temp.archive_candidate;
+    COMMIT;
     LOOP
         v_at := pg_catalog.clock_timestamp();
-        -- The next batch after the last key moved (the primary key's order:
-        -- one pass over the table however many batches), moved in one
-        -- statement: its delete and insert are captured in this transaction.
+        SELECT pg_catalog.count(*), pg_catalog.max(b.opportunity_id) INTO v_batch, v_last
+          FROM (SELECT c.opportunity_id FROM pg_temp.archive_candidate AS c
+                 WHERE c.opportunity_id OPERATOR(pg_catalog.>) v_after
+                 ORDER BY c.opportunity_id LIMIT p_batch_rows) AS b;
+        EXIT WHEN v_batch = 0;
+        -- The batch's deals still closed before the cut-off and not locked,
+        -- moved in one statement: its delete and insert are captured in this
+        -- transaction.
         WITH batch AS (
             SELECT p.opportunity_id
               FROM public.sales_pipeline AS p
-             WHERE p.opportunity_id OPERATOR(pg_catalog.>) v_after
+             WHERE p.opportunity_id IN (SELECT c.opportunity_id FROM pg_temp.archive_candidate AS c
+                                         WHERE c.opportunity_id OPERATOR(pg_catalog.>) v_after
+                                           AND c.opportunity_id OPERATOR(pg_catalog.<=) v_last)
+               AND p.close_date OPERATOR(pg_catalog.<) p_closed_before
                AND pg_catalog.regexp_replace(pg_catalog.lower(pg_catalog.normalize(p.deal_stage, 'NFKC')),
                                              '[^[:alnum:]]+', '', 'g') IN ('won', 'lost')
-               AND p.close_date OPERATOR(pg_catalog.<) p_closed_before
-             ORDER BY p.opportunity_id
-             LIMIT p_batch_rows
-             FOR UPDATE SKIP LOCKED
+               FOR UPDATE OF p SKIP LOCKED
         ),
         moved AS (
             DELETE FROM public.sales_pipeline AS p
@@ -99,21 +123,19 @@ BEGIN
                    close_value = excluded.close_value, archived_at = excluded.archived_at
             RETURNING a.opportunity_id
         )
-        SELECT pg_catalog.count(*), pg_catalog.max(k.opportunity_id) INTO v_moved, v_last FROM kept AS k;
-        EXIT WHEN v_moved = 0;
+        SELECT pg_catalog.count(*) INTO v_moved FROM kept AS k;
         archived := archived + v_moved;
+        v_skipped := v_skipped + v_batch - v_moved;
         v_after := v_last;
-        RAISE NOTICE 'archived % deals closed before % (% in this call)', v_moved, p_closed_before, archived;
+        IF v_moved > 0 THEN
+            RAISE NOTICE 'archived % deals closed before % (% in this call)', v_moved, p_closed_before, archived;
+        END IF;
         COMMIT;
     END LOOP;
-    SELECT pg_catalog.count(*) INTO v_left
-      FROM public.sales_pipeline AS p
-     WHERE pg_catalog.regexp_replace(pg_catalog.lower(pg_catalog.normalize(p.deal_stage, 'NFKC')),
-                                     '[^[:alnum:]]+', '', 'g') IN ('won', 'lost')
-       AND p.close_date OPERATOR(pg_catalog.<) p_closed_before;
-    IF v_left > 0 THEN
-        RAISE NOTICE '% closed deals before % are still in sales_pipeline (locked or changed by the CRM meanwhile): call again later to move them',
-            v_left, p_closed_before;
+    DROP TABLE pg_temp.archive_candidate;
+    IF v_skipped > 0 THEN
+        RAISE NOTICE '% deals closed before % were left in sales_pipeline (locked or changed by the CRM meanwhile): call again later to move them',
+            v_skipped, p_closed_before;
     END IF;
 END
 $proc$;
