@@ -110,26 +110,17 @@ def tracked(deal: dict) -> tuple[bool, tuple]:
 DEALS_QUERY = """
     SELECT p.opportunity_id, to_jsonb(p) FROM public.sales_pipeline AS p
     UNION ALL
-    SELECT a.opportunity_id, to_jsonb(a) {resolved}
+    SELECT a.opportunity_id, to_jsonb(a)
       FROM public.sales_pipeline_archive AS a
      WHERE NOT EXISTS (SELECT FROM public.sales_pipeline AS l
                         WHERE l.opportunity_id = a.opportunity_id)"""
-# An initial load resolves an archived deal's agent, product or account that the source no
-# longer has (the archive has no foreign keys) as Unknown: its seed names none.
-RESOLVED = """|| jsonb_build_object(
-        'sales_agent_id', (SELECT g.sales_agent_id FROM public.sales_agents AS g
-                            WHERE g.sales_agent_id = a.sales_agent_id),
-        'product_id', (SELECT r.product_id FROM public.products AS r
-                        WHERE r.product_id = a.product_id),
-        'account_id', (SELECT c.account_id FROM public.accounts AS c
-                        WHERE c.account_id = a.account_id))"""
 
 
 def source_deals(oltp_dsn: str) -> dict[str, dict]:
-    """The source's deals now (archived ones included, a reference the source no longer holds
-    as none), by opportunity_id: capture them right after an initial load."""
+    """The source's deals now (archived ones included), by opportunity_id: capture them right
+    after an initial load."""
     with psycopg.connect(oltp_dsn) as conn:
-        return {r[0]: r[1] for r in conn.execute(DEALS_QUERY.format(resolved=RESOLVED)).fetchall()}
+        return {r[0]: r[1] for r in conn.execute(DEALS_QUERY).fetchall()}
 
 
 def seed(deals: dict[str, dict], snapshot_at: int, cal: Calendar) -> dict[str, list[list]]:
@@ -226,7 +217,7 @@ def expected_history(
     ]
     with psycopg.connect(oltp_dsn) as conn:
         # as the window's last snapshot holds them (an archived deal's references as they are)
-        now = {r[0]: r[1] for r in conn.execute(DEALS_QUERY.format(resolved="")).fetchall()}
+        now = {r[0]: r[1] for r in conn.execute(DEALS_QUERY).fetchall()}
 
     # One event per (deal, transaction).
     events: dict[tuple, dict] = {}

@@ -155,15 +155,12 @@ TABLES = tuple(KEYS)
 PARENT_TABLES = ("accounts", "products", "sales_agents")
 DEALS = "sales_pipeline"
 # The CRM's archive of closed deals: the deals' columns (and archived_at, which the source sets
-# and the model leaves out), no foreign keys. A deal is in sales_pipeline or here, never in
-# both in the model (the source would allow it).
+# and the model leaves out) and their foreign keys. A deal is in sales_pipeline or here, never
+# in both (sales_pipeline refuses an archived key).
 ARCHIVE = "sales_pipeline_archive"
 COLUMNS[ARCHIVE] = COLUMNS[DEALS]
 STORED = {**KEYS, ARCHIVE: KEYS[DEALS]}  # every table the model holds, with its key
-# The archive references nothing, but a transaction that writes an archived row keeps others
-# off the parents it names, as if it did (a deal's event then never names a parent deleted
-# before the event committed, which the history replay could not tell).
-ARCHIVE_REFS = {(ARCHIVE, column): parent for (t, column), parent in FKS.items() if t == DEALS}
+FKS.update({(ARCHIVE, column): parent for (t, column), parent in list(FKS.items()) if t == DEALS})
 STAGES = wc.KNOWN_STAGES
 # Other spellings of the stages, which the warehouse (and the archiving routine) read as the
 # stage once case, spaces and punctuation are set aside (NFKC first).
@@ -323,26 +320,11 @@ class Tx:
                 ]
         return out
 
-    def archived_refs(self, table: str, key: object) -> list:
-        """Archived deals (in this transaction's view) that name key of a parent table."""
-        columns = [c for (_, c), parent in ARCHIVE_REFS.items() if parent == table]
-        return [
-            k for k in self.keys(ARCHIVE) if any(self.row(ARCHIVE, k)[c] == key for c in columns)
-        ]
-
-    def dangling(self, row: dict) -> list[tuple[str, object]]:
-        """The parents a deal row names that this transaction's view does not hold."""
-        return [
-            (parent, row[column])
-            for (child, column), parent in FKS.items()
-            if child == DEALS and row[column] is not None and self.row(parent, row[column]) is None
-        ]
-
     def put(self, table: str, key: object, row: dict | None) -> None:
         self.writes[(table, key)] = None if row is None else dict(row)
         self.claims.add((table, key))
         if row is not None:
-            for (child, column), parent in {**FKS, **ARCHIVE_REFS}.items():
+            for (child, column), parent in FKS.items():
                 if child == table and row[column] is not None:
                     self.claims.add((parent, row[column]))
 
@@ -512,16 +494,14 @@ class CrmAndCallers(RuleBasedStateMachine):
         taken = self.others_claim(tx)
         return [k for k in tx.keys(table) if (table, k) not in taken]
 
-    def deletable(self, tx: Tx, table: str, archived_refs: bool = False) -> list:
-        """Free keys without dependents (their children would refuse the delete), nor (unless
-        `archived_refs`: the source allows it) archived deals that name them."""
+    def deletable(self, tx: Tx, table: str) -> list:
+        """Free keys without dependents, archived deals included (they would refuse the
+        delete)."""
         taken = self.others_claim(tx)
         return [
             k
             for k in self.free(tx, table)
-            if not any(c in taken for c in tx.children(table, k))
-            and not tx.children(table, k)
-            and (archived_refs or table not in PARENT_TABLES or not tx.archived_refs(table, k))
+            if not any(c in taken for c in tx.children(table, k)) and not tx.children(table, k)
         ]
 
     def refs_free(self, tx: Tx, table: str, rows: list[dict]) -> bool:
@@ -1372,30 +1352,19 @@ class CrmAndCallers(RuleBasedStateMachine):
         n=st.integers(1, 3),
         pick=st.integers(0, 10_000),
         stray=st.sampled_from([False, False, False, False, True]),
-        orphans=st.sampled_from([False, False, True]),
     )
-    def restore_archived_deals(self, n: int, pick: int, stray: bool, orphans: bool) -> None:
+    def restore_archived_deals(self, n: int, pick: int, stray: bool) -> None:
         """CALL public.restore_archived_deals(ids) as a DBA, outside any transaction: archived
-        deals move back, all or nothing. Refused (P0002) when an id is not archived, (23503)
-        when a deal names an agent, product or account the source deleted since (picked only
-        with `orphans`)."""
+        deals move back, all or nothing. Refused (P0002) when an id is not archived."""
         call = self.autocommit_call()
         committed = self.source.rows[ARCHIVE]
-        keys = [
-            k
-            for k in self.archived_free(call)
-            if self.refs_free(call, DEALS, [committed[k]])
-            and (orphans or not call.dangling(committed[k]))
-        ]
+        keys = [k for k in self.archived_free(call) if self.refs_free(call, DEALS, [committed[k]])]
         keys = self.pick(sorted(keys), pick, n)
         if not keys:
             return
         ids = [*keys, self.new_key(DEALS)] if stray else keys
-        dangling = [d for k in keys for d in call.dangling(committed[k])]
-        expected = "P0002" if stray else "23503" if dangling else None
-        shape = "CALL public.restore_archived_deals" + (
-            " (an id not archived)" if stray else " (a deleted parent)" if dangling else ""
-        )
+        expected = "P0002" if stray else None
+        shape = "CALL public.restore_archived_deals" + (" (an id not archived)" if stray else "")
         statement = "CALL public.restore_archived_deals(%s)"
         note(f"[{call.label}] {statement} {[ids]}  (expected: {expected or 'restored'})")
         try:
@@ -1404,7 +1373,7 @@ class CrmAndCallers(RuleBasedStateMachine):
             note(f"    refused: {exc.sqlstate} {exc.diag.message_primary}")
             assert exc.sqlstate == expected, (
                 f"restore_archived_deals({ids}) failed with {wc.Callers.describe(exc)}, expected"
-                f" {expected or 'success'} (deleted parents: {dangling})"
+                f" {expected or 'success'}"
             )
             STATS[f"refused: {shape} ({exc.sqlstate})"] += 1
             self.check_source(
@@ -1426,27 +1395,21 @@ class CrmAndCallers(RuleBasedStateMachine):
     @rule(
         n=st.integers(1, 2),
         pick=st.integers(0, 10_000),
-        orphans=st.sampled_from([False, False, True]),
         where=st.integers(0, SLOTS),
     )
-    def restore_in_transaction(self, n: int, pick: int, orphans: bool, where: int) -> None:
+    def restore_in_transaction(self, n: int, pick: int, where: int) -> None:
         """The restore as one statement in a transaction that may stay open: WITH back AS
         (DELETE FROM sales_pipeline_archive ... RETURNING *) INSERT INTO sales_pipeline
-        SELECT ... FROM back. Refused (23503) when a deal names a deleted parent (picked only
-        with `orphans`), (42501) as b2b_app."""
+        SELECT ... FROM back. Refused (42501) as b2b_app."""
 
         def work(tx: Tx) -> None:
             keys = [
-                k
-                for k in self.archived_free(tx)
-                if self.refs_free(tx, DEALS, [tx.row(ARCHIVE, k)])
-                and (orphans or not tx.dangling(tx.row(ARCHIVE, k)))
+                k for k in self.archived_free(tx) if self.refs_free(tx, DEALS, [tx.row(ARCHIVE, k)])
             ]
             keys = self.pick(keys, pick, n)
             if not keys:
                 return
             rows = {k: dict(tx.row(ARCHIVE, k)) for k in keys}
-            dangling = [d for r in rows.values() for d in tx.dangling(r)]
             dba = tx.role == "superuser"
             statement = (
                 f"WITH back AS (DELETE FROM public.{ARCHIVE} WHERE opportunity_id = ANY (%s)"
@@ -1462,12 +1425,11 @@ class CrmAndCallers(RuleBasedStateMachine):
             self.execute(
                 tx,
                 "WITH DELETE RETURNING from the archive feeding INSERT (restoring)"
-                + ("" if dba else " as b2b_app")
-                + (" (a deleted parent)" if dangling else ""),
+                + ("" if dba else " as b2b_app"),
                 statement,
                 (keys,),
                 effect,
-                legal=dba and not dangling,
+                legal=dba,
             )
 
         self.in_tx(where, work, role="superuser")
@@ -1508,10 +1470,7 @@ class CrmAndCallers(RuleBasedStateMachine):
         rng = random.Random(seed)
 
         def work(tx: Tx) -> None:
-            # Not a deal that names a deleted parent: the replay could not tell how the
-            # warehouse resolves it (a deleted member, or Unknown after an initial load).
-            keys = [k for k in self.archived_free(tx) if not tx.dangling(tx.row(ARCHIVE, k))]
-            keys = self.pick(keys, pick, n)
+            keys = self.pick(self.archived_free(tx), pick, n)
             rows = {k: self.changed(tx, ARCHIVE, k, rng) for k in keys}
             if not keys or not self.refs_free(tx, DEALS, list(rows.values())):
                 return
@@ -1573,7 +1532,7 @@ class CrmAndCallers(RuleBasedStateMachine):
                 and (ARCHIVE, k) not in taken
                 and self.refs_free(tx, DEALS, [tx.row(DEALS, k)])
             ]
-            if not moved and not tx.archived_refs(table, key):
+            if not moved and not any(t == ARCHIVE for t, _ in children):
                 return None
             heirs = [k for k in self.free(tx, table) if k != key]
             if table == "accounts":
