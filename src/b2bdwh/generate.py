@@ -179,8 +179,6 @@ class Plan:
     scale: float
     seed: int
     years: int | None  # None: the 15 months from FIRST_DAY
-    first_day: date
-    span_days: int
     n_accounts: int
     n_opportunities: int
     accounts: list[tuple[object, ...]]
@@ -197,6 +195,14 @@ class Plan:
     won_value_of: list[list[str]] = field(repr=False, default_factory=list)
     dates: list[str] = field(repr=False, default_factory=list)
     id_keys: tuple[int, ...] = ()
+
+    @property
+    def first_day(self) -> date:
+        return span(self.years)[0]
+
+    @property
+    def span_days(self) -> int:
+        return span(self.years)[1]
 
 
 def counts_for(scale: float) -> tuple[int, int]:
@@ -362,8 +368,6 @@ def make_plan(scale: float, seed: int, years: int | None = None) -> Plan:
         scale=scale,
         seed=seed,
         years=years,
-        first_day=first_day,
-        span_days=span_days,
         n_accounts=n_accounts,
         n_opportunities=n_opportunities,
         accounts=accounts,

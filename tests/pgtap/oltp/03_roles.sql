@@ -4,7 +4,7 @@
 -- tables and the change log and keeps its own position, and may not change
 -- anything else. Each forbidden action must fail with 42501.
 BEGIN;
-SELECT plan(38);
+SELECT plan(39);
 
 -- The roles -------------------------------------------------------------------------------
 SELECT has_role('b2b_app', 'the migrations create b2b_app');
@@ -130,8 +130,18 @@ SELECT is(
         AND (has_function_privilege('b2b_app', p.oid, 'EXECUTE')
              OR has_function_privilege('b2b_cdc_reader', p.oid, 'EXECUTE')
              OR has_function_privilege('public', p.oid, 'EXECUTE'))
-        AND p.proname IN ('archive_closed_deals', 'restore_archived_deals')),
-    NULL, 'neither source role (nor PUBLIC) may call the archiving routines'
+        -- every routine of the project's own in public (not an extension's, as pgTAP's)
+        AND NOT EXISTS (SELECT FROM pg_depend AS d
+                         WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')),
+    NULL, 'neither source role (nor PUBLIC) may call a routine of the source''s own in public (the archiving routines)'
+);
+SELECT is(
+    (SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc AS p
+      WHERE p.pronamespace = 'public'::regnamespace
+        AND NOT EXISTS (SELECT FROM pg_depend AS d
+                         WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')),
+    ARRAY['archive_closed_deals', 'restore_archived_deals'],
+    'the source''s own routines in public are the two archiving routines (the check above reaches any other)'
 );
 SELECT is(
     (SELECT count(*)::int FROM pg_proc AS p
