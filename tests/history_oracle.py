@@ -38,6 +38,8 @@ from typing import Any
 
 import psycopg
 
+from b2bdwh.compare import SOURCE_DEAL_ROWS
+
 EPOCH = date(1970, 1, 1)
 DAY = 86_400_000_000
 STAGES = ("Prospecting", "Engaging", "Won", "Lost")
@@ -105,15 +107,8 @@ def tracked(deal: dict) -> tuple[bool, tuple]:
     )
 
 
-# The source's deals: sales_pipeline's, and the archived ones it does not hold (the CRM's
-# archive of closed deals, public.sales_pipeline_archive: the same columns and archived_at).
-DEALS_QUERY = """
-    SELECT p.opportunity_id, to_jsonb(p) FROM public.sales_pipeline AS p
-    UNION ALL
-    SELECT a.opportunity_id, to_jsonb(a)
-      FROM public.sales_pipeline_archive AS a
-     WHERE NOT EXISTS (SELECT FROM public.sales_pipeline AS l
-                        WHERE l.opportunity_id = a.opportunity_id)"""
+# The source's deals: sales_pipeline's, and the archived ones it does not hold.
+DEALS_QUERY = f"SELECT d.opportunity_id, to_jsonb(d) FROM ({SOURCE_DEAL_ROWS}) AS d"
 
 
 def source_deals(oltp_dsn: str) -> dict[str, dict]:

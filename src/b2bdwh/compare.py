@@ -92,11 +92,19 @@ LIVE_QUERIES = {
          GROUP BY 1, 2, 3""",
 }
 
+# The source's deals as they are: sales_pipeline's and the archive's (closed deals the CRM
+# archived: live, with when, archived_at); a key in both is sales_pipeline's.
+SOURCE_DEAL_ROWS = """
+    SELECT l.*, NULL::timestamptz AS archived_at FROM public.sales_pipeline AS l
+    UNION ALL
+    SELECT a.* FROM public.sales_pipeline_archive AS a
+     WHERE NOT EXISTS (SELECT FROM public.sales_pipeline AS l
+                        WHERE l.opportunity_id = a.opportunity_id)"""
+
 # What the warehouse makes of each source deal: its stage resolved (Unknown when it does not
 # resolve), its dates within the calendar (NULL, that is Unknown, outside it), its close value
 # in cents. A deal whose value no column holds (NaN, infinite, beyond numeric(18, 2)) is
-# quarantined: no fact. The deals are sales_pipeline's and the archive's (closed deals the
-# CRM archived: live, with when); a key in both is sales_pipeline's.
+# quarantined: no fact.
 SOURCE_DEALS = f"""
     SELECT p.opportunity_id, p.account_id, p.product_id, p.sales_agent_id,
            coalesce(st.name, 'Unknown') AS deal_stage,
@@ -106,11 +114,7 @@ SOURCE_DEALS = f"""
            CASE WHEN p.close_date BETWEEN '{CALENDAR[0]}' AND '{CALENDAR[1]}'
                 THEN p.close_date END AS close_date,
            round(p.close_value, 2) AS close_value, p.archived_at
-      FROM (SELECT l.*, NULL::timestamptz AS archived_at FROM public.sales_pipeline AS l
-            UNION ALL
-            SELECT a.* FROM public.sales_pipeline_archive AS a
-             WHERE NOT EXISTS (SELECT FROM public.sales_pipeline AS l
-                                WHERE l.opportunity_id = a.opportunity_id)) AS p
+      FROM ({SOURCE_DEAL_ROWS}) AS p
       LEFT JOIN (VALUES ('Prospecting', false, false), ('Engaging', false, false),
                         ('Won', true, true), ('Lost', true, false)) AS st (name, is_closed, is_won)
         ON lower(st.name)
