@@ -195,9 +195,11 @@ def test_the_ui_page_is_served(ui):
 
 
 def test_the_api_refuses_a_wrong_password_and_no_token(ui):
-    wrong = httpx.post(ui.url + "/auth/token", json={"username": "admin", "password": "nope"})
+    wrong = httpx.post(
+        ui.url + "/auth/token", json={"username": "admin", "password": "nope"}, timeout=30
+    )
     assert wrong.status_code == 401
-    assert httpx.get(ui.url + "/api/v2/dags").status_code == 401
+    assert httpx.get(ui.url + "/api/v2/dags", timeout=30).status_code == 401
 
 
 def listed_dags(ui: Ui) -> dict[str, dict]:
