@@ -30,7 +30,9 @@ stages come in other spellings too (" WON ", "Lo-st", fullwidth), which the ware
 the routine fold. Transactions stay open across other rules on up to three connections,
 commit in any order or roll back. Other rules call the pipeline:
 `CALL etl.run_incremental_update()` (open transactions included: it must not see them, the
-next run must), two callers at once (exactly one runs, the other waits or is refused with
+next run must), a horizon move (`etl.config` cold_horizon set to a close date, 'none' or an
+interval, then `CALL etl.run_horizon_move(batch)`: facts change parts, not content), two
+callers at once (exactly one runs, the other waits or is refused with
 55P03; nothing left running or locked), and a rarely-running second warehouse on the same
 source (a lagging consumer: the purge must wait for it, or its run must be refused with
 55000 and a hint to reload; never silently stale).
@@ -1647,6 +1649,36 @@ class CrmAndCallers(RuleBasedStateMachine):
                 for pid, p in self.source.rows["products"].items()
             }
         self.check_main(f"after two callers at once ({outcomes})")
+
+    @precondition(lambda self: "move_horizon" not in OFF)
+    @rule(
+        pick=st.integers(0, 10_000),
+        how=st.sampled_from(["a close date", "a close date", "none", "2 years"]),
+        batch=st.sampled_from([1, 3, 10_000]),
+    )
+    def move_horizon(self, pick: int, how: str, batch: int) -> None:
+        """A DBA moves the warehouse's horizon (etl.config cold_horizon: one of the deals'
+        close dates, 'none' or the default interval) and calls `CALL
+        etl.run_horizon_move(batch)`: the facts of deals closed before it go to the cold
+        part, the others to the hot one, in batches. Open source transactions go on. The
+        content stays what a fresh load shows; every fact is where the horizon places it,
+        one per opportunity (warehouse_compare.assert_consistent)."""
+        days = sorted(
+            {r["close_date"] for t in (DEALS, ARCHIVE) for r in self.source.rows[t].values()}
+            - {None}
+        )
+        horizon = str(days[pick % len(days)] if days else DAY0) if how == "a close date" else how
+        note(f"cold_horizon {horizon!r}; CALL etl.run_horizon_move({batch})")
+        STATS["horizon moves"] += 1
+        wc.set_config(self.olap, "cold_horizon", horizon)
+        try:
+            wc.call(self.olap, "CALL etl.run_horizon_move(%s)", (batch,))
+        except psycopg.Error as exc:
+            raise AssertionError(
+                f"horizon move failed: {wc.Callers.describe(exc)};"
+                f" latest run {wc.last_run(self.olap)}"
+            ) from exc
+        self.check_main(f"after a horizon move to {horizon!r}")
 
     @precondition(
         lambda self: (

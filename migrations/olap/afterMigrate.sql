@@ -42,9 +42,12 @@ BEGIN
          WHERE n.nspname IN ('dwh', 'etl', 'src')
            AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
            AND c.relowner <> 'b2b_owner'::regrole
-           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
-                            WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                              AND d.deptype IN ('a', 'i'))
+           -- (a partition and a table with a generated column depend on
+           -- something 'a'uto too, and are changed like any table)
+           AND NOT (c.relkind = 'S'
+                    AND EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                                 WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                   AND d.deptype IN ('a', 'i')))
         UNION ALL
         SELECT format('ALTER ROUTINE %s OWNER TO b2b_owner', p.oid::regprocedure)
           FROM pg_catalog.pg_proc AS p

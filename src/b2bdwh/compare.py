@@ -281,6 +281,20 @@ CONSISTENCY_CHECKS = {
             SELECT {columns} FROM {recomputation} EXCEPT SELECT {columns} FROM {table}) AS x"""
         for name, table, recomputation, columns in SUMMARIES
     },
+    # One fact per opportunity across the facts' two parts (the key holds within each).
+    "opportunity with a fact in both the hot and the cold part": """
+        SELECT opportunity_id, count(*) FROM dwh.fact_sales_performance
+         GROUP BY 1 HAVING count(*) > 1""",
+    # Every fact where the horizon in force places it, once the run that set the horizon
+    # (an initial load or a horizon move) has finished: an interrupted move leaves some.
+    "fact stored in the other part than the horizon places it": """
+        SELECT f.opportunity_id, f.is_cold, f.is_closed, f.close_date_key, s.cold_before::text
+          FROM dwh.fact_sales_performance AS f
+         CROSS JOIN etl.fact_storage AS s
+         WHERE f.is_cold <> dwh.is_cold_fact(f.is_closed, f.close_date_key, s.cold_before)
+           AND (s.run_id IS NULL
+                OR EXISTS (SELECT FROM etl.run AS r
+                            WHERE r.run_id = s.run_id AND r.status = 'succeeded'))""",
     "product version with an empty or reversed period": """
         SELECT product_key, product_id, valid_from::text, valid_to::text
           FROM dwh.dim_product WHERE product_key <> -1 AND NOT valid_from < valid_to""",

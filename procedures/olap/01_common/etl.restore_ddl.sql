@@ -1,9 +1,13 @@
 -- Function: etl.restore_ddl(p_table regclass) RETURNS integer
---     Puts back what etl.suspend_ddl set aside for p_table: keys and indexes
+--     Puts back what etl.suspend_ddl set aside for p_table (and its parts,
+--     if it is partitioned): keys and indexes
 --     first (each built by one sort), then foreign keys NOT VALID: enforced
 --     from then on for every row written, while the rows already loaded are
 --     proven by the run's validation (etl.validate runs VALIDATE CONSTRAINT),
---     so the load does not scan them twice. Then refreshes the table's
+--     so the load does not scan them twice. A partitioned table's foreign
+--     keys are added valid instead, one pass each (PostgreSQL 15 refuses
+--     NOT VALID on a partitioned table); the validation then finds them
+--     valid. Triggers are enabled again. Then refreshes the table's
 --     planner statistics.
 -- Returns: the number of objects restored.
 -- Raises: what the DDL raises, e.g. 23505 when the loaded rows duplicate a key.
@@ -20,16 +24,19 @@ DECLARE
     v_count integer := 0;
 BEGIN
     FOR v_object IN
-        SELECT s.object_name, s.kind, s.definition
+        -- The table's, and its parts' (etl.suspend_ddl sets them aside together).
+        SELECT s.table_name, s.object_name, s.kind, s.definition, c.relkind = 'p' AS partitioned
           FROM etl.suspended_ddl AS s
-         WHERE s.table_name = p_table
+          JOIN pg_class AS c ON c.oid = s.table_name
+         WHERE s.table_name IN (SELECT t.relid FROM pg_partition_tree(p_table) AS t UNION SELECT p_table)
          ORDER BY s.kind = 'foreign key', s.suspended_at, s.object_name
     LOOP
         EXECUTE v_object.definition
             || CASE WHEN v_object.kind = 'foreign key' AND v_object.definition !~ 'NOT VALID$'
+                         AND NOT v_object.partitioned
                     THEN ' NOT VALID' ELSE '' END;
         DELETE FROM etl.suspended_ddl AS s
-         WHERE s.table_name = p_table AND s.object_name = v_object.object_name;
+         WHERE s.table_name = v_object.table_name AND s.object_name = v_object.object_name;
         v_count := v_count + 1;
     END LOOP;
     EXECUTE format('ANALYZE %s', p_table);
@@ -38,5 +45,5 @@ END
 $fn$;
 
 COMMENT ON FUNCTION etl.restore_ddl(regclass) IS
-'Puts back the keys, indexes and foreign keys that etl.suspend_ddl set aside for a table, then '
+'Puts back the keys, indexes, foreign keys and triggers that etl.suspend_ddl set aside for a table, then '
 'analyzes it; returns how many objects were restored.';

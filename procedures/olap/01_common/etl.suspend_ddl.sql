@@ -5,7 +5,11 @@
 --     foreign-key checks or index updates. etl.restore_ddl puts them back,
 --     each key or index built by one sort and each foreign key validated by
 --     one pass, as pg_restore does. Keys that other tables' foreign keys
---     reference stay. CHECK and NOT NULL constraints stay.
+--     reference stay. CHECK and NOT NULL constraints stay. The table's own
+--     enabled triggers are disabled (a statement-level check would compare
+--     every batch with all rows loaded before it). A partitioned table's
+--     keys and indexes are its parts' too (dropped and made again on all),
+--     and each part's own key and indexes are set aside with them.
 -- Returns: the number of objects set aside.
 -- Tables: writes etl.suspended_ddl; alters p_table.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
@@ -20,28 +24,45 @@ DECLARE
     v_count integer := 0;
 BEGIN
     FOR v_object IN
-        SELECT c.conname AS object_name,
+        -- The table, and its parts if it is partitioned: a part's own key
+        -- (not one made from the parent's, conparentid) and own indexes.
+        WITH member AS (
+            SELECT t.relid AS table_name FROM pg_partition_tree(p_table) AS t
+            UNION
+            SELECT p_table
+        )
+        SELECT m.table_name, c.conname AS object_name,
                CASE c.contype WHEN 'f' THEN 'foreign key' ELSE 'key' END AS kind,
-               format('ALTER TABLE %s ADD CONSTRAINT %I %s', p_table, c.conname,
+               format('ALTER TABLE %s ADD CONSTRAINT %I %s', m.table_name, c.conname,
                       pg_get_constraintdef(c.oid)) AS definition,
-               format('ALTER TABLE %s DROP CONSTRAINT %I', p_table, c.conname) AS drop_statement,
+               format('ALTER TABLE %s DROP CONSTRAINT %I', m.table_name, c.conname) AS drop_statement,
                c.contype = 'f' AS drop_first
-          FROM pg_constraint AS c
-         WHERE c.conrelid = p_table AND c.contype IN ('f', 'p', 'u')
+          FROM member AS m
+          JOIN pg_constraint AS c ON c.conrelid = m.table_name
+         WHERE c.contype IN ('f', 'p', 'u') AND c.conparentid = 0
            AND NOT EXISTS (SELECT FROM pg_constraint AS r
-                            WHERE r.contype = 'f' AND r.confrelid = p_table
+                            WHERE r.contype = 'f' AND r.confrelid = m.table_name
                               AND r.conindid = c.conindid AND c.contype <> 'f')
         UNION ALL
-        SELECT ic.relname, 'index', pg_get_indexdef(i.indexrelid),
+        -- A partitioned table's index is defined ON ONLY the table: made
+        -- again without ONLY, it is built on every part.
+        SELECT m.table_name, ic.relname, 'index', replace(pg_get_indexdef(i.indexrelid), ' ON ONLY ', ' ON '),
                format('DROP INDEX %s', i.indexrelid::regclass), false
-          FROM pg_index AS i
+          FROM member AS m
+          JOIN pg_index AS i ON i.indrelid = m.table_name
           JOIN pg_class AS ic ON ic.oid = i.indexrelid
-         WHERE i.indrelid = p_table
-           AND NOT EXISTS (SELECT FROM pg_constraint AS c WHERE c.conindid = i.indexrelid)
+         WHERE NOT EXISTS (SELECT FROM pg_constraint AS c WHERE c.conindid = i.indexrelid)
+           AND NOT EXISTS (SELECT FROM pg_inherits AS h WHERE h.inhrelid = i.indexrelid)
+        UNION ALL
+        SELECT m.table_name, t.tgname, 'trigger', format('ALTER TABLE %s ENABLE TRIGGER %I', m.table_name, t.tgname),
+               format('ALTER TABLE %s DISABLE TRIGGER %I', m.table_name, t.tgname), false
+          FROM member AS m
+          JOIN pg_trigger AS t ON t.tgrelid = m.table_name
+         WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND t.tgenabled <> 'D'
          ORDER BY drop_first DESC
     LOOP
         INSERT INTO etl.suspended_ddl (table_name, object_name, kind, definition)
-        VALUES (p_table, v_object.object_name, v_object.kind, v_object.definition);
+        VALUES (v_object.table_name, v_object.object_name, v_object.kind, v_object.definition);
         EXECUTE v_object.drop_statement;
         v_count := v_count + 1;
     END LOOP;
@@ -50,5 +71,5 @@ END
 $fn$;
 
 COMMENT ON FUNCTION etl.suspend_ddl(regclass) IS
-'Before a bulk load into an empty table, records its keys, foreign keys and indexes in '
-'etl.suspended_ddl and drops them; returns how many were set aside.';
+'Before a bulk load into an empty table, records its keys, foreign keys, indexes and triggers in '
+'etl.suspended_ddl and drops (disables) them; returns how many were set aside.';

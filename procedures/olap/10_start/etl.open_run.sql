@@ -1,7 +1,8 @@
 -- Function: etl.open_run(p_pipeline text, p_batch_size integer, p_in_one_call boolean,
 --                        p_when_busy text)
 --     RETURNS bigint
---     Starts a run of a pipeline ('initial_load' or 'incremental_update').
+--     Starts a run of a pipeline ('initial_load', 'incremental_update' or
+--     'horizon_move').
 --     Two runs never interleave: the pipeline lock is held until the
 --     transaction that writes the run ends (etl.take_pipeline_lock_until_commit),
 --     so of two callers at once one starts and the other is refused (55P03). While another run is going, starting one
@@ -22,10 +23,11 @@
 --     transaction under the pipeline lock, so a run started by someone else
 --     in between is seen.
 -- Parameters:
---     p_pipeline   - 'initial_load' or 'incremental_update'
+--     p_pipeline   - 'initial_load', 'incremental_update' or 'horizon_move'
 --     p_batch_size - rows per committed batch (default: etl.config batch_size)
 --     p_in_one_call - true when the caller runs every step itself
---                    (etl.run_initial_load, etl.run_incremental_update):
+--                    (etl.run_initial_load, etl.run_incremental_update,
+--                    etl.run_horizon_move):
 --                    its backend is recorded, so that its death is seen
 --     p_when_busy  - 'refuse' (default: 55P03), 'skip' or 'wait' (NULL, see
 --                    above; etl.start_run loops on 'wait')
@@ -53,9 +55,9 @@ DECLARE
     v_run_id bigint;
     v_interrupted text;
 BEGIN
-    IF p_pipeline IS NULL OR p_pipeline NOT IN ('initial_load', 'incremental_update') THEN
+    IF p_pipeline IS NULL OR p_pipeline NOT IN ('initial_load', 'incremental_update', 'horizon_move') THEN
         RAISE EXCEPTION 'unknown pipeline %', coalesce(pg_catalog.quote_literal(p_pipeline), 'NULL')
-            USING ERRCODE = '22023', HINT = 'Use ''initial_load'' or ''incremental_update''.';
+            USING ERRCODE = '22023', HINT = 'Use ''initial_load'', ''incremental_update'' or ''horizon_move''.';
     END IF;
     IF p_when_busy IS NULL OR p_when_busy NOT IN ('refuse', 'skip', 'wait') THEN
         RAISE EXCEPTION 'unknown p_when_busy %', coalesce(pg_catalog.quote_literal(p_when_busy), 'NULL')

@@ -14,7 +14,7 @@
 --     attempt decides and starts in one transaction under the pipeline
 --     lock, so two callers never both start, whatever the timing.
 -- Parameters:
---     p_pipeline    - 'initial_load' or 'incremental_update'
+--     p_pipeline    - 'initial_load', 'incremental_update' or 'horizon_move'
 --     p_batch_size  - rows per committed batch (default: etl.config batch_size)
 --     p_run_id      - OUT: the new run's id (NULL: none started, 'skip' only)
 --     p_in_one_call - true when the caller runs every step itself
@@ -51,6 +51,6 @@ END
 $proc$;
 
 COMMENT ON PROCEDURE etl.start_run(text, integer, bigint, boolean, text) IS  -- noqa: LT01
-'Starts a run of a pipeline (initial_load or incremental_update) in etl.run and returns its id; while '
-'another run is going refused with 55P03 (p_when_busy refuse), NULL (skip: also an incremental update '
+'Starts a run of a pipeline (initial_load, incremental_update or horizon_move) in etl.run and returns '
+'its id; while another run is going refused with 55P03 (p_when_busy refuse), NULL (skip: also an incremental update '
 'before any initial load) or waits (wait); a dead or idle one is marked failed; commits.';

@@ -18,8 +18,8 @@
 --     (measured: 9.4 s of 29 s at scale 100); dwh.apply_deal_history copies a
 --     deal's seed into the table the first time a window touches the deal,
 --     before the fact step rewrites its fact.
--- Tables: reads dwh.fact_sales_performance, dwh.dim_deal_stage, etl.run
---     (the latest initial load).
+-- Tables: reads dwh.fact_sales_performance (both parts, hot and cold),
+--     dwh.dim_deal_stage, etl.run (the latest initial load).
 CREATE OR REPLACE VIEW dwh.deal_history_seed AS
 SELECT
     f.opportunity_id,

@@ -29,6 +29,10 @@
 --         latest one without an engage date (dwh.product_version_lookup);
 --       - a deal the CRM archived (staged from its archive) is a live fact
 --         like any, with its archived_at; one brought back loses it.
+--     A fact is stored in the hot or the cold part of the table, where
+--     dwh.is_cold_fact places it by the horizon in etl.fact_storage (an
+--     initial load sets it from etl.config cold_horizon at the run's start;
+--     a horizon move run changes it).
 --     An initial load fills an empty table: the first batch sets its keys,
 --     foreign keys and indexes aside (etl.suspend_ddl), the last puts them
 --     back (etl.restore_ddl). An incremental update rewrites the facts of
@@ -56,7 +60,7 @@
 --     deal itself changes.
 -- Returns: 'more' while blocks remain, NULL when done.
 -- Tables: reads etl.stage_sales_pipeline, etl.stage_deleted, dwh dimensions,
---     etl.config; writes etl.fact_batch, dwh.fact_sales_performance,
+--     etl.config; writes etl.fact_storage (initial load), etl.fact_batch, dwh.fact_sales_performance,
 --     etl.error_log, etl.data_quality_issue, etl.fact_contribution, etl.touched_group,
 --     etl.touched_product, etl.touched_account, etl.touched_account_day, etl.touched_open_day,
 --     etl.loading_metadata (counts and resume_after, with the batch).
@@ -76,6 +80,7 @@ DECLARE
     v_max date := etl.config_value('date_max')::date;
     v_max_value numeric := etl.config_value('max_close_value')::numeric;
     v_horizon date;
+    v_cold_before date;
     v_blocks bigint := pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint;
     v_rows_per_block double precision;
     v_first bigint;
@@ -101,6 +106,16 @@ BEGIN
         RAISE EXCEPTION 'the stage of run % is shorter than where its fact step stopped', v_run.run_id
             USING ERRCODE = '55000', HINT = 'Start the run again.';
     END IF;
+
+    -- Where the facts go (dwh.is_cold_fact): an initial load places them by
+    -- the horizon etl.config sets at its start; every later write by the
+    -- one in force (a horizon move sets a new one).
+    IF v_first = 0 AND NOT v_incremental THEN
+        UPDATE etl.fact_storage
+           SET cold_before = etl.cold_horizon(v_run.started_at), run_id = v_run.run_id,
+               set_at = clock_timestamp();
+    END IF;
+    SELECT s.cold_before INTO v_cold_before FROM etl.fact_storage AS s;
 
     TRUNCATE etl.fact_contribution;
     IF v_first = 0 AND v_incremental THEN
@@ -303,7 +318,10 @@ BEGIN
         -- key, an insert all seven; measured at scale 1000: about a third of
         -- the step). The old image, joined in as o (the statement's
         -- snapshot), is what the fact took from its groups; the new one what
-        -- it gives.
+        -- it gives. The fact is found in whichever part holds it, and goes
+        -- where the horizon places it now (a deal reopened or closed long
+        -- ago moves: an UPDATE of is_cold). The batch notes which deals had
+        -- a fact (has_fact): the insert below takes the others.
         WITH rewritten AS (
             UPDATE dwh.fact_sales_performance AS f
                SET account_key = b.account_key, product_key = b.product_key,
@@ -311,7 +329,8 @@ BEGIN
                    engage_date_key = dwh.date_key(c.engage_date), close_date_key = dwh.date_key(c.close_date),
                    close_value = b.close_value, list_price = b.list_price, is_won = b.is_won,
                    is_closed = b.is_closed, days_to_close = c.close_date - c.engage_date,
-                   is_deleted = false, archived_at = b.archived_at, run_id = v_run.run_id
+                   is_deleted = false, archived_at = b.archived_at, run_id = v_run.run_id,
+                   is_cold = dwh.is_cold_fact(b.is_closed, dwh.date_key(c.close_date), v_cold_before)
               FROM etl.fact_batch AS b
              CROSS JOIN LATERAL (
                  SELECT CASE WHEN b.engage_date BETWEEN v_min AND v_max THEN b.engage_date END AS engage_date,
@@ -319,7 +338,7 @@ BEGIN
              ) AS c
               JOIN dwh.fact_sales_performance AS o ON o.opportunity_id = b.opportunity_id
              WHERE f.opportunity_id = b.opportunity_id AND b.hard_reason IS NULL
-            RETURNING o.close_month_key AS old_month, o.sales_agent_key AS old_agent,
+            RETURNING f.opportunity_id, o.close_month_key AS old_month, o.sales_agent_key AS old_agent,
                       o.product_key AS old_product, o.is_closed AS old_closed, o.is_won AS old_won,
                       o.close_value AS old_value, o.account_key AS old_account,
                       o.deal_stage_key AS old_stage, o.engage_date_key AS old_engage,
@@ -339,32 +358,37 @@ BEGIN
                    r.close_value, r.account_key, r.deal_stage_key, r.engage_date_key, r.close_date_key,
                    r.list_price, r.days_to_close, true
               FROM rewritten AS r
+        ),
+        marked AS (
+            UPDATE etl.fact_batch AS b SET has_fact = true
+              FROM rewritten AS r
+             WHERE b.opportunity_id = r.opportunity_id
         )
         SELECT count(*) INTO v_replaced FROM rewritten;
     END IF;
 
-    -- The deals without a fact: ON CONFLICT skips the ones just rewritten,
-    -- by the primary key (while an initial load fills the table, its key is
-    -- set aside: nothing to conflict with, nothing looked up). Not NOT
-    -- EXISTS: behind the initial load's switch the planner hashed the whole
-    -- fact table for it (0.6 s a run at scale 100).
+    -- The deals without a fact, placed by the horizon. Not ON CONFLICT: a
+    -- partitioned table's key holds within a part only, and a deal's fact
+    -- may be in the other; not NOT EXISTS: behind the initial load's switch
+    -- the planner hashed the whole fact table for it (0.6 s a run at scale
+    -- 100). The rewrite above marked the deals it found (has_fact).
     WITH loaded AS (
         INSERT INTO dwh.fact_sales_performance (
             opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,
             engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,
-            days_to_close, is_deleted, archived_at, run_id
+            days_to_close, is_deleted, archived_at, run_id, is_cold
         )
         SELECT b.opportunity_id, b.account_key, b.product_key, b.sales_agent_key, b.deal_stage_key,
                dwh.date_key(c.engage_date), dwh.date_key(c.close_date), b.close_value, b.list_price,
-               b.is_won, b.is_closed, c.close_date - c.engage_date, false, b.archived_at, v_run.run_id
+               b.is_won, b.is_closed, c.close_date - c.engage_date, false, b.archived_at, v_run.run_id,
+               dwh.is_cold_fact(b.is_closed, dwh.date_key(c.close_date), v_cold_before)
           FROM etl.fact_batch AS b
          -- the dates the calendar holds; others are unknown (-1)
          CROSS JOIN LATERAL (
              SELECT CASE WHEN b.engage_date BETWEEN v_min AND v_max THEN b.engage_date END AS engage_date,
                     CASE WHEN b.close_date BETWEEN v_min AND v_max THEN b.close_date END AS close_date
          ) AS c
-         WHERE b.hard_reason IS NULL
-        ON CONFLICT DO NOTHING
+         WHERE b.hard_reason IS NULL AND NOT b.has_fact
         RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value,
                   account_key, deal_stage_key, engage_date_key, close_date_key, list_price, days_to_close,
                   true

@@ -7,7 +7,7 @@
 --     account_key reaches both through the fact table's account index, so
 --     one account is recounted from its own deals only (the aggregate step
 --     does that when an account's extreme day loses its last deal).
--- Tables: reads dwh.fact_sales_performance.
+-- Tables: reads dwh.fact_sales_performance (both parts, hot and cold).
 CREATE OR REPLACE VIEW dwh.account_summary_from_facts AS
 SELECT
     s.account_key,

@@ -5,6 +5,7 @@
 --     filters on its grouping columns are pushed below the GROUP BY, onto
 --     the fact table's (sales_agent_key, product_key, close_month_key)
 --     index, so one group is recomputed from its own deals only.
+-- Tables: reads dwh.fact_sales_performance (both parts, hot and cold).
 CREATE OR REPLACE VIEW dwh.monthly_aggregate_from_facts AS
 SELECT
     f.close_month_key AS month_date_key,

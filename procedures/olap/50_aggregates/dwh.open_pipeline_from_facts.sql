@@ -3,7 +3,7 @@
 --     open deals counted per stage and engage day, with their list value,
 --     read from their partial covering index (fact_sales_performance_open_idx);
 --     a filter on the stage and day is pushed below the GROUP BY onto it.
--- Tables: reads dwh.fact_sales_performance.
+-- Tables: reads dwh.fact_sales_performance (both parts, hot and cold).
 CREATE OR REPLACE VIEW dwh.open_pipeline_from_facts AS
 SELECT
     f.deal_stage_key,

@@ -10,7 +10,7 @@
 --     range of the facts' (sales_agent_key, product_key, ...) index per
 --     agent, where the product alone has no index (its upkeep would cost
 --     every fact write; see V0016).
--- Tables: reads dwh.fact_sales_performance, dwh.dim_sales_agent.
+-- Tables: reads dwh.fact_sales_performance, dwh.dim_sales_agent (both parts, hot and cold).
 CREATE OR REPLACE VIEW dwh.product_summary_from_facts AS
 SELECT
     f.product_key,

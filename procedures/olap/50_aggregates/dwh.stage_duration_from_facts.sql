@@ -6,7 +6,7 @@
 --     against it. close_month_key is the grouping's own key: a filter on it
 --     and on the agent reaches the facts' (sales_agent_key, product_key,
 --     close_month_key) index through the product's versions.
--- Tables: reads dwh.fact_sales_performance, dwh.dim_product.
+-- Tables: reads dwh.fact_sales_performance, dwh.dim_product (both parts, hot and cold).
 CREATE OR REPLACE VIEW dwh.stage_duration_from_facts AS
 SELECT
     f.close_month_key,

@@ -30,7 +30,11 @@
 --       - incremental: no deal engaged in the period of a product version the
 --         run opened is left on another version of the product
 --         (dwh.facts_off_their_version: the deals engaged since its window's
---         changes, by index).
+--         changes, by index);
+--       - one fact per opportunity across the facts' hot and cold parts, each
+--         in the part the horizon places it (etl.check_fact_storage:
+--         incremental, the window's deals). A horizon move is checked for
+--         this alone: it changes nothing else.
 --     Incremental checks read only what the window touched (and summary
 --     totals): their cost follows the changes, not the size of the warehouse.
 -- Parameters:
@@ -57,6 +61,14 @@ BEGIN
         RAISE EXCEPTION 'run % does not exist', p_run_id USING ERRCODE = '22023';
     END IF;
     DELETE FROM etl.validation_result WHERE run_id = p_run_id;
+
+    IF v_pipeline = 'horizon_move' THEN
+        -- A move changes where facts are stored, nothing else.
+        PERFORM etl.check_fact_storage(p_run_id, false);
+        RETURN QUERY SELECT * FROM etl.validation_result AS v WHERE v.run_id = p_run_id
+                      ORDER BY v.validation_id;
+        RETURN;
+    END IF;
 
     IF v_pipeline = 'initial_load' THEN
         -- Every staged opportunity is a fact or a quarantined record.
@@ -203,6 +215,7 @@ BEGIN
 
         PERFORM etl.validate_summaries(p_run_id, false);
         PERFORM etl.check_history_summaries(p_run_id, false);
+        PERFORM etl.check_fact_storage(p_run_id, false);
     ELSE
         -- A spot check of the groups this run refreshed, each against its own
         -- recomputation, from both sides (a missing or left-over row counts):
@@ -292,6 +305,7 @@ BEGIN
         -- The deal history's current rows agree with the window's facts.
         PERFORM etl.check_deal_history(p_run_id);
         PERFORM etl.check_history_summaries(p_run_id, true);
+        PERFORM etl.check_fact_storage(p_run_id, true);
     END IF;
 
     RETURN QUERY SELECT * FROM etl.validation_result AS v WHERE v.run_id = p_run_id

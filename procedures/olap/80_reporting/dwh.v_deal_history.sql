@@ -9,7 +9,8 @@
 --     The as-of functions (dwh.open_pipeline_as_of, dwh.stage_durations,
 --     dwh.stage_conversion) read summaries of this view kept by the history
 --     step, not the view.
--- Tables: reads dwh.fact_deal_history, dwh.deal_history_seed.
+-- Tables: reads dwh.fact_deal_history, dwh.deal_history_seed (over both parts
+--     of the facts, hot and cold).
 CREATE OR REPLACE VIEW dwh.v_deal_history AS
 SELECT
     h.opportunity_id,

@@ -3,7 +3,7 @@
 -- the foreign tables onto the source, every pipeline routine, and the
 -- comments a user reads in psql's \d+.
 BEGIN;
-SELECT plan(150);
+SELECT plan(151);
 
 -- Schemas ------------------------------------------------------------------
 SELECT has_schema('dwh', 'the warehouse has a dwh schema for the star schema');
@@ -13,8 +13,8 @@ SELECT has_schema('src', 'the warehouse has a src schema for the source''s forei
 -- Star schema tables and columns --------------------------------------------
 SELECT tables_are('dwh', ARRAY[
     'dim_date', 'dim_account', 'dim_product', 'dim_sales_agent', 'dim_deal_stage',
-    'fact_sales_performance', 'fact_sales_monthly_aggregate',
-    'fact_sales_product_summary', 'fact_sales_account_summary', 'fact_sales_open_pipeline',
+    'fact_sales_performance', 'fact_sales_performance_hot', 'fact_sales_performance_cold',
+    'fact_sales_monthly_aggregate', 'fact_sales_product_summary', 'fact_sales_account_summary', 'fact_sales_open_pipeline',
     'fact_deal_history', 'deal_pipeline_day', 'deal_pipeline_month', 'deal_stage_duration', 'deal_stage_conversion'
 ], 'dwh holds exactly the contract''s seven tables, the three summaries of issue 13, the deal history and its as-of summaries');
 
@@ -40,8 +40,8 @@ SELECT columns_are('dwh', 'dim_deal_stage', ARRAY[
 SELECT columns_are('dwh', 'fact_sales_performance', ARRAY[
     'opportunity_id', 'account_key', 'product_key', 'sales_agent_key', 'deal_stage_key',
     'engage_date_key', 'close_date_key', 'close_month_key', 'close_value', 'list_price', 'is_won', 'is_closed',
-    'days_to_close', 'is_deleted', 'run_id', 'archived_at'
-], 'the opportunity fact has a key to each dimension, its dates and close month, value and measures, and when the CRM archived it');
+    'days_to_close', 'is_deleted', 'run_id', 'archived_at', 'is_cold'
+], 'the opportunity fact has a key to each dimension, its dates and close month, value and measures, when the CRM archived it, and its part');
 SELECT is(
     (SELECT a.attgenerated::text FROM pg_attribute AS a
       WHERE a.attrelid = 'dwh.fact_sales_performance'::regclass AND a.attname = 'close_month_key'),
@@ -58,7 +58,10 @@ SELECT col_is_pk('dwh', 'dim_account', 'account_key', 'dim_account is keyed by i
 SELECT col_is_pk('dwh', 'dim_product', 'product_key', 'dim_product is keyed by its surrogate key (one per version)');
 SELECT col_is_pk('dwh', 'dim_sales_agent', 'sales_agent_key', 'dim_sales_agent is keyed by its surrogate key');
 SELECT col_is_pk('dwh', 'dim_deal_stage', 'deal_stage_key', 'dim_deal_stage is keyed by deal_stage_key');
-SELECT col_is_pk('dwh', 'fact_sales_performance', 'opportunity_id', 'the fact holds one row per opportunity');
+SELECT col_is_pk('dwh', 'fact_sales_performance_hot', 'opportunity_id',
+                 'the fact holds one row per opportunity in its hot part (across parts: pgTAP 12_fact_storage)');
+SELECT col_is_pk('dwh', 'fact_sales_performance_cold', 'opportunity_id',
+                 'the fact holds one row per opportunity in its cold part');
 SELECT col_is_pk('dwh', 'fact_sales_monthly_aggregate',
                  ARRAY['month_date_key', 'sales_agent_key', 'product_key'],
                  'the aggregate holds one row per close month, sales agent and product');
@@ -372,13 +375,13 @@ SELECT is(tests.uncommented('dwh.fact_sales_monthly_aggregate'), NULL,
 SELECT set_eq(
     $$SELECT c.oid::regclass::text, o.option
         FROM pg_class AS c CROSS JOIN LATERAL unnest(c.reloptions) AS o (option)
-       WHERE c.oid IN ('dwh.fact_sales_performance'::regclass, 'dwh.fact_deal_history'::regclass)$$,
-    $$SELECT t, o FROM unnest(ARRAY['dwh.fact_sales_performance', 'dwh.fact_deal_history']) AS t
+       WHERE c.oid IN ('dwh.fact_sales_performance_hot'::regclass, 'dwh.fact_deal_history'::regclass)$$,
+    $$SELECT t, o FROM unnest(ARRAY['dwh.fact_sales_performance_hot', 'dwh.fact_deal_history']) AS t
        CROSS JOIN unnest(ARRAY['autovacuum_vacuum_scale_factor=0', 'autovacuum_vacuum_threshold=20000',
                                'autovacuum_vacuum_insert_scale_factor=0',
                                'autovacuum_vacuum_insert_threshold=20000',
                                'autovacuum_analyze_scale_factor=0', 'autovacuum_analyze_threshold=20000']) AS o$$,
-    'the facts and the deal history are vacuumed and analysed every 20,000 changed rows, whatever their size'
+    'the hot facts and the deal history are vacuumed and analysed every 20,000 changed rows, whatever their size'
 );
 
 SELECT * FROM finish();

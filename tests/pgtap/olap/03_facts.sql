@@ -5,11 +5,12 @@
 -- value no column holds) and the soft rules that only report, the step's
 -- counts, and batching over the staging heap.
 BEGIN;
-SELECT plan(52);
+SELECT plan(53);
 
 -- Schema contract --------------------------------------------------------------
 SELECT has_table('dwh', 'fact_sales_performance', 'the opportunity fact exists');
-SELECT col_is_pk('dwh', 'fact_sales_performance', 'opportunity_id', 'one fact row per opportunity');
+SELECT col_is_pk('dwh', 'fact_sales_performance_hot', 'opportunity_id', 'one fact row per opportunity (hot part)');
+SELECT col_is_pk('dwh', 'fact_sales_performance_cold', 'opportunity_id', 'one fact row per opportunity (cold part)');
 SELECT has_view('dwh', 'product_version_lookup', 'product versions are resolved through dwh.product_version_lookup');
 SELECT function_returns('dwh', 'insert_fact_batch', ARRAY['bigint'], 'text', 'dwh.insert_fact_batch(step) is a unit');
 

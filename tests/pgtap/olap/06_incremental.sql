@@ -405,8 +405,10 @@ SELECT set_eq(
              ('refreshed account summary groups equal their recomputation from the facts', true),
              ('refreshed open pipeline summary groups equal their recomputation from the facts', true),
              ('refreshed stage duration summary groups equal their recomputation from the facts', true),
-             ('summaries agree with each other and with the monthly aggregate', true)$$,
-    'a consistent incremental run passes its eleven checks'
+             ('summaries agree with each other and with the monthly aggregate', true),
+             ('one fact per opportunity across the hot and cold parts', true),
+             ('facts are stored where the horizon places them', true)$$,
+    'a consistent incremental run passes its thirteen checks'
 );
 SELECT results_eq(
     format($q$SELECT expected, actual FROM etl.validation_result
@@ -462,7 +464,7 @@ INSERT INTO dwh.fact_sales_monthly_aggregate (
     month_date_key, sales_agent_key, product_key, won_deals, lost_deals, won_value, run_id
 ) VALUES (20170301, :ag2, :p1, 1, 0, 800, :run6);
 SELECT is(
-    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed AND check_name !~ '^the deal history'), 11,
+    (SELECT count(*)::integer FROM etl.validate(:run6) WHERE passed AND check_name !~ '^the deal history'), 13,
     'once the tampering is undone the incremental run validates again'
 );
 SELECT tests.end_run();

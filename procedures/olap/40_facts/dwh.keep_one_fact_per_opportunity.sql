@@ -1,0 +1,52 @@
+-- Trigger function: dwh.keep_one_fact_per_opportunity() (statement level, on
+--     INSERT and UPDATE of dwh.fact_sales_performance)
+--     Keeps one fact per opportunity across the table's two parts. Each
+--     part's primary key is opportunity_id (a key on the partitioned table
+--     would have to hold is_cold, and PostgreSQL enforces a key within each
+--     part only), so a deal's fact could be written into one part while the
+--     other holds it. After each
+--     statement, the rows it wrote (its transition table) are looked up in
+--     the table by opportunity_id: one found in the other part is refused.
+--     A fact moved from one part to the other (an UPDATE of is_cold) has
+--     left its old part by then. Cost: one index probe per written row.
+--     Writers hold the pipeline lock, so no two statements race past it.
+--     A bulk load into the empty table sets it aside with the keys
+--     (etl.suspend_ddl) and proves the invariant in its validation.
+-- Raises: 23505 naming the first keys.
+-- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
+CREATE OR REPLACE FUNCTION dwh.keep_one_fact_per_opportunity()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_keys text[];
+BEGIN
+    v_keys := ARRAY(
+        SELECT n.opportunity_id FROM written AS n
+         WHERE EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f
+                        WHERE f.opportunity_id = n.opportunity_id AND f.is_cold <> n.is_cold)
+         ORDER BY 1 LIMIT 10
+    );
+    IF cardinality(v_keys) > 0 THEN
+        RAISE EXCEPTION 'dwh.fact_sales_performance: opportunity_id % would have a fact in both parts',
+            array_to_string(v_keys, ', ')
+            USING ERRCODE = '23505',
+                  DETAIL = 'One fact per opportunity: a deal''s fact is either hot or cold (is_cold).',
+                  HINT = 'Rewrite the fact where it is, or move it by updating is_cold.';
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+COMMENT ON FUNCTION dwh.keep_one_fact_per_opportunity() IS
+'Trigger function on INSERT and UPDATE of dwh.fact_sales_performance: refuses (23505) a fact written '
+'into one part while the other holds the same opportunity.';
+
+CREATE OR REPLACE TRIGGER one_fact_per_opportunity_insert AFTER INSERT ON dwh.fact_sales_performance
+REFERENCING NEW TABLE AS written
+FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
+CREATE OR REPLACE TRIGGER one_fact_per_opportunity_update AFTER UPDATE ON dwh.fact_sales_performance
+REFERENCING NEW TABLE AS written
+FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
