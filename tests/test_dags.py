@@ -14,6 +14,10 @@ anywhere), in the stated place: the initial load's sensor etl.pipeline_idle befo
 etl.start_run; the incremental update's branch run_started right after it, to the
 first step or to the no-op no_run_started. With those looked through, the CALLs are
 still one straight chain, equal to the entry point's steps and etl.pipeline_step.
+
+A DAG in SOURCE_DAGS runs a routine of the CRM source instead (a DBA's, procedures/oltp/):
+one CALL of a public.* procedure on the source connection, no run, no control task. Every
+other DAG file is one of the pipeline's, held to all of the above.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ PROCEDURES = ROOT / "procedures" / "olap"
 DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
 
 WAREHOUSE_CONN_ID = "b2b_sales_olap"
+SOURCE_PROCEDURES = ROOT / "procedures" / "oltp"
+SOURCE_CONN_ID = "b2b_sales"
+SOURCE_DAGS = {"crm_archive_closed_deals"}
+PIPELINE_DAG_FILES = [p for p in DAG_FILES if p.stem not in SOURCE_DAGS]
 CALL = re.compile(r"^\s*CALL\s+(\w+\.\w+)\s*\((.*)\)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 # A step that must never run twice: retrying it starts another run.
@@ -146,6 +154,18 @@ def test_each_dag_file_defines_one_dag_named_after_it(dagbag, path):
     assert [dag.dag_id for dag in dags_of(dagbag, path)] == [path.stem]
 
 
+def test_each_dag_is_a_pipeline_dag_or_a_source_dag():
+    """A new DAG is held to the pipeline's checks unless it is listed as a source DAG."""
+    assert {p.stem for p in PIPELINE_DAG_FILES} == set(WHEN_BUSY)
+    assert {p.stem for p in DAG_FILES} - set(WHEN_BUSY) == SOURCE_DAGS
+
+
+@pytest.mark.parametrize("dag_id", sorted(SOURCE_DAGS))
+def test_a_source_dag_is_one_call_and_nothing_else(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert len(dag.tasks) == 1 and is_call(dag.tasks[0]), [t.task_id for t in dag.tasks]
+
+
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_each_dag_reads_like_configuration(dagbag, path):
     (dag,) = dags_of(dagbag, path)
@@ -153,8 +173,13 @@ def test_each_dag_reads_like_configuration(dagbag, path):
     assert dag.doc_md and dag.doc_md == ast.get_docstring(ast.parse(path.read_text()), clean=False)
     assert dag.catchup is False
     assert dag.max_active_runs == 1
-    assert dag.start_date is not None and dag.start_date.tzinfo is not None
-    assert dag.start_date < datetime.now(UTC), "a fixed start_date in the past"
+    if dag.dag_id in SOURCE_DAGS:
+        # None: a start_date in the past with catchup=False makes Airflow run a DAG it has
+        # never run at once, for its latest past date; the CRM's waits for its next date.
+        assert dag.start_date is None, "no start_date"
+    else:
+        assert dag.start_date is not None and dag.start_date.tzinfo is not None
+        assert dag.start_date < datetime.now(UTC), "a fixed start_date in the past"
     assert dag.default_args.get("retries", 0) >= 1, "default_args give retries"
     assert len(path.read_text().splitlines()) <= 80, "a DAG file stays short"
     assert dag.is_paused_upon_creation is False, "arrives unpaused, whatever airflow.cfg says"
@@ -163,6 +188,11 @@ def test_each_dag_reads_like_configuration(dagbag, path):
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_each_task_calls_exactly_the_procedure_its_id_names(dagbag, path):
     (dag,) = dags_of(dagbag, path)
+    procedures, schemas, conn_id = (
+        (SOURCE_PROCEDURES, ("public",), SOURCE_CONN_ID)
+        if dag.dag_id in SOURCE_DAGS
+        else (PROCEDURES, ("etl", "dwh"), WAREHOUSE_CONN_ID)
+    )
     for task in dag.tasks:
         if not is_call(task):
             assert task.task_id in CONTROL, f"{task.task_id}: neither a CALL nor a control task"
@@ -170,9 +200,9 @@ def test_each_task_calls_exactly_the_procedure_its_id_names(dagbag, path):
         procedure = procedure_of(task)
         assert task.task_id == procedure
         schema, name = procedure.split(".")
-        assert list(PROCEDURES.glob(f"*/{procedure}.sql")), f"no procedures/olap/*/{procedure}.sql"
-        assert schema in ("etl", "dwh") and name
-        assert task.conn_id == WAREHOUSE_CONN_ID, task.task_id
+        assert list(procedures.glob(f"*/{procedure}.sql")), f"no {procedures}/*/{procedure}.sql"
+        assert schema in schemas and name
+        assert task.conn_id == conn_id, task.task_id
         assert task.autocommit is True, f"{task.task_id}: procedures commit, so autocommit"
 
 
@@ -198,7 +228,7 @@ def test_every_step_retries_except_starting_a_run(dagbag, path):
             assert task.retries >= 1, task.task_id
 
 
-@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PIPELINE_DAG_FILES, ids=lambda p: p.name)
 def test_each_dag_is_one_straight_chain_from_starting_a_run(dagbag, path):
     (dag,) = dags_of(dagbag, path)
     assert chain_of(dag)[0] == "etl.start_run"
@@ -225,7 +255,7 @@ def test_the_branch_operator_is_airflow_s_own_with_parameters_templated():
     assert ours.template_fields == (*sql_operators.BranchSQLOperator.template_fields, "parameters")
 
 
-@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PIPELINE_DAG_FILES, ids=lambda p: p.name)
 def test_control_tasks_are_airflow_operators_with_exactly_their_sql_in_their_place(dagbag, path):
     (dag,) = dags_of(dagbag, path)
     when_busy, expected = WHEN_BUSY[dag.dag_id]

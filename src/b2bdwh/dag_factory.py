@@ -47,6 +47,10 @@ NO_RUN_STARTED = "no_run_started"
 # counts as interrupted, and so the pipeline as idle, much sooner).
 IDLE_POKE = timedelta(seconds=10)
 IDLE_TIMEOUT = timedelta(hours=12)
+# A failed task's retries, in every DAG of the project (the source's archiving too): a
+# retried task resumes its work rather than repeating it (etl.start_run sets its own 0).
+RETRIES = 2
+RETRY_DELAY = timedelta(minutes=1)
 
 
 class BranchSQLOperator(sql_operators.BranchSQLOperator):
@@ -84,8 +88,8 @@ def pipeline_dag(
         default_args={
             "conn_id": "b2b_sales_olap",
             "autocommit": True,
-            "retries": 2,
-            "retry_delay": timedelta(minutes=1),
+            "retries": RETRIES,
+            "retry_delay": RETRY_DELAY,
             # The procedures' NOTICEs (why no run started, how long it waited) in the task logs.
             "hook_params": {"enable_log_db_messages": True},
         },
