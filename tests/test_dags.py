@@ -83,7 +83,11 @@ CONTROL = {
 WHEN_BUSY = {
     "dwh_initial_load": ("wait", {"etl.pipeline_idle"}),
     "dwh_incremental_update": ("skip", {"run_started", "no_run_started"}),
+    "dwh_horizon_move": ("wait", {"etl.pipeline_idle"}),
 }
+# DAGs on a calendar that wait for their next date the first time (no start_date); the
+# others run at once when first unpaused (the incremental update) or only when triggered.
+WAIT_FOR_THEIR_DATE = SOURCE_DAGS | {"dwh_horizon_move"}
 
 
 def is_call(task: Any) -> bool:
@@ -173,9 +177,9 @@ def test_each_dag_reads_like_configuration(dagbag, path):
     assert dag.doc_md and dag.doc_md == ast.get_docstring(ast.parse(path.read_text()), clean=False)
     assert dag.catchup is False
     assert dag.max_active_runs == 1
-    if dag.dag_id in SOURCE_DAGS:
+    if dag.dag_id in WAIT_FOR_THEIR_DATE:
         # None: a start_date in the past with catchup=False makes Airflow run a DAG it has
-        # never run at once, for its latest past date; the CRM's waits for its next date.
+        # never run at once, for its latest past date; these wait for their next date.
         assert dag.start_date is None, "no start_date"
     else:
         assert dag.start_date is not None and dag.start_date.tzinfo is not None
@@ -298,6 +302,7 @@ def test_the_incremental_branch_follows_the_steps_only_when_a_run_started(dagbag
 PIPELINES = {
     "dwh_initial_load": ("initial_load", "etl.run_initial_load"),
     "dwh_incremental_update": ("incremental_update", "etl.run_incremental_update"),
+    "dwh_horizon_move": ("horizon_move", "etl.run_horizon_move"),
 }
 
 
@@ -343,7 +348,7 @@ def test_incremental_update_runs_the_steps_of_etl_run_incremental_update_in_orde
 
 @pytest.mark.parametrize(
     ("pipeline", "dag_id"),
-    [("initial_load", "dwh_initial_load"), ("incremental_update", "dwh_incremental_update")],
+    [(pipeline, dag_id) for dag_id, (pipeline, _entry) in PIPELINES.items()],
 )
 def test_entry_point_dag_and_pipeline_step_agree(dagbag, warehouse, pipeline, dag_id):
     """etl.pipeline_step is what etl.begin_step enforces: a step the entry point or the DAG
@@ -359,6 +364,24 @@ def test_entry_point_dag_and_pipeline_step_agree(dagbag, warehouse, pipeline, da
     ]
     assert ["etl.start_run", *listed] == entry_point_steps(f"etl.run_{pipeline}")
     assert ["etl.start_run", *listed] == chain_of(dagbag.dags[dag_id])
+
+
+def test_horizon_move_runs_the_steps_of_etl_run_horizon_move_in_order(dagbag):
+    steps = entry_point_steps("etl.run_horizon_move")
+    assert steps == [
+        "etl.start_run",
+        "dwh.move_facts_across_horizon",
+        "etl.validate_run",
+        "etl.finish_run",
+    ]
+    assert chain_of(dagbag.dags["dwh_horizon_move"]) == steps
+
+
+def test_horizon_move_runs_on_the_first_of_each_month_from_the_next_one(dagbag):
+    dag = dagbag.dags["dwh_horizon_move"]
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable", dag.timetable
+    assert "expression='0 3 1 * *', timezone='UTC'" in repr(dag.timetable)
+    assert dag.start_date is None
 
 
 def test_incremental_update_is_scheduled_every_fifteen_minutes_without_catchup(dagbag):

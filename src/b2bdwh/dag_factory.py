@@ -71,14 +71,17 @@ def pipeline_dag(
     doc_md: str,
     tags: list[str],
     when_busy: Literal["wait", "skip"],
+    at_once: bool = True,
 ) -> DAG:
     """A DAG that starts a `pipeline` run, then calls `steps`, one task each; `when_busy`
-    says what it does while another run is going (see the module's doc)."""
+    says what it does while another run is going (see the module's doc). `at_once` False
+    leaves start_date out: Airflow then waits for the schedule's next date for a DAG it has
+    never run, instead of running it at once for the latest past one."""
     with DAG(
         dag_id=dag_id,
         doc_md=doc_md,
         schedule=schedule,
-        start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+        start_date=pendulum.datetime(2024, 1, 1, tz="UTC") if at_once else None,
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=False,

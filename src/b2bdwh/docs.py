@@ -27,8 +27,13 @@ RELATIONS = """
 SELECT n.nspname, c.relname,
        CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'f' THEN 'foreign table'
                       WHEN 'p' THEN 'table' END,
-       coalesce(obj_description(c.oid, 'pg_class'), '')
+       coalesce(obj_description(c.oid, 'pg_class'), ''),
+       -- a part of a partitioned table: which, and its bound (its columns are the table's)
+       CASE WHEN c.relispartition
+            THEN format('A part of `%%s`, %%s.', i.inhparent::regclass,
+                        pg_get_expr(c.relpartbound, c.oid)) END
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND c.relispartition
  WHERE n.nspname = ANY (%s) AND c.relkind IN ('r', 'v', 'f', 'p')
  ORDER BY array_position(%s, n.nspname::text), c.relkind <> 'r', c.relname
 """
@@ -168,11 +173,14 @@ def dictionary(dsn: str, procedures_dir: Path, source_dsn: str | None = None) ->
     with connect(dsn) as conn:
         relations = conn.execute(RELATIONS, (list(SCHEMAS), list(SCHEMAS))).fetchall()
         schema = None
-        for nspname, relname, kind, comment in relations:
+        for nspname, relname, kind, comment, part_of in relations:
             if nspname != schema:
                 schema = nspname
                 out += [f"## Schema `{schema}`", ""]
             out += [f"### `{nspname}.{relname}` ({kind})", "", cell(comment) or "_no comment_", ""]
+            if part_of:
+                out += [part_of, ""]
+                continue
             if kind != "view" and (writers := writers_of(f"{nspname}.{relname}", routines)):
                 out += ["Written by: " + ", ".join(f"`{w}`" for w in writers) + ".", ""]
             out += ["| column | type | null | meaning |", "|---|---|---|---|"]
