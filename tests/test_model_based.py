@@ -1660,9 +1660,11 @@ class CrmAndCallers(RuleBasedStateMachine):
         """A DBA moves the warehouse's horizon (etl.config cold_horizon: one of the deals'
         close dates, 'none' or the default interval) and calls `CALL
         etl.run_horizon_move(batch)`: the facts of deals closed before it go to the cold
-        part, the others to the hot one, in batches. Open source transactions go on. The
-        content stays what a fresh load shows; every fact is where the horizon places it,
-        one per opportunity (warehouse_compare.assert_consistent)."""
+        part, the others to the hot one, in batches. Open source transactions go on, and
+        changes committed since the last run stay pending (a move applies none). The live
+        content is what it was before the move; every fact is where the horizon places it,
+        one per opportunity (warehouse_compare.assert_consistent); the move's run succeeded
+        and validated; the next incremental run is checked against a fresh load as always."""
         days = sorted(
             {r["close_date"] for t in (DEALS, ARCHIVE) for r in self.source.rows[t].values()}
             - {None}
@@ -1671,6 +1673,7 @@ class CrmAndCallers(RuleBasedStateMachine):
         note(f"cold_horizon {horizon!r}; CALL etl.run_horizon_move({batch})")
         STATS["horizon moves"] += 1
         wc.set_config(self.olap, "cold_horizon", horizon)
+        before = wc.live_content(self.olap)
         try:
             wc.call(self.olap, "CALL etl.run_horizon_move(%s)", (batch,))
         except psycopg.Error as exc:
@@ -1678,7 +1681,15 @@ class CrmAndCallers(RuleBasedStateMachine):
                 f"horizon move failed: {wc.Callers.describe(exc)};"
                 f" latest run {wc.last_run(self.olap)}"
             ) from exc
-        self.check_main(f"after a horizon move to {horizon!r}")
+        what = f"after a horizon move to {horizon!r}"
+        assert wc.last_run(self.olap)[1:3] == ("horizon_move", "succeeded"), what
+        assert not wc.pipeline_leftovers(self.olap), f"{what}: {wc.pipeline_leftovers(self.olap)}"
+        problems = wc.content_differences(wc.live_content(self.olap), before, ("after", "before"))
+        assert not problems, f"{what}: the move changed the content:\n  " + "\n  ".join(problems)
+        try:
+            wc.assert_consistent(self.olap)
+        except AssertionError as exc:
+            raise AssertionError(f"{what}: {exc}") from None
 
     @precondition(
         lambda self: (
