@@ -375,3 +375,39 @@ def test_the_dag_moves_the_facts_through_airflow(rig: Rig, tmp_path):
     ) == [("horizon_move", "succeeded", 50, "b2b_etl")]
     assert cold(rig.olap) == closed_before(rig.oltp, date(2015, 1, 1))
     assert_matches_a_fresh_load(rig)
+
+
+def test_the_consistency_checks_see_a_fact_out_of_place_and_one_in_both_parts(rig: Rig):
+    """The checks every end-to-end test runs after a run (warehouse_compare.assert_consistent)
+    are not blind to what this storage could get wrong."""
+    wc.set_config(rig.olap, "cold_horizon", "2014-01-01")
+    wc.run_initial(rig.olap)
+    assert wc.consistency_problems(rig.olap) == []
+    [(key,)] = query(rig.olap, "SELECT min(opportunity_id) FROM dwh.fact_sales_performance_cold")
+    execute(
+        rig.olap,
+        "UPDATE dwh.fact_sales_performance SET is_cold = false WHERE opportunity_id = %s",
+        (key,),
+    )
+    assert any(
+        "other part than the horizon" in p and key in p for p in wc.consistency_problems(rig.olap)
+    )
+    execute(
+        rig.olap,
+        "ALTER TABLE dwh.fact_sales_performance DISABLE TRIGGER one_fact_per_opportunity_insert",
+    )
+    columns = (
+        "opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,"
+        " engage_date_key, close_date_key, close_value, list_price, is_won, is_closed,"
+        " days_to_close, is_deleted, run_id, archived_at"
+    )
+    execute(
+        rig.olap,
+        f"INSERT INTO dwh.fact_sales_performance_cold ({columns}, is_cold)"
+        f" SELECT {columns}, true FROM dwh.fact_sales_performance_hot WHERE opportunity_id = %s",
+        (key,),
+    )
+    assert any(
+        "in both the hot and the cold part" in p and key in p
+        for p in wc.consistency_problems(rig.olap)
+    )
