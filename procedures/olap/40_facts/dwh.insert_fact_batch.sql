@@ -348,16 +348,28 @@ BEGIN
                       f.close_value, f.account_key, f.deal_stage_key, f.engage_date_key, f.close_date_key,
                       f.list_price, f.days_to_close
         ),
+        -- A fact rewritten with what it had (a deal the CRM archived: only
+        -- archived_at changes) gives back what it takes: no contribution, no
+        -- group to refresh.
+        changed AS (
+            SELECT r.* FROM rewritten AS r
+             WHERE (r.old_month, r.old_agent, r.old_product, r.old_closed, r.old_won, r.old_value,
+                    r.old_account, r.old_stage, r.old_engage, r.old_close, r.old_price, r.old_days, r.old_live)
+                   IS DISTINCT FROM
+                   (r.close_month_key, r.sales_agent_key, r.product_key, r.is_closed, r.is_won, r.close_value,
+                    r.account_key, r.deal_stage_key, r.engage_date_key, r.close_date_key, r.list_price,
+                    r.days_to_close, true)
+        ),
         taken AS (
             INSERT INTO etl.fact_contribution
             SELECT -1, r.old_month, r.old_agent, r.old_product, r.old_closed, r.old_won, r.old_value,
                    r.old_account, r.old_stage, r.old_engage, r.old_close, r.old_price, r.old_days, r.old_live
-              FROM rewritten AS r
+              FROM changed AS r
             UNION ALL
             SELECT 1, r.close_month_key, r.sales_agent_key, r.product_key, r.is_closed, r.is_won,
                    r.close_value, r.account_key, r.deal_stage_key, r.engage_date_key, r.close_date_key,
                    r.list_price, r.days_to_close, true
-              FROM rewritten AS r
+              FROM changed AS r
         ),
         marked AS (
             UPDATE etl.fact_batch AS b SET has_fact = true

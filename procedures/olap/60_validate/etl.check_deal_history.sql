@@ -1,7 +1,9 @@
 -- Function: etl.check_deal_history(p_run_id bigint) RETURNS void
 --     Incremental validation of the deal history, bounded by the window:
 --     for every deal the window changed, the history's current row (valid_to
---     infinity) agrees with the deal's fact: exactly one such row, in the
+--     infinity; the seed's for a deal without a row of its own, which the
+--     history step leaves so when the window only moved it) agrees with the
+--     deal's fact: exactly one such row, in the
 --     same stage, agent, product (by product id: a version move is no
 --     change), account and value, when the fact is live; none when the deal
 --     is deleted, quarantined or was never loaded. Records one row in
@@ -9,7 +11,8 @@
 -- Parameters:
 --     p_run_id - the incremental run to check
 -- Tables: reads etl.stage_sales_pipeline, etl.stage_deleted,
---     dwh.fact_sales_performance, dwh.fact_deal_history, dwh.dim_product;
+--     dwh.fact_sales_performance, dwh.fact_deal_history, dwh.deal_history_seed,
+--     dwh.dim_product;
 --     writes etl.validation_result.
 -- Security: SECURITY DEFINER, runs as its owner b2b_owner; search_path pinned.
 --     Internal: called by etl.validate.
@@ -48,6 +51,17 @@ BEGIN
          WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = ANY (v_keys)
            AND h.valid_to = 'infinity'
          GROUP BY h.opportunity_id
+        UNION ALL
+        -- a deal the window moved without changing it keeps its seed (no row of its own)
+        SELECT s.opportunity_id, count(*), min(s.deal_stage_key), min(s.sales_agent_key),
+               min(coalesce(p.product_id, -1)), min(s.account_key), min(s.close_value)
+          FROM dwh.deal_history_seed AS s
+          LEFT JOIN dwh.dim_product AS p ON p.product_key = s.product_key
+         WHERE s.opportunity_id = ANY (v_keys) AND s.valid_to = 'infinity'
+           AND NOT EXISTS (SELECT FROM dwh.fact_deal_history AS h
+                            WHERE md5(h.opportunity_id) = md5(s.opportunity_id)
+                              AND h.opportunity_id = s.opportunity_id)
+         GROUP BY s.opportunity_id
     )
     INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
     SELECT p_run_id, 'the deal history''s current row agrees with the fact of every changed deal',
