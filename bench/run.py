@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,6 +316,11 @@ def run_scale(
     pair.drop()
     mig = pair.b2bdwh("migrate")
     result["migrate"] = {"seconds": mig.seconds, "max_rss_kb": mig.max_rss_kb}
+    if years:
+        # Every fact hot until the archiving below sets a horizon over the data: the
+        # default (two years before today) would make every closed deal of it cold.
+        with pair.connect("olap") as conn:
+            conn.execute("UPDATE etl.config SET value = 'none' WHERE key = 'cold_horizon'")
 
     say(f"[scale {pair.scale:g}] generate")
     span = ["--years", str(years)] if years else []
@@ -368,6 +374,89 @@ def run_scale(
     result["views"] = view_timings(pair)
     say(f"[scale {pair.scale:g}] as-of questions")
     result["as_of"] = as_of_timings(pair)
+    if years:
+        result["archiving"] = archiving(pair, min(changes, key=lambda k: abs(k - 10_000)))
+    return result
+
+
+def part_sizes(pair: Pair) -> dict:
+    """Facts and bytes (heap, indexes, TOAST) of each part of the fact table."""
+    with pair.connect("olap") as conn:
+        rows = conn.execute(
+            """SELECT c.relname, pg_total_relation_size(c.oid),
+                      (SELECT count(*) FROM dwh.fact_sales_performance AS f
+                        WHERE f.is_cold = (c.relname = 'fact_sales_performance_cold'))
+                 FROM pg_class AS c
+                WHERE c.oid IN ('dwh.fact_sales_performance_hot'::regclass,
+                                'dwh.fact_sales_performance_cold'::regclass)"""
+        ).fetchall()
+    return {
+        name.removeprefix("fact_sales_performance_"): {"bytes": int(size), "facts": int(facts)}
+        for name, size, facts in rows
+    }
+
+
+def timed_call(pair: Pair, which: str, statement: str, params: tuple = ()) -> tuple[float, object]:
+    """One CALL on its own autocommit connection: (seconds, its first output column)."""
+    with pair.connect(which) as conn:
+        conn.execute("SET client_min_messages = warning")
+        started = time.perf_counter()
+        cur = conn.execute(statement, params)
+        seconds = time.perf_counter() - started
+        row = cur.fetchone() if cur.description else None  # INOUT parameters, if any
+        return seconds, (row[0] if row else None)
+
+
+def archive_round(pair: Pair, cut_off: dt.date) -> dict:
+    """The CRM archives the deals closed before cut_off, the warehouse applies that window,
+    then moves its facts across the same horizon."""
+    src_s, archived = timed_call(
+        pair, "oltp", "CALL public.archive_closed_deals(%s, 10000)", (cut_off,)
+    )
+    inc_s, _ = timed_call(pair, "olap", "CALL etl.run_incremental_update()")
+    with pair.connect("olap") as conn:
+        inc = last_run_steps(conn, "incremental_update")
+        conn.execute(
+            "UPDATE etl.config SET value = %s WHERE key = 'cold_horizon'", (cut_off.isoformat(),)
+        )
+    move_s, _ = timed_call(pair, "olap", "CALL etl.run_horizon_move()")
+    with pair.connect("olap") as conn:
+        move = last_run_steps(conn, "horizon_move")
+    moved = move["steps"]["dwh.move_facts_across_horizon"]["rows_updated"]
+    return {
+        "cut_off": cut_off.isoformat(),
+        "archived": int(archived or 0),
+        "source_s": src_s,
+        "incremental_s": inc_s,
+        "incremental_steps": inc["steps"],
+        "move_s": move_s,
+        "moved": moved,
+        "move_validation_s": move["validation_s"],
+    }
+
+
+def archiving(pair: Pair, changes: int) -> dict:
+    """Issue 14: a two-year horizon over the data (the first of the month two years before
+    its last close date): the hot part before and after, archiving and moving the first time
+    and one month later, then an incremental update and every view after."""
+    with pair.connect("olap") as conn:
+        last = conn.execute(
+            "SELECT max(close_date_key) FROM dwh.fact_sales_performance WHERE is_closed"
+        ).fetchone()[0]
+    last_day = dt.date(last // 10000, last // 100 % 100, last % 100)
+    horizon = dt.date(last_day.year - 2, last_day.month, 1)
+    result: dict = {"horizon": horizon.isoformat(), "before": part_sizes(pair)}
+    say(f"[scale {pair.scale:g}] archive and move before {horizon} (the first time)")
+    result["first"] = archive_round(pair, horizon)
+    result["after"] = part_sizes(pair)
+    month = dt.date(horizon.year + horizon.month // 12, horizon.month % 12 + 1, 1)
+    say(f"[scale {pair.scale:g}] archive and move one month more, before {month}")
+    result["month"] = archive_round(pair, month)
+    say(f"[scale {pair.scale:g}] VACUUM (ANALYZE), {changes:,} changes, the views, after")
+    with pair.connect("olap") as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    result["incremental_after"] = incremental(pair, changes, 77)
+    result["views_after"] = view_timings(pair)
     return result
 
 
@@ -620,6 +709,8 @@ def build_rows(report: dict) -> list[tuple[str, str, str, str]]:
                 target,
                 met,
             )
+        if a := s.get("archiving"):
+            add_archiving(add, sc, a, s)
         size = s["size"]
         add(
             f"warehouse dwh tables per million facts ({sc}, {size['facts']:,} facts)",
@@ -664,6 +755,50 @@ def build_rows(report: dict) -> list[tuple[str, str, str, str]]:
     add("peak RSS, the bench itself", f"{rss['bench']:,.0f} MB")
     add("bench run time", f"{report['run_seconds']:.0f} s")
     return rows
+
+
+def add_archiving(add: Callable[..., None], sc: str, a: dict, s: dict) -> None:
+    """Issue 14's figures: the hot part before and after, archiving the first time and one
+    month more, an incremental update and the views after."""
+
+    def part(sizes: dict, name: str) -> str:
+        return f"{sizes[name]['facts']:,} facts, {sizes[name]['bytes'] / 2**20:,.0f} MB"
+
+    add(
+        f"facts before archiving: hot / cold ({sc})",
+        f"{part(a['before'], 'hot')} / {part(a['before'], 'cold')}",
+    )
+    add(
+        f"facts after archiving before {a['horizon']}: hot / cold ({sc})",
+        f"{part(a['after'], 'hot')} / {part(a['after'], 'cold')}",
+    )
+    for key, label in (("first", "the first time"), ("month", "one month more")):
+        r = a[key]
+        steps = r["incremental_steps"]
+        history = steps.get("dwh.load_deal_history", {}).get("seconds", 0.0)
+        facts = steps.get("dwh.load_fact_sales_performance", {}).get("seconds", 0.0)
+        add(
+            f"archiving {label}, before {r['cut_off']} ({sc}, {r['archived']:,} deals):"
+            " CRM routine / incremental update (history, fact steps) / horizon move"
+            f" ({r['moved']:,} facts)",
+            f"{r['source_s']:.1f} s / {r['incremental_s']:.1f} s ({history:.1f}, {facts:.1f})"
+            f" / {r['move_s']:.1f} s",
+        )
+    inc = a["incremental_after"]
+    k = inc["changes"]
+    before = s["incremental"].get(str(k), {}).get("wall_s")
+    add(
+        f"incremental update, {k:,} changes, before / after archiving, s ({sc})",
+        f"{before:.2f} / {inc['wall_s']:.2f}" if before else f"- / {inc['wall_s']:.2f}",
+    )
+    for view, v in a["views_after"].items():
+        was = s["views"].get(view, {}).get("median_ms")
+        add(
+            f"{view} read whole, before / after archiving ({sc})",
+            f"{was:.1f} ms / {v['median_ms']:.1f} ms"
+            if was is not None
+            else f"{v['median_ms']:.1f} ms",
+        )
 
 
 def markdown(report: dict) -> str:

@@ -57,6 +57,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
     assert [s["scale"] for s in report["scales"]] == [0.05, 0.1]
     # --years reaches the generator: the sources' dates span three years.
     assert report["years"] == 3 and "dates over 3 years" in md
+    assert "| facts after archiving before " in md and "| archiving one month more, before " in md
     assert all(s["years"] == 3 for s in report["scales"])
     assert all(s["generate"]["first_engage_date"] < "2015-07-01" for s in report["scales"])
     for s in report["scales"]:
@@ -90,6 +91,18 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
             "dwh.stage_conversion",
         ], s["as_of"]
         assert s["as_of"][0]["calls"] >= 89 and all(q["max_ms"] > 0 for q in s["as_of"])
+        # Issue 14, with --years: everything hot before, a two-year horizon over the data
+        # then: the CRM archives, the warehouse applies it and moves its facts, twice.
+        arch = s["archiving"]
+        assert arch["before"]["cold"]["facts"] == 0 < arch["before"]["hot"]["facts"]
+        assert arch["after"]["cold"]["facts"] == arch["first"]["moved"] > 0
+        for key in ("first", "month"):
+            r = arch[key]
+            assert r["archived"] > 0 and r["moved"] > 0, r
+            assert r["source_s"] > 0 and r["incremental_s"] > 0 and r["move_s"] > 0
+        assert arch["month"]["cut_off"] > arch["first"]["cut_off"] == arch["horizon"]
+        assert arch["incremental_after"]["status"] == "succeeded"
+        assert set(arch["views_after"]) == set(s["views"])
     assert report["incremental_scale_ratio"]["100"] > 0
 
     bulk = report["capture"]["bulk"]
