@@ -96,6 +96,7 @@ def test_bench_end_to_end(tmp_path: Path) -> None:
         arch = s["archiving"]
         assert arch["before"]["cold"]["facts"] == 0 < arch["before"]["hot"]["facts"]
         assert arch["after"]["cold"]["facts"] == arch["first"]["moved"] > 0
+        assert arch["vacuum_after_first_s"] > 0
         for key in ("first", "month"):
             r = arch[key]
             assert r["archived"] > 0 and r["moved"] > 0, r

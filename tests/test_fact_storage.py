@@ -14,6 +14,7 @@ horizon move inside the space of CRM statements is tests/test_model_based.py's
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -23,7 +24,7 @@ import pytest
 
 import dbtools
 import warehouse_compare as wc
-from b2bdwh import generate, simulate
+from b2bdwh import generate, simulate, status
 from b2bdwh.compare import SOURCE_DEAL_ROWS
 from test_initial_load_dag import b2bdwh_airflow
 from test_roles import as_role
@@ -277,6 +278,15 @@ def test_a_killed_move_loses_nothing_and_the_next_finishes_it(rig: Rig):
     simulate.simulate(rig.oltp, 100, 22)
     wc.run_incremental(rig.olap)
     assert wc.last_run(rig.olap)[1:3] == ("incremental_update", "succeeded")
+    # The incremental run marked the dead move failed and succeeded itself; `b2bdwh status`
+    # still says the move did not finish, and what to do.
+    report = status.status(rig.olap)
+    assert [p for p in report.problems if "horizon move" in p] == [
+        f"the latest horizon move, run {first + 1}, failed (its message is in the runs above):"
+        " some facts may be in the other part than the horizon places them in; fix the cause,"
+        " then CALL etl.run_horizon_move();"
+    ], report.problems
+    assert "horizon: deals closed before 2016-01-01 are cold" in report.text
     wc.run_initial(rig.fresh)
     wc.assert_same_live_content(rig.olap, rig.fresh, rig.oltp)
 
@@ -291,26 +301,31 @@ def test_a_killed_move_loses_nothing_and_the_next_finishes_it(rig: Rig):
     )
     assert statuses == [("failed", True), ("succeeded", False)]
     assert all(storage_checks(rig.olap, run_id).values())
+    assert not [p for p in status.status(rig.olap).problems if "horizon move" in p]
     assert_matches_a_fresh_load(rig)
 
 
-def test_a_horizon_that_is_not_one_is_refused_and_moves_nothing(rig: Rig):
+def test_a_horizon_that_is_not_one_stops_the_run_before_it_changes_anything(rig: Rig):
+    """A mistyped cold_horizon stops a horizon move and an initial load at their start, with
+    what to do: no run is started, nothing moves, and the loaded warehouse stays (an initial
+    load that started anyway would have emptied it before failing at its fact step)."""
     wc.run_initial(rig.olap)
-    before = cold(rig.olap)
-    wc.set_config(rig.olap, "cold_horizon", "two years")
-    with pytest.raises(psycopg.Error) as raised:
-        execute(rig.olap, "CALL etl.run_horizon_move()")
-    assert raised.value.sqlstate == "22023"
-    assert "cold_horizon 'two years': not an interval, a date or 'none'" in str(raised.value)
-    assert "UPDATE etl.config" in (raised.value.diag.message_hint or "")
-    assert wc.last_run(rig.olap)[1:3] == ("horizon_move", "failed")
-    logged = scalar(
-        rig.olap,
-        "SELECT count(*) FROM etl.error_log WHERE run_id = (SELECT max(run_id) FROM etl.run)"
-        " AND sqlstate = '22023'",
-    )
-    assert logged == 1
+    before, runs = cold(rig.olap), wc.last_run(rig.olap)
+    facts = scalar(rig.olap, "SELECT count(*) FROM dwh.fact_sales_performance")
+    for value in ("two years", "-1 year", "20170601"):
+        wc.set_config(rig.olap, "cold_horizon", value)
+        for call in ("CALL etl.run_horizon_move()", "CALL etl.run_initial_load()"):
+            with pytest.raises(psycopg.Error) as raised:
+                execute(rig.olap, call)
+            assert raised.value.sqlstate == "22023", (value, call)
+            assert (
+                f"cold_horizon '{value}': not a positive interval, a date as YYYY-MM-DD or 'none'"
+                in str(raised.value)
+            )
+            assert "UPDATE etl.config" in (raised.value.diag.message_hint or "")
+    assert wc.last_run(rig.olap) == runs, "no run was started"
     assert cold(rig.olap) == before
+    assert scalar(rig.olap, "SELECT count(*) FROM dwh.fact_sales_performance") == facts
     move(rig.olap, "2 years")
     assert wc.last_run(rig.olap)[2] == "succeeded"
 
@@ -394,7 +409,9 @@ def test_the_consistency_checks_see_a_fact_out_of_place_and_one_in_both_parts(ri
     )
     execute(
         rig.olap,
-        "ALTER TABLE dwh.fact_sales_performance DISABLE TRIGGER one_fact_per_opportunity_insert",
+        # the part's own check (a write naming the part fires the part's trigger)
+        "ALTER TABLE dwh.fact_sales_performance_cold"
+        " DISABLE TRIGGER one_fact_per_opportunity_insert",
     )
     columns = (
         "opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,"
@@ -411,3 +428,40 @@ def test_the_consistency_checks_see_a_fact_out_of_place_and_one_in_both_parts(ri
         "in both the hot and the cold part" in p and key in p
         for p in wc.consistency_problems(rig.olap)
     )
+
+
+def test_two_writers_at_once_cannot_both_give_a_deal_a_fact(rig: Rig):
+    """Two sessions write the same new deal into the two parts at once (DBAs: the pipeline
+    holds its lock). The second one's check waits for the first to commit, then sees its row
+    and refuses (23505); without the check's own lock both would commit."""
+    wc.run_initial(rig.olap)
+    row = (
+        "SELECT 'TWO-WRITERS', account_key, product_key, sales_agent_key, deal_stage_key,"
+        " engage_date_key, close_date_key, is_won, is_closed, run_id, %s"
+        " FROM dwh.fact_sales_performance LIMIT 1"
+    )
+    insert = (
+        "INSERT INTO dwh.fact_sales_performance (opportunity_id, account_key, product_key,"
+        " sales_agent_key, deal_stage_key, engage_date_key, close_date_key, is_won, is_closed,"
+        " run_id, is_cold) " + row
+    )
+    with psycopg.connect(rig.olap) as first:
+        first.execute(insert, (False,))  # its check ran; the transaction stays open
+        second = wc.BackgroundCall(rig.olap, insert, (True,))
+        deadline = time.monotonic() + 30
+        while not scalar(
+            rig.olap,
+            "SELECT count(*) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND NOT granted AND pid = %s",
+            (second.pid,),
+        ):
+            assert time.monotonic() < deadline, "the second writer's check never waited"
+            time.sleep(0.05)
+        first.commit()
+    outcome = second.join()
+    assert isinstance(outcome, psycopg.errors.UniqueViolation), outcome
+    assert "TWO-WRITERS would have a fact in both parts" in str(outcome)
+    assert query(
+        rig.olap,
+        "SELECT is_cold FROM dwh.fact_sales_performance WHERE opportunity_id = 'TWO-WRITERS'",
+    ) == [(False,)]

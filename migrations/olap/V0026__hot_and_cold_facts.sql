@@ -37,19 +37,25 @@ COMMENT ON TABLE etl.fact_storage IS
 'horizon move (pipeline horizon_move), from etl.config cold_horizon.';
 COMMENT ON COLUMN etl.fact_storage.cold_before IS
 'Facts of deals closed before this day are in dwh.fact_sales_performance_cold; NULL: every fact is hot.';
-COMMENT ON COLUMN etl.fact_storage.run_id IS 'The run that set the horizon.';
+COMMENT ON COLUMN etl.fact_storage.run_id IS
+'The run that set the horizon (an initial load or a horizon move; while that move runs, or after it failed, '
+'some facts may still be in their former part).';
+COMMENT ON COLUMN etl.fact_storage.one_row IS 'Always true: the table holds one row.';
+COMMENT ON COLUMN etl.fact_storage.set_at IS 'When the horizon was set.';
 INSERT INTO etl.fact_storage (cold_before) VALUES (NULL);
 
 INSERT INTO etl.config (key, value, description) VALUES
 (
     'cold_horizon', '2 years',
-    'Facts of deals closed before this horizon are stored cold (dwh.fact_sales_performance_cold): an interval '
-    '(the first day of the month that long before a horizon move''s start), a date, or ''none'' (all hot). '
-    'Applied by a horizon move: CALL etl.run_horizon_move(); (DAG dwh_horizon_move).'
+    'Facts of deals closed before this horizon are stored cold (dwh.fact_sales_performance_cold): a positive '
+    'interval (the first day of the month that long before the run''s start), a date as YYYY-MM-DD, or ''none'' '
+    '(all hot). Applied by an initial load (at its start) and by a horizon move: CALL etl.run_horizon_move(); '
+    '(DAG dwh_horizon_move). The horizon in force is etl.fact_storage.cold_before.'
 );
 
 -- The third pipeline: moving facts across the horizon.
 ALTER TABLE etl.run DROP CONSTRAINT run_pipeline_check;
+COMMENT ON TABLE etl.run IS 'One row per pipeline run (initial load, incremental update or horizon move).';
 ALTER TABLE etl.run ADD CONSTRAINT run_pipeline_check
 CHECK (pipeline IN ('initial_load', 'incremental_update', 'horizon_move'));
 ALTER TABLE etl.pipeline_step DROP CONSTRAINT pipeline_step_pipeline_check;

@@ -9,7 +9,9 @@ interrupted (a step marked running that nobody executes); the lag (etl.v_freshne
 age of the oldest committed source change not applied yet) exceeds --max-lag, by default
 etl.config max_freshness_lag, or cannot be measured; the source no longer holds back the
 changes this warehouse has not applied (it is not registered, or did not report for longer
-than its retention) or has already purged some of them; the latest Airflow run of a DAG
+than its retention) or has already purged some of them; the latest horizon move failed and
+no initial load or horizon move ran since (some facts may be out of their part); the latest
+Airflow run of a DAG
 failed and no run of its pipeline succeeded since (read from Airflow's own metadata with
 `airflow dags list-runs` when an AIRFLOW_HOME is set or the project's .airflow exists: a
 run that failed before reaching the database, which is down or refused it, leaves no trace
@@ -38,7 +40,11 @@ HELP = "print recent runs, lag behind the source, failed checks and errors; exit
 UNHEALTHY = 2
 USAGE_ERROR = 1
 # The DAGs whose Airflow runs count, and the pipeline each runs.
-DAG_PIPELINES = {"dwh_initial_load": "initial_load", "dwh_incremental_update": "incremental_update"}
+DAG_PIPELINES = {
+    "dwh_initial_load": "initial_load",
+    "dwh_incremental_update": "incremental_update",
+    "dwh_horizon_move": "horizon_move",
+}
 AIRFLOW_TIMEOUT = 120  # seconds for `airflow dags list-runs` on a busy machine
 
 RUNS = """
@@ -99,6 +105,21 @@ INTERRUPTED_STEPS = """
 SELECT string_agg(m.step, ', ' ORDER BY m.loading_metadata_id)
   FROM etl.loading_metadata AS m
  WHERE m.run_id = %s AND m.status = 'running' AND etl.pipeline_lock_holder() IS NULL
+"""
+# Where the facts are stored: the horizon in force, the parts' sizes (the planner's estimate:
+# no count of millions of rows), and the latest run that places every fact.
+STORAGE = """
+SELECT s.cold_before::text, s.run_id,
+       (SELECT c.reltuples::bigint FROM pg_class AS c
+         WHERE c.oid = 'dwh.fact_sales_performance_hot'::regclass),
+       (SELECT c.reltuples::bigint FROM pg_class AS c
+         WHERE c.oid = 'dwh.fact_sales_performance_cold'::regclass),
+       p.run_id, p.pipeline, p.status, coalesce(p.message, '')
+  FROM etl.fact_storage AS s
+  LEFT JOIN LATERAL (
+      SELECT r.run_id, r.pipeline, r.status, r.message FROM etl.run AS r
+       WHERE r.pipeline IN ('initial_load', 'horizon_move') ORDER BY r.run_id DESC LIMIT 1
+  ) AS p ON true
 """
 FAILED_CHECKS = """
 SELECT v.run_id, v.check_name, coalesce(v.expected, ''), coalesce(v.actual, '')
@@ -373,6 +394,31 @@ def airflow_report(
     return out, problems
 
 
+def storage_report(row: tuple) -> tuple[list[str], list[str]]:
+    """The lines on where the facts are stored, and the problem of a horizon move that did
+    not finish (some facts may be in the other part than the horizon places them in)."""
+    cold_before, set_by, hot, cold, run_id, pipeline, run_status, _message = row
+
+    def estimate(n: int) -> str:
+        return f"~{n:,}" if n >= 0 else "unknown (not analysed yet)"
+
+    horizon = f"deals closed before {cold_before} are cold" if cold_before else "none: all hot"
+    out = [
+        "",
+        "Fact storage (etl.fact_storage):",
+        f"  horizon: {horizon}" + (f" (set by run {set_by})" if set_by else ""),
+        f"  facts: hot {estimate(hot)}, cold {estimate(cold)} (estimates)",
+    ]
+    problems = []
+    if pipeline == "horizon_move" and run_status == "failed":
+        problems.append(
+            f"the latest horizon move, run {run_id}, failed (its message is in the runs"
+            " above): some facts may be in the other part than the horizon places them in;"
+            " fix the cause, then CALL etl.run_horizon_move();"
+        )
+    return out, problems
+
+
 def status(
     dsn: str,
     max_lag: str | None = None,
@@ -465,6 +511,10 @@ def status(
         problems += found
         out += airflow_lines
         problems += airflow_problems
+
+        lines, found = storage_report(conn.execute(STORAGE).fetchone())
+        out += lines
+        problems += found
 
         checks = conn.execute(FAILED_CHECKS, ([r[0] for r in runs],)).fetchall()
         out += ["", "Failed validations of these runs:"]

@@ -31,6 +31,9 @@
 --                    its backend is recorded, so that its death is seen
 --     p_when_busy  - 'refuse' (default: 55P03), 'skip' or 'wait' (NULL, see
 --                    above; etl.start_run loops on 'wait')
+-- Raises: 22023 for an unknown pipeline or p_when_busy, a batch size below
+--     1, and (initial load, horizon move) an etl.config cold_horizon that is
+--     not one (etl.cold_horizon); 55P03 as above.
 -- Tables: writes etl.run (and, for an interrupted run, etl.loading_metadata,
 --     etl.error_log).
 -- Returns: the new run's id, or NULL (p_when_busy 'skip' or 'wait' only).
@@ -65,6 +68,12 @@ BEGIN
     END IF;
     IF v_batch_size < 1 THEN
         RAISE EXCEPTION 'batch size must be positive, got %', v_batch_size USING ERRCODE = '22023';
+    END IF;
+    -- The horizon these runs place facts by (etl.config cold_horizon): a value
+    -- it cannot give stops the run here, before anything changes (an initial
+    -- load would otherwise empty the star schema, then fail at its fact step).
+    IF p_pipeline IN ('initial_load', 'horizon_move') THEN
+        PERFORM etl.cold_horizon(pg_catalog.clock_timestamp());
     END IF;
     -- Until commit: the new run row is committed before anyone else can take
     -- the lock and look for a running run (a session lock given back before

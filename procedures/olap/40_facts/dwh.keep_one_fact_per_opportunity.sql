@@ -1,5 +1,7 @@
 -- Trigger function: dwh.keep_one_fact_per_opportunity() (statement level, on
---     INSERT and UPDATE of dwh.fact_sales_performance)
+--     INSERT and UPDATE of dwh.fact_sales_performance and of each of its
+--     parts: PostgreSQL fires a statement trigger for the table a statement
+--     names, so a write into a part directly is checked by the part's)
 --     Keeps one fact per opportunity across the table's two parts. Each
 --     part's primary key is opportunity_id (a key on the partitioned table
 --     would have to hold is_cold, and PostgreSQL enforces a key within each
@@ -9,7 +11,10 @@
 --     the table by opportunity_id: one found in the other part is refused.
 --     A fact moved from one part to the other (an UPDATE of is_cold) has
 --     left its old part by then. Cost: one index probe per written row.
---     Writers hold the pipeline lock, so no two statements race past it.
+--     Two writers at once (the pipeline holds its lock, a DBA's session
+--     does not) could each miss the other's uncommitted row: the check
+--     first takes a transaction lock of its own, so a second writer's check
+--     waits for the first to commit and then sees its rows.
 --     A bulk load into the empty table sets it aside with the keys
 --     (etl.suspend_ddl) and proves the invariant in its validation.
 -- Raises: 23505 naming the first keys.
@@ -23,6 +28,7 @@ AS $fn$
 DECLARE
     v_keys text[];
 BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(1647469175, 2);
     v_keys := ARRAY(
         SELECT n.opportunity_id FROM written AS n
          WHERE EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f
@@ -34,7 +40,8 @@ BEGIN
             array_to_string(v_keys, ', ')
             USING ERRCODE = '23505',
                   DETAIL = 'One fact per opportunity: a deal''s fact is either hot or cold (is_cold).',
-                  HINT = 'Rewrite the fact where it is, or move it by updating is_cold.';
+                  HINT = 'The pipeline writes facts where they are; facts move between the parts with '
+                         'CALL etl.run_horizon_move();';
     END IF;
     RETURN NULL;
 END
@@ -48,5 +55,17 @@ CREATE OR REPLACE TRIGGER one_fact_per_opportunity_insert AFTER INSERT ON dwh.fa
 REFERENCING NEW TABLE AS written
 FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
 CREATE OR REPLACE TRIGGER one_fact_per_opportunity_update AFTER UPDATE ON dwh.fact_sales_performance
+REFERENCING NEW TABLE AS written
+FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
+CREATE OR REPLACE TRIGGER one_fact_per_opportunity_insert AFTER INSERT ON dwh.fact_sales_performance_hot
+REFERENCING NEW TABLE AS written
+FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
+CREATE OR REPLACE TRIGGER one_fact_per_opportunity_update AFTER UPDATE ON dwh.fact_sales_performance_hot
+REFERENCING NEW TABLE AS written
+FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
+CREATE OR REPLACE TRIGGER one_fact_per_opportunity_insert AFTER INSERT ON dwh.fact_sales_performance_cold
+REFERENCING NEW TABLE AS written
+FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
+CREATE OR REPLACE TRIGGER one_fact_per_opportunity_update AFTER UPDATE ON dwh.fact_sales_performance_cold
 REFERENCING NEW TABLE AS written
 FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();

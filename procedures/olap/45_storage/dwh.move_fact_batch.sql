@@ -41,8 +41,13 @@ BEGIN
         v_cold_before := etl.cold_horizon(v_run.started_at);
         UPDATE etl.fact_storage
            SET cold_before = v_cold_before, run_id = v_run.run_id, set_at = clock_timestamp();
-        RAISE NOTICE 'horizon move run %: facts of deals closed before % are stored cold', v_run.run_id,
-            coalesce(v_cold_before::text, 'no day (cold_horizon none: every fact hot)');
+        IF v_cold_before IS NULL THEN
+            RAISE NOTICE 'horizon move run %: no horizon (cold_horizon none): every fact is stored hot',
+                v_run.run_id;
+        ELSE
+            RAISE NOTICE 'horizon move run %: facts of deals closed before % are stored cold', v_run.run_id,
+                v_cold_before;
+        END IF;
     ELSE
         SELECT s.cold_before INTO v_cold_before FROM etl.fact_storage AS s;
     END IF;
@@ -69,6 +74,8 @@ BEGIN
       INTO v_to_cold, v_to_hot
       FROM moved AS m;
 
+    RAISE NOTICE 'horizon move run %: % facts to the cold part, % to the hot part', v_run.run_id,
+        v_to_cold, v_to_hot;
     PERFORM etl.add_step_counts(
         p_loading_metadata_id,
         p_in => v_to_cold + v_to_hot,

@@ -8,7 +8,7 @@
 -- across the parts: kept by dwh.keep_one_fact_per_opportunity, checked by
 -- etl.check_fact_storage.
 BEGIN;
-SELECT plan(47);
+SELECT plan(53);
 
 -- Schema ---------------------------------------------------------------------------------
 SELECT is((SELECT c.relkind::text FROM pg_class AS c WHERE c.oid = 'dwh.fact_sales_performance'::regclass), 'p',
@@ -31,6 +31,10 @@ SELECT trigger_is('dwh', 'fact_sales_performance', 'one_fact_per_opportunity_ins
                   'dwh', 'keep_one_fact_per_opportunity', 'inserts are checked across the parts');
 SELECT trigger_is('dwh', 'fact_sales_performance', 'one_fact_per_opportunity_update',
                   'dwh', 'keep_one_fact_per_opportunity', 'updates are checked across the parts');
+SELECT is((SELECT count(*)::integer FROM pg_trigger AS t
+            WHERE t.tgrelid IN ('dwh.fact_sales_performance_hot'::regclass, 'dwh.fact_sales_performance_cold'::regclass)
+              AND t.tgfoid = 'dwh.keep_one_fact_per_opportunity'::regproc AND t.tgparentid = 0), 4,
+          'so are inserts and updates that name a part (a statement trigger fires for the table it names)');
 SELECT is((SELECT value FROM etl.config WHERE key = 'cold_horizon'), '2 years', 'the default horizon is two years');
 
 -- The rule and the horizon -----------------------------------------------------------------
@@ -50,10 +54,20 @@ UPDATE etl.config SET value = 'None' WHERE key = 'cold_horizon';
 SELECT is(etl.cold_horizon('2026-12-06 10:00+00'), NULL::date, '''none'': no horizon, every fact hot');
 UPDATE etl.config SET value = 'two years' WHERE key = 'cold_horizon';
 SELECT throws_ok($$SELECT etl.cold_horizon(now())$$, '22023',
-                 'etl.config cold_horizon ''two years'': not an interval, a date or ''none''',
+                 'etl.config cold_horizon ''two years'': not a positive interval, a date as YYYY-MM-DD or ''none''',
                  'a value that is none of these is refused, named (22023)');
 UPDATE etl.config SET value = '2017-02-30' WHERE key = 'cold_horizon';
 SELECT throws_ok($$SELECT etl.cold_horizon(now())$$, '22023', NULL, 'so is a date that does not exist');
+UPDATE etl.config SET value = '-1 year' WHERE key = 'cold_horizon';
+SELECT throws_ok($$SELECT etl.cold_horizon(now())$$, '22023', NULL,
+                 'and an interval that is not positive (a horizon after the run''s start)');
+UPDATE etl.config SET value = '2 years ago' WHERE key = 'cold_horizon';
+SELECT throws_ok($$SELECT etl.cold_horizon(now())$$, '22023', NULL, '... ''2 years ago'' is -2 years to PostgreSQL');
+UPDATE etl.config SET value = '20170601' WHERE key = 'cold_horizon';
+SELECT throws_ok($$SELECT etl.cold_horizon(now())$$, '22023', NULL,
+                 'and a bare number (PostgreSQL would read seconds): a date is YYYY-MM-DD');
+SELECT throws_ok($$SELECT etl.open_run('initial_load', NULL, false)$$, '22023', NULL,
+                 'an initial load does not start with a horizon that is not one: nothing is emptied');
 
 -- The initial load places every fact ----------------------------------------------------------
 UPDATE etl.config SET value = '2017-03-01' WHERE key = 'cold_horizon';
@@ -103,6 +117,16 @@ SELECT throws_ok(
              close_date_key, is_won, is_closed, run_id, is_cold
         FROM dwh.fact_sales_performance WHERE opportunity_id = 'K2'$$,
     '23505', NULL, 'and one in the same part by the key'
+);
+SELECT throws_ok(
+    $$INSERT INTO dwh.fact_sales_performance_hot (opportunity_id, account_key, product_key, sales_agent_key,
+                                                  deal_stage_key, engage_date_key, close_date_key, is_won,
+                                                  is_closed, run_id, is_cold)
+      SELECT opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key, engage_date_key,
+             close_date_key, is_won, is_closed, run_id, false
+        FROM dwh.fact_sales_performance WHERE opportunity_id = 'K1'$$,
+    '23505', 'dwh.fact_sales_performance: opportunity_id K1 would have a fact in both parts',
+    'and a second fact written into the other part directly, by name'
 );
 SELECT lives_ok($$UPDATE dwh.fact_sales_performance SET is_cold = NOT is_cold WHERE opportunity_id = 'K4'$$,
                 'moving a fact from one part to the other is one fact still');
