@@ -48,24 +48,22 @@ END
 $fn$;
 
 COMMENT ON FUNCTION dwh.keep_one_fact_per_opportunity() IS
-'Trigger function on INSERT and UPDATE of dwh.fact_sales_performance: refuses (23505) a fact written '
-'into one part while the other holds the same opportunity.';
+'Trigger function on INSERT and UPDATE of dwh.fact_sales_performance and its parts: refuses (23505) a '
+'fact written into one part while the other holds the same opportunity.';
 
-CREATE OR REPLACE TRIGGER one_fact_per_opportunity_insert AFTER INSERT ON dwh.fact_sales_performance
-REFERENCING NEW TABLE AS written
-FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
-CREATE OR REPLACE TRIGGER one_fact_per_opportunity_update AFTER UPDATE ON dwh.fact_sales_performance
-REFERENCING NEW TABLE AS written
-FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
-CREATE OR REPLACE TRIGGER one_fact_per_opportunity_insert AFTER INSERT ON dwh.fact_sales_performance_hot
-REFERENCING NEW TABLE AS written
-FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
-CREATE OR REPLACE TRIGGER one_fact_per_opportunity_update AFTER UPDATE ON dwh.fact_sales_performance_hot
-REFERENCING NEW TABLE AS written
-FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
-CREATE OR REPLACE TRIGGER one_fact_per_opportunity_insert AFTER INSERT ON dwh.fact_sales_performance_cold
-REFERENCING NEW TABLE AS written
-FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
-CREATE OR REPLACE TRIGGER one_fact_per_opportunity_update AFTER UPDATE ON dwh.fact_sales_performance_cold
-REFERENCING NEW TABLE AS written
-FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity();
+-- On the table and on each part, for inserts and for updates.
+DO $triggers$
+DECLARE
+    v_table regclass;
+    v_event text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['dwh.fact_sales_performance', 'dwh.fact_sales_performance_hot',
+                                   'dwh.fact_sales_performance_cold']::regclass [] LOOP
+        FOREACH v_event IN ARRAY ARRAY['insert', 'update'] LOOP
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING NEW TABLE AS written '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION dwh.keep_one_fact_per_opportunity()',
+                           'one_fact_per_opportunity_' || v_event, upper(v_event), v_table);
+        END LOOP;
+    END LOOP;
+END
+$triggers$;

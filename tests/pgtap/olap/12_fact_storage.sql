@@ -99,32 +99,27 @@ SELECT is((SELECT count(*)::integer FROM pg_index AS i
           'each index of the table is made again on the parts, and each part''s own key (the cold one''s here)');
 
 -- One fact per opportunity across the parts ---------------------------------------------------
+-- pg_temp.copy_fact(table, key, is_cold): the INSERT of a copy of a deal's fact into table.
+CREATE FUNCTION pg_temp.copy_fact(p_table text, p_key text, p_is_cold text) RETURNS text
+LANGUAGE sql AS $fn$
+    SELECT format(
+        'INSERT INTO %s (opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,'
+        ' engage_date_key, close_date_key, is_won, is_closed, run_id, is_cold)'
+        ' SELECT opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key,'
+        ' engage_date_key, close_date_key, is_won, is_closed, run_id, %s'
+        ' FROM dwh.fact_sales_performance WHERE opportunity_id = %L', p_table, p_is_cold, p_key);
+$fn$;
 SELECT throws_ok(
-    $$INSERT INTO dwh.fact_sales_performance (opportunity_id, account_key, product_key, sales_agent_key,
-                                              deal_stage_key, engage_date_key, close_date_key, is_won,
-                                              is_closed, run_id, is_cold)
-      SELECT opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key, engage_date_key,
-             close_date_key, is_won, is_closed, run_id, false
-        FROM dwh.fact_sales_performance WHERE opportunity_id = 'K1'$$,
+    pg_temp.copy_fact('dwh.fact_sales_performance', 'K1', 'false'),
     '23505', 'dwh.fact_sales_performance: opportunity_id K1 would have a fact in both parts',
     'a second fact of a deal in the other part is refused (23505), though the part''s key allows it'
 );
 SELECT throws_ok(
-    $$INSERT INTO dwh.fact_sales_performance (opportunity_id, account_key, product_key, sales_agent_key,
-                                              deal_stage_key, engage_date_key, close_date_key, is_won,
-                                              is_closed, run_id, is_cold)
-      SELECT opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key, engage_date_key,
-             close_date_key, is_won, is_closed, run_id, is_cold
-        FROM dwh.fact_sales_performance WHERE opportunity_id = 'K2'$$,
+    pg_temp.copy_fact('dwh.fact_sales_performance', 'K2', 'is_cold'),
     '23505', NULL, 'and one in the same part by the key'
 );
 SELECT throws_ok(
-    $$INSERT INTO dwh.fact_sales_performance_hot (opportunity_id, account_key, product_key, sales_agent_key,
-                                                  deal_stage_key, engage_date_key, close_date_key, is_won,
-                                                  is_closed, run_id, is_cold)
-      SELECT opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key, engage_date_key,
-             close_date_key, is_won, is_closed, run_id, false
-        FROM dwh.fact_sales_performance WHERE opportunity_id = 'K1'$$,
+    pg_temp.copy_fact('dwh.fact_sales_performance_hot', 'K1', 'false'),
     '23505', 'dwh.fact_sales_performance: opportunity_id K1 would have a fact in both parts',
     'and a second fact written into the other part directly, by name'
 );
@@ -225,12 +220,7 @@ SELECT tests.end_run();
 
 -- The whole check sees what the trigger would have refused -------------------------------------
 ALTER TABLE dwh.fact_sales_performance DISABLE TRIGGER one_fact_per_opportunity_insert;
-INSERT INTO dwh.fact_sales_performance (opportunity_id, account_key, product_key, sales_agent_key,
-                                        deal_stage_key, engage_date_key, close_date_key, is_won,
-                                        is_closed, run_id, is_cold)
-SELECT opportunity_id, account_key, product_key, sales_agent_key, deal_stage_key, engage_date_key,
-       close_date_key, is_won, is_closed, run_id, true
-FROM dwh.fact_sales_performance WHERE opportunity_id = 'K1';
+SELECT pg_temp.copy_fact('dwh.fact_sales_performance', 'K1', 'true') \gexec
 SELECT tests.open_step('horizon_move', 'etl.validate_run', 'etl.validation_result');
 SELECT tests.running_run() AS move4 \gset
 SELECT etl.check_fact_storage(:move4, false);
