@@ -73,12 +73,14 @@ ALTER TABLE etl.suspended_ddl ADD CONSTRAINT suspended_ddl_kind_check
 CHECK (kind IN ('key', 'foreign key', 'index', 'trigger'));
 
 -- The fact step marks the batch's deals that have a fact (in either part),
--- so that it inserts only the others; and it keeps the dates' keys it writes
--- (computed once: the rule of where a fact goes reads the close date's).
+-- so that it inserts only the others; and it keeps what it writes of the
+-- dates (computed once, for the rewrite and the insert: the rule of where a
+-- fact goes reads the close date's key).
 ALTER TABLE etl.fact_batch
 ADD COLUMN has_fact boolean NOT NULL DEFAULT FALSE,
 ADD COLUMN engage_date_key integer,
-ADD COLUMN close_date_key integer;
+ADD COLUMN close_date_key integer,
+ADD COLUMN days_to_close integer;
 
 -- The views over the facts go, and come back from their repeatable files,
 -- which this change edits (a view follows its table's OID, not its name).

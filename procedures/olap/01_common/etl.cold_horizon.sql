@@ -41,4 +41,5 @@ $fn$;
 
 COMMENT ON FUNCTION etl.cold_horizon(timestamptz) IS
 'The horizon etl.config cold_horizon sets for a run starting at p_at (deals closed before it are '
-'stored cold); NULL for ''none''; 22023 for a value that is not an interval, a date or none.';
+'stored cold); NULL for ''none''; 22023 for a value that is not a positive interval, a date as YYYY-MM-DD '
+'or none.';

@@ -7,7 +7,7 @@
 --     so the load does not scan them twice. A partitioned table's foreign
 --     keys are added valid instead, one pass each (PostgreSQL 15 refuses
 --     NOT VALID on a partitioned table); the validation then finds them
---     valid. Triggers are enabled again. Then refreshes the table's
+--     valid. Triggers are made again. Then refreshes the table's
 --     planner statistics.
 -- Returns: the number of objects restored.
 -- Raises: what the DDL raises, e.g. 23505 when the loaded rows duplicate a key.

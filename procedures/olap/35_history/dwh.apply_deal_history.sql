@@ -215,7 +215,7 @@ BEGIN
                      OR v.lookup_before_day > (SELECT min(x.engage_date) FROM image AS x)
                         AND v.lookup_first_day <= (SELECT max(x.engage_date) FROM image AS x))
     )
-    SELECT c.opportunity_id, c.n, c.txid, c.change_id, c.changed_at, c.window_start,
+    SELECT c.opportunity_id, c.n, c.txid, c.change_id, c.changed_at, c.window_start, c.moves_in_or_out,
            -- the deal is there after the event, storable (NULL: as before, below)
            CASE WHEN c.n = c.events THEN r.opportunity_id IS NOT NULL
                 WHEN c.moves IS NOT NULL THEN c.moves[array_upper(c.moves, 1)] > 0
@@ -238,14 +238,17 @@ BEGIN
     -- what its seed's current row and its fact already hold (tracked
     -- attributes, and the version and dates the seed is made from, so the
     -- fact step's rewrite leaves the seed as it is), and no event precedes
-    -- that row (a late commit takes the whole path).
+    -- that row (a late commit takes the whole path). Only a deal with an
+    -- insert or a delete in the window is looked at: the rest, most of an
+    -- everyday window, take the path below without a second seed lookup.
     DELETE FROM deal_event AS e
      USING (
         SELECT x.opportunity_id
           FROM deal_event AS x
           JOIN dwh.deal_history_seed AS s
             ON s.opportunity_id = x.opportunity_id AND s.valid_to = 'infinity'
-         WHERE NOT EXISTS (SELECT FROM dwh.fact_deal_history AS h
+         WHERE x.opportunity_id IN (SELECT m.opportunity_id FROM deal_event AS m WHERE m.moves_in_or_out)
+           AND NOT EXISTS (SELECT FROM dwh.fact_deal_history AS h
                             WHERE md5(h.opportunity_id) = md5(x.opportunity_id)
                               AND h.opportunity_id = x.opportunity_id)
          GROUP BY x.opportunity_id

@@ -227,10 +227,16 @@ BEGIN
            st.is_won,
            st.is_closed,
            false,
-           -- the dates' keys, once (a date outside the calendar is unknown, -1)
-           dwh.date_key(CASE WHEN s.engage_date BETWEEN v_min AND v_max THEN s.engage_date END),
-           dwh.date_key(CASE WHEN s.close_date BETWEEN v_min AND v_max THEN s.close_date END)
+           -- what the fact writes of its dates, once: the keys (a date outside
+           -- the calendar is unknown, -1) and the days between them
+           dwh.date_key(c.engage_date),
+           dwh.date_key(c.close_date),
+           c.close_date - c.engage_date
       FROM etl.stage_sales_pipeline AS s
+      CROSS JOIN LATERAL (
+          SELECT CASE WHEN s.engage_date BETWEEN v_min AND v_max THEN s.engage_date END AS engage_date,
+                 CASE WHEN s.close_date BETWEEN v_min AND v_max THEN s.close_date END AS close_date
+      ) AS c
       -- The stage by its name; only a name that misses is folded (the
       -- folding costs more than the whole join).
       LEFT JOIN dwh.dim_deal_stage AS exact
@@ -332,14 +338,10 @@ BEGIN
                    sales_agent_key = b.sales_agent_key, deal_stage_key = b.deal_stage_key,
                    engage_date_key = b.engage_date_key, close_date_key = b.close_date_key,
                    close_value = b.close_value, list_price = b.list_price, is_won = b.is_won,
-                   is_closed = b.is_closed, days_to_close = c.close_date - c.engage_date,
+                   is_closed = b.is_closed, days_to_close = b.days_to_close,
                    is_deleted = false, archived_at = b.archived_at, run_id = v_run.run_id,
                    is_cold = dwh.is_cold_fact(b.is_closed, b.close_date_key, v_cold_before)
               FROM etl.fact_batch AS b
-             CROSS JOIN LATERAL (
-                 SELECT CASE WHEN b.engage_date BETWEEN v_min AND v_max THEN b.engage_date END AS engage_date,
-                        CASE WHEN b.close_date BETWEEN v_min AND v_max THEN b.close_date END AS close_date
-             ) AS c
               JOIN dwh.fact_sales_performance AS o ON o.opportunity_id = b.opportunity_id
              WHERE f.opportunity_id = b.opportunity_id AND b.hard_reason IS NULL
             RETURNING f.opportunity_id, o.close_month_key AS old_month, o.sales_agent_key AS old_agent,
@@ -396,16 +398,11 @@ BEGIN
         )
         SELECT b.opportunity_id, b.account_key, b.product_key, b.sales_agent_key, b.deal_stage_key,
                b.engage_date_key, b.close_date_key, b.close_value, b.list_price,
-               b.is_won, b.is_closed, c.close_date - c.engage_date, false, b.archived_at, v_run.run_id,
+               b.is_won, b.is_closed, b.days_to_close, false, b.archived_at, v_run.run_id,
                -- a column, not an expression, for the rule: so it is inlined (a parameter
                -- used twice with an expression for it is not; measured: 3x the insert)
                dwh.is_cold_fact(b.is_closed, b.close_date_key, v_cold_before)
           FROM etl.fact_batch AS b
-         -- the dates the calendar holds; others are unknown (-1)
-         CROSS JOIN LATERAL (
-             SELECT CASE WHEN b.engage_date BETWEEN v_min AND v_max THEN b.engage_date END AS engage_date,
-                    CASE WHEN b.close_date BETWEEN v_min AND v_max THEN b.close_date END AS close_date
-         ) AS c
          WHERE b.hard_reason IS NULL AND NOT b.has_fact
         RETURNING 1, close_month_key, sales_agent_key, product_key, is_closed, is_won, close_value,
                   account_key, deal_stage_key, engage_date_key, close_date_key, list_price, days_to_close,
