@@ -40,7 +40,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from b2bdwh import settings
+from b2bdwh import citus, settings
 from b2bdwh.db import CliError, connect, describe, parse, with_dbname
 
 HELP = "apply migrations and procedures to the source (oltp) and the warehouse (olap)"
@@ -422,6 +422,9 @@ def migrate(
             detail(f"  would apply {script.name}")
         say(summary(target, 0, len(versioned + repeatable), 0, now=True))
         return versioned + repeatable
+    if target.name == "olap" and citus.enabled() and not dry_run:
+        # Before the first migration: they distribute the tables when Citus is there.
+        citus.prepare(target.dsn)
     with connect(target.dsn, autocommit=True) as conn:
         if not dry_run:
             acquire_lock(conn, lock_timeout, say)
