@@ -67,7 +67,6 @@ def prepare(dsn: str) -> None:
     host, port = _coordinator(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
-        conn.execute("SELECT citus_set_coordinator_host(%s, %s)", (host, port))
         known = set(conn.execute("SELECT nodename, nodeport FROM pg_dist_node").fetchall())
         for worker in workers():
             if worker not in known:

@@ -23,15 +23,15 @@ BEGIN
     END IF;
     SELECT r.* INTO v_run FROM etl.run AS r WHERE r.run_id = p_run_id;
     IF v_run.pipeline = 'incremental_update' THEN
-        v_lost := v_run.changes_in_window > 0 AND NOT EXISTS (SELECT FROM etl.change_window);
+        v_lost := v_run.changes_in_window > 0 AND NOT EXISTS (SELECT 1 FROM etl.change_window);
     ELSE
-        v_lost := EXISTS (SELECT FROM etl.loading_metadata AS m
+        v_lost := EXISTS (SELECT 1 FROM etl.loading_metadata AS m
                            WHERE m.run_id = p_run_id AND m.step = 'etl.extract_source'
                              AND m.status = 'succeeded' AND m.rows_in > 0)
-                  AND NOT EXISTS (SELECT FROM etl.stage_accounts)
-                  AND NOT EXISTS (SELECT FROM etl.stage_products)
-                  AND NOT EXISTS (SELECT FROM etl.stage_sales_agents)
-                  AND NOT EXISTS (SELECT FROM etl.stage_sales_pipeline);
+                  AND NOT EXISTS (SELECT 1 FROM etl.stage_accounts)
+                  AND NOT EXISTS (SELECT 1 FROM etl.stage_products)
+                  AND NOT EXISTS (SELECT 1 FROM etl.stage_sales_agents)
+                  AND NOT EXISTS (SELECT 1 FROM etl.stage_sales_pipeline);
     END IF;
     IF v_lost THEN
         RAISE EXCEPTION 'the staged source of run % is gone (the server restarted?)', p_run_id

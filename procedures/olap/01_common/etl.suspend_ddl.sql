@@ -41,7 +41,7 @@ BEGIN
           FROM member AS m
           JOIN pg_constraint AS c ON c.conrelid = m.table_name
          WHERE c.contype IN ('f', 'p', 'u') AND c.conparentid = 0
-           AND NOT EXISTS (SELECT FROM pg_constraint AS r
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint AS r
                             WHERE r.contype = 'f' AND r.confrelid = m.table_name
                               AND r.conindid = c.conindid AND c.contype <> 'f')
         UNION ALL
@@ -52,8 +52,8 @@ BEGIN
           FROM member AS m
           JOIN pg_index AS i ON i.indrelid = m.table_name
           JOIN pg_class AS ic ON ic.oid = i.indexrelid
-         WHERE NOT EXISTS (SELECT FROM pg_constraint AS c WHERE c.conindid = i.indexrelid)
-           AND NOT EXISTS (SELECT FROM pg_inherits AS h WHERE h.inhrelid = i.indexrelid)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conindid = i.indexrelid)
+           AND NOT EXISTS (SELECT 1 FROM pg_inherits AS h WHERE h.inhrelid = i.indexrelid)
         UNION ALL
         -- Dropped, not disabled: PostgreSQL fills a trigger's transition table
         -- even while it is disabled (measured: a quarter of a batch's insert).

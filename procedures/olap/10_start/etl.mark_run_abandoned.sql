@@ -27,7 +27,7 @@ BEGIN
            message = 'abandoned by ' || session_user
      WHERE run_id = p_run_id AND status = 'running';
     IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT FROM etl.run AS r WHERE r.run_id = p_run_id) THEN
+        IF NOT EXISTS (SELECT 1 FROM etl.run AS r WHERE r.run_id = p_run_id) THEN
             RAISE EXCEPTION 'run % does not exist', p_run_id USING ERRCODE = '22023',
                 HINT = 'See SELECT run_id, pipeline, status FROM etl.run ORDER BY run_id DESC;';
         END IF;

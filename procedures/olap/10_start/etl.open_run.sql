@@ -95,7 +95,7 @@ BEGIN
     END IF;
 
     IF p_when_busy = 'skip' AND p_pipeline = 'incremental_update'
-       AND NOT EXISTS (SELECT FROM etl.run AS r WHERE r.pipeline = 'initial_load') THEN
+       AND NOT EXISTS (SELECT 1 FROM etl.run AS r WHERE r.pipeline = 'initial_load') THEN
         RAISE NOTICE 'no incremental_update run started: no initial load yet'
             USING HINT = 'The incremental update applies changes to a loaded warehouse: run the initial load '
                          '(DAG dwh_initial_load, or CALL etl.run_initial_load();).';

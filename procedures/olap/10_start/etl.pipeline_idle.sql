@@ -16,7 +16,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT NOT EXISTS (
-        SELECT FROM etl.run AS r
+        SELECT 1 FROM etl.run AS r
          WHERE r.status = 'running' AND etl.run_interruption(r.run_id) IS NULL
     );
 $fn$;

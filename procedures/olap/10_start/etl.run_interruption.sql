@@ -39,7 +39,7 @@ BEGIN
              AND (v_lock_holder IS NULL OR v_lock_holder = pg_backend_pid())
             THEN format('its step %s was left running', v_last_step)
         WHEN v_run.driver_pid IS NOT NULL AND NOT EXISTS (
-               SELECT FROM pg_stat_activity AS a
+               SELECT 1 FROM pg_stat_activity AS a
                 WHERE a.pid = v_run.driver_pid
                   AND a.backend_start = v_run.driver_started_at)
             THEN format('its caller (backend pid %s) is gone', v_run.driver_pid)

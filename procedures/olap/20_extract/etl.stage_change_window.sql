@@ -101,7 +101,7 @@ BEGIN
     SELECT p.*, NULL FROM src.sales_pipeline AS p WHERE p.opportunity_id = ANY (v_keys);
     -- The keys sales_pipeline does not hold: archived (live, marked) or deleted.
     v_keys := ARRAY(SELECT k.key FROM unnest(v_keys) AS k (key)
-                     WHERE NOT EXISTS (SELECT FROM etl.stage_sales_pipeline AS s WHERE s.opportunity_id = k.key));
+                     WHERE NOT EXISTS (SELECT 1 FROM etl.stage_sales_pipeline AS s WHERE s.opportunity_id = k.key));
     IF cardinality(v_keys) > 0 THEN
         INSERT INTO etl.stage_sales_pipeline
         SELECT a.* FROM src.sales_pipeline_archive AS a WHERE a.opportunity_id = ANY (v_keys);
@@ -117,7 +117,7 @@ BEGIN
            coalesce(max(w.changed_at) FILTER (WHERE w.operation = 'D'), max(w.changed_at))
       FROM etl.change_window AS w
      WHERE w.row_key IS NOT NULL
-       AND NOT EXISTS (SELECT FROM (SELECT 'accounts' AS table_name, a.account_id::text AS row_key
+       AND NOT EXISTS (SELECT 1 FROM (SELECT 'accounts' AS table_name, a.account_id::text AS row_key
                                       FROM etl.stage_accounts AS a
                                     UNION ALL
                                     SELECT 'products', p.product_id::text FROM etl.stage_products AS p

@@ -45,9 +45,12 @@ BEGIN
     INSERT INTO etl.stage_sales_pipeline SELECT p.*, NULL FROM src.sales_pipeline AS p;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_rows := v_rows + v_count;
+    -- The archive's deals the CRM has not restored, read from the source in the
+    -- same snapshot (not from the staged rows: on Citus a source table, local,
+    -- cannot meet the distributed staging in one INSERT).
     INSERT INTO etl.stage_sales_pipeline
     SELECT a.* FROM src.sales_pipeline_archive AS a
-     WHERE NOT EXISTS (SELECT FROM etl.stage_sales_pipeline AS s WHERE s.opportunity_id = a.opportunity_id);
+     WHERE NOT EXISTS (SELECT 1 FROM src.sales_pipeline AS p WHERE p.opportunity_id = a.opportunity_id);
     GET DIAGNOSTICS v_count = ROW_COUNT;
     v_rows := v_rows + v_count;
     ANALYZE etl.stage_accounts, etl.stage_products, etl.stage_sales_agents, etl.stage_sales_pipeline;

@@ -32,6 +32,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    -- When the rows are written: a value, since Citus evaluates no volatile
+    -- function in a write to a reference table.
+    v_written_at timestamptz;
     v_run etl.run;
     v_in bigint;
     v_closed bigint := 0;
@@ -39,6 +42,7 @@ DECLARE
     v_renamed bigint := 0;
 BEGIN
     PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.apply_product_versions');
+    v_written_at := clock_timestamp();
     SELECT r.* INTO v_run
       FROM etl.run AS r JOIN etl.loading_metadata AS m USING (run_id)
      WHERE m.loading_metadata_id = p_loading_metadata_id;
@@ -47,7 +51,8 @@ BEGIN
         INSERT INTO dwh.dim_product (product_id, product_name, series, sales_price, valid_from, run_id)
         SELECT s.product_id, s.product_name, s.series, s.sales_price, '-infinity', v_run.run_id
           FROM etl.stage_products AS s
-         WHERE NOT EXISTS (SELECT FROM dwh.dim_product AS d WHERE d.product_id = s.product_id)
+          LEFT JOIN dwh.dim_product AS d ON d.product_id = s.product_id
+         WHERE d.product_id IS NULL
          ORDER BY s.product_id;
         GET DIAGNOSTICS v_inserted = ROW_COUNT;
         SELECT count(*) INTO v_in FROM etl.stage_products;
@@ -131,7 +136,7 @@ BEGIN
     -- The version in effect when the window began ends at the first boundary.
     UPDATE dwh.dim_product AS d
        SET valid_to = f.changed_at, is_current = false, is_deleted = f.is_delete,
-           run_id = v_run.run_id, updated_at = clock_timestamp()
+           run_id = v_run.run_id, updated_at = v_written_at
       FROM (SELECT DISTINCT ON (e.product_id) e.*
               FROM product_event AS e ORDER BY e.product_id, e.changed_at) AS f
      WHERE d.product_key = f.version_before_window AND f.live_into_window;
@@ -152,7 +157,7 @@ BEGIN
     UPDATE dwh.dim_product AS d
        SET product_name = v.product_name, series = v.series, sales_price = v.sales_price,
            valid_to = v.valid_to, is_current = v.is_current, is_deleted = v.is_deleted,
-           run_id = v_run.run_id, updated_at = clock_timestamp()
+           run_id = v_run.run_id, updated_at = v_written_at
       FROM product_version AS v
      WHERE d.product_id = v.product_id AND d.valid_from = v.valid_from;
     INSERT INTO dwh.dim_product (
@@ -162,7 +167,7 @@ BEGIN
     SELECT v.product_id, v.product_name, v.series, v.sales_price, v.valid_from, v.valid_to,
            v.is_current, v.is_deleted, v_run.run_id
       FROM product_version AS v
-     WHERE NOT EXISTS (SELECT FROM dwh.dim_product AS d
+     WHERE NOT EXISTS (SELECT 1 FROM dwh.dim_product AS d
                         WHERE d.product_id = v.product_id AND d.valid_from = v.valid_from)
      ORDER BY v.product_id, v.valid_from;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
@@ -170,7 +175,7 @@ BEGIN
 
     -- Type 1: the name as the window left it, in the current version.
     UPDATE dwh.dim_product AS d
-       SET product_name = s.product_name, run_id = v_run.run_id, updated_at = clock_timestamp()
+       SET product_name = s.product_name, run_id = v_run.run_id, updated_at = v_written_at
       FROM etl.stage_products AS s
      WHERE d.product_id = s.product_id AND d.is_current
        AND d.product_name IS DISTINCT FROM s.product_name;

@@ -52,7 +52,7 @@ BEGIN
       INTO v_rare_columns, v_rare_values, v_rare_counts
       FROM (SELECT d.column_name, d.value,
                    (SELECT count(*)
-                      FROM (SELECT FROM dwh.dim_account AS a
+                      FROM (SELECT 1 FROM dwh.dim_account AS a
                              WHERE a.account_key <> -1 AND NOT a.is_deleted
                                AND d.value = CASE d.column_name WHEN 'sector' THEN a.sector
                                                                 ELSE a.office_location END

@@ -18,6 +18,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    -- When the rows are written: a value, since Citus evaluates no volatile
+    -- function in a write to a reference table.
+    v_written_at timestamptz;
     v_run_id bigint;
     v_in bigint;
     v_inserted bigint;
@@ -25,6 +28,7 @@ DECLARE
     v_deleted bigint;
 BEGIN
     PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.upsert_dim_account');
+    v_written_at := clock_timestamp();
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     WITH upserted AS (
@@ -33,7 +37,7 @@ BEGIN
             office_location, parent_account_id, is_deleted, run_id, updated_at
         )
         SELECT s.account_id, s.account_name, s.sector, s.year_established, s.revenue, s.employees,
-               s.office_location, s.parent_account_id, false, v_run_id, clock_timestamp()
+               s.office_location, s.parent_account_id, false, v_run_id, v_written_at
           FROM etl.stage_accounts AS s
          ORDER BY s.account_id
         ON CONFLICT (account_id) DO UPDATE
@@ -54,7 +58,7 @@ BEGIN
       FROM upserted AS u;
     -- Rows deleted in the source: marked, never erased.
     UPDATE dwh.dim_account AS d
-       SET is_deleted = true, run_id = v_run_id, updated_at = clock_timestamp()
+       SET is_deleted = true, run_id = v_run_id, updated_at = v_written_at
       FROM etl.stage_deleted AS x
      WHERE x.table_name = 'accounts' AND d.account_id = x.row_key::integer AND NOT d.is_deleted;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;

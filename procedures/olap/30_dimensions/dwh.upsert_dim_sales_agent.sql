@@ -15,6 +15,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    -- When the rows are written: a value, since Citus evaluates no volatile
+    -- function in a write to a reference table.
+    v_written_at timestamptz;
     v_run_id bigint;
     v_in bigint;
     v_inserted bigint;
@@ -22,6 +25,7 @@ DECLARE
     v_deleted bigint;
 BEGIN
     PERFORM etl.assert_step_executor(p_loading_metadata_id, 'dwh.upsert_dim_sales_agent');
+    v_written_at := clock_timestamp();
     SELECT m.run_id INTO v_run_id FROM etl.loading_metadata AS m
      WHERE m.loading_metadata_id = p_loading_metadata_id;
     WITH upserted AS (
@@ -30,7 +34,7 @@ BEGIN
             updated_at
         )
         SELECT s.sales_agent_id, s.sales_agent_name, s.manager_name, s.regional_office, false,
-               v_run_id, clock_timestamp()
+               v_run_id, v_written_at
           FROM etl.stage_sales_agents AS s
          ORDER BY s.sales_agent_id
         ON CONFLICT (sales_agent_id) DO UPDATE
@@ -47,7 +51,7 @@ BEGIN
       FROM upserted AS u;
     -- Rows deleted in the source: marked, never erased.
     UPDATE dwh.dim_sales_agent AS d
-       SET is_deleted = true, run_id = v_run_id, updated_at = clock_timestamp()
+       SET is_deleted = true, run_id = v_run_id, updated_at = v_written_at
       FROM etl.stage_deleted AS x
      WHERE x.table_name = 'sales_agents' AND d.sales_agent_id = x.row_key::integer AND NOT d.is_deleted;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;

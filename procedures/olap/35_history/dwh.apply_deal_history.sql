@@ -108,11 +108,11 @@ BEGIN
     -- view over its facts) and no as-of summary row, a state no run leaves
     -- (every live deal's seed counts in them). Deltas would start from
     -- nothing: fold the seed in first, once, as an initial load does.
-    IF NOT EXISTS (SELECT FROM dwh.deal_pipeline_day)
-       AND NOT EXISTS (SELECT FROM dwh.deal_pipeline_month)
-       AND NOT EXISTS (SELECT FROM dwh.deal_stage_conversion)
-       AND NOT EXISTS (SELECT FROM dwh.fact_deal_history)
-       AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted) THEN
+    IF NOT EXISTS (SELECT 1 FROM dwh.deal_pipeline_day)
+       AND NOT EXISTS (SELECT 1 FROM dwh.deal_pipeline_month)
+       AND NOT EXISTS (SELECT 1 FROM dwh.deal_stage_conversion)
+       AND NOT EXISTS (SELECT 1 FROM dwh.fact_deal_history)
+       AND EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted) THEN
         PERFORM dwh.fold_deal_history_seed(
             (SELECT r.run_id FROM etl.run AS r WHERE r.pipeline = 'initial_load' ORDER BY r.run_id DESC LIMIT 1));
     END IF;
@@ -248,7 +248,7 @@ BEGIN
           JOIN dwh.deal_history_seed AS s
             ON s.opportunity_id = x.opportunity_id AND s.valid_to = 'infinity'
          WHERE x.opportunity_id IN (SELECT m.opportunity_id FROM deal_event AS m WHERE m.moves_in_or_out)
-           AND NOT EXISTS (SELECT FROM dwh.fact_deal_history AS h
+           AND NOT EXISTS (SELECT 1 FROM dwh.fact_deal_history AS h
                             WHERE md5(h.opportunity_id) = md5(x.opportunity_id)
                               AND h.opportunity_id = x.opportunity_id)
          GROUP BY x.opportunity_id
@@ -275,7 +275,7 @@ BEGIN
     INSERT INTO deal_history_rows
     SELECT -1, s.* FROM dwh.deal_history_seed AS s
      WHERE s.opportunity_id = ANY (v_keys)
-       AND NOT EXISTS (SELECT FROM deal_history_rows AS t WHERE t.opportunity_id = s.opportunity_id);
+       AND NOT EXISTS (SELECT 1 FROM deal_history_rows AS t WHERE t.opportunity_id = s.opportunity_id);
     ANALYZE deal_history_rows;
     -- An event whose inserts and deletes net out, with no earlier move in the
     -- window, leaves the deal as it was: for a first event, there when a row
@@ -283,7 +283,7 @@ BEGIN
     -- event on an earlier attempt counts too, and so does a seed row starting
     -- later, at the snapshot time).
     UPDATE deal_event AS e
-       SET present = EXISTS (SELECT FROM deal_history_rows AS h
+       SET present = EXISTS (SELECT 1 FROM deal_history_rows AS h
                               WHERE h.opportunity_id = e.opportunity_id AND h.valid_to >= e.window_start)
      WHERE e.present IS NULL AND e.n = 1;
     UPDATE deal_event AS e

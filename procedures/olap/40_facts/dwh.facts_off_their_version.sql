@@ -68,7 +68,7 @@ BEGIN
               JOIN dwh.dim_product AS d ON d.product_key = v.product_key
              WHERE d.run_id = p_run_id
                AND isfinite(v.lookup_first_day)
-               AND EXISTS (SELECT FROM etl.change_window AS w
+               AND EXISTS (SELECT 1 FROM etl.change_window AS w
                             WHERE w.table_name = 'products' AND w.row_key = d.product_id::text
                               AND w.changed_at = d.valid_from)) AS o;
     IF v_from IS NULL THEN

@@ -3,7 +3,9 @@
 --     opportunities (the whole source in an initial load, the deals a window
 --     changed in an incremental update), taken as a range of the staging
 --     table's heap blocks (a TID range scan: no sort, no index), sized to
---     the run's batch size. The batch is resolved once into etl.fact_batch:
+--     the run's batch size; on Citus, a range of hashtext(opportunity_id)
+--     (the coordinator's staging is empty, its rows are in the shards). The
+--     last batch checks that the batches read every staged deal. The batch is resolved once into etl.fact_batch:
 --       - hard rule (quarantined in etl.error_log with the record and the
 --         reason, not loaded): a close value no column can hold (beyond
 --         numeric(18, 2), infinite, or NaN, which would poison every sum
@@ -71,6 +73,10 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- A plan for each batch's bounds: the batch's condition below folds to the one
+-- that applies (a heap-block range, or a hash range on Citus) only in a plan
+-- made for the values, and only a block range becomes a TID range scan.
+SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
     v_step etl.loading_metadata;
@@ -81,8 +87,18 @@ DECLARE
     v_max_value numeric := etl.config_value('max_close_value')::numeric;
     v_horizon date;
     v_cold_before date;
-    v_blocks bigint := pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint;
-    v_rows_per_block double precision;
+    -- A batch is a range of positions in [0, v_end): heap blocks of the
+    -- staging on one server; on Citus, where the staging is distributed and
+    -- the coordinator's table is empty, values of hashtext(opportunity_id)
+    -- (shifted to start at 0), which every shard filters by.
+    v_distributed boolean := etl.is_distributed('etl.stage_sales_pipeline');
+    v_end bigint;
+    v_per_batch bigint;
+    v_staged bigint;
+    v_first_block tid;
+    v_last_block tid;
+    v_first_hash integer;
+    v_last_hash integer;
     v_first bigint;
     v_last bigint;
     v_loaded bigint;
@@ -102,7 +118,27 @@ BEGIN
     -- one, judges by the same day.
     v_horizon := (v_run.started_at::date + etl.config_value('close_date_horizon')::interval)::date;
     v_first := coalesce(v_step.resume_after::bigint, 0);
-    IF v_blocks < v_first THEN
+    IF v_distributed THEN
+        v_end := 4294967296;
+        SELECT count(*) INTO v_staged FROM etl.stage_sales_pipeline;
+        v_per_batch := ceil(v_end::numeric * v_run.batch_size / greatest(v_staged, 1))::bigint;
+    ELSE
+        v_end := pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint;
+        SELECT greatest(1, floor(v_run.batch_size
+                                 / greatest(CASE WHEN c.relpages > 0 THEN c.reltuples / c.relpages ELSE 100 END,
+                                            1)))::bigint
+          INTO v_per_batch
+          FROM pg_class AS c WHERE c.oid = 'etl.stage_sales_pipeline'::regclass;
+    END IF;
+    v_last := least(v_first + v_per_batch, v_end);
+    IF v_distributed THEN
+        v_first_hash := (v_first - 2147483648)::integer;
+        v_last_hash := (v_last - 1 - 2147483648)::integer;
+    ELSE
+        v_first_block := ('(' || v_first || ',0)')::tid;
+        v_last_block := ('(' || v_last || ',0)')::tid;
+    END IF;
+    IF v_end < v_first THEN
         RAISE EXCEPTION 'the stage of run % is shorter than where its fact step stopped', v_run.run_id
             USING ERRCODE = '55000', HINT = 'Start the run again.';
     END IF;
@@ -166,17 +202,11 @@ BEGIN
               FROM moved AS m
         )
         SELECT count(*) INTO v_moved FROM moved;
-    ELSIF v_first = 0 AND NOT EXISTS (SELECT FROM dwh.fact_sales_performance) THEN
+    ELSIF v_first = 0 AND NOT EXISTS (SELECT 1 FROM dwh.fact_sales_performance) THEN
         -- A rebuild fills an empty table: set its keys, foreign keys and
         -- indexes aside for the load, and put them back with the last batch.
         PERFORM etl.suspend_ddl('dwh.fact_sales_performance');
     END IF;
-
-    SELECT CASE WHEN c.relpages > 0 THEN c.reltuples / c.relpages ELSE 100 END
-      INTO v_rows_per_block
-      FROM pg_class AS c WHERE c.oid = 'etl.stage_sales_pipeline'::regclass;
-    v_last := least(v_first + greatest(1, floor(v_run.batch_size / greatest(v_rows_per_block, 1)))::bigint,
-                    v_blocks);
 
     -- The batch's engage dates bound the product versions it can meet:
     -- those whose period overlaps them, and the latest (deals without a date
@@ -189,7 +219,8 @@ BEGIN
     SELECT min(s.engage_date), max(s.engage_date)
       INTO v_first_engaged, v_last_engaged
       FROM etl.stage_sales_pipeline AS s
-     WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid
+     WHERE (v_first_block IS NULL OR s.ctid >= v_first_block AND s.ctid < v_last_block)
+       AND (v_first_hash IS NULL OR hashtext(s.opportunity_id) BETWEEN v_first_hash AND v_last_hash)
        AND s.engage_date BETWEEN v_min AND v_max;
 
     TRUNCATE etl.fact_batch;
@@ -260,7 +291,8 @@ BEGIN
                      ELSE v.is_latest
                 END
             AND (v.is_latest OR v.lookup_before_day > v_first_engaged AND v.lookup_first_day <= v_last_engaged)
-     WHERE s.ctid >= ('(' || v_first || ',0)')::tid AND s.ctid < ('(' || v_last || ',0)')::tid;
+     WHERE (v_first_block IS NULL OR s.ctid >= v_first_block AND s.ctid < v_last_block)
+       AND (v_first_hash IS NULL OR hashtext(s.opportunity_id) BETWEEN v_first_hash AND v_last_hash);
 
     INSERT INTO etl.error_log (run_id, procedure_name, kind, message, table_name, business_key, record)
     SELECT v_run.run_id, 'dwh.load_fact_sales_performance', 'quarantine', b.hard_reason,
@@ -273,40 +305,44 @@ BEGIN
      WHERE b.hard_reason IS NOT NULL;
     GET DIAGNOSTICS v_quarantined = ROW_COUNT;
 
+    -- (the detail a column of a derived table, not a lateral subquery of its
+    -- own: Citus pushes the first down to the batch's shards, not the second)
     INSERT INTO etl.data_quality_issue (run_id, table_name, business_key, rule, record)
-    SELECT v_run.run_id, 'sales_pipeline', b.opportunity_id, r.rule,
-           jsonb_build_object(
-               'opportunity_id', b.opportunity_id, 'deal_stage', b.deal_stage,
-               'engage_date', b.engage_date, 'close_date', b.close_date, 'close_value', b.close_value)
-           || CASE WHEN d.detail IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('detail', d.detail) END
-      FROM etl.fact_batch AS b
-     CROSS JOIN LATERAL unnest(b.soft_rules) AS r (rule)
-      LEFT JOIN dwh.dim_deal_stage AS st ON st.deal_stage_key = b.deal_stage_key
-     CROSS JOIN LATERAL (
-         SELECT CASE r.rule
-                    WHEN 'deal stage read once trimmed and case-folded'
-                        THEN format('deal stage %L read as %L', b.deal_stage, st.deal_stage_name)
-                    WHEN 'unknown deal stage'
-                        THEN format('deal stage %s does not resolve (trimmed and case-folded): Unknown stage',
-                                    coalesce(quote_literal(b.deal_stage), 'NULL'))
-                    WHEN 'engage date outside the calendar'
-                        THEN format('engage_date %s outside the calendar %s .. %s: Unknown date',
-                                    b.engage_date, v_min, v_max)
-                    WHEN 'close date outside the calendar'
-                        THEN format('close_date %s outside the calendar %s .. %s: Unknown date',
-                                    b.close_date, v_min, v_max)
-                    WHEN 'close value above max_close_value'
-                        THEN format('close_value %s above max_close_value %s: loaded as is',
-                                    b.close_value, v_max_value)
-                    WHEN 'close date far in the future'
-                        THEN format('close_date %s beyond %s (the run''s start + close_date_horizon): loaded',
-                                    b.close_date, v_horizon)
-                    WHEN 'closed deal without an account'
-                        THEN format('%s deal with account_id %s: Unknown account', st.deal_stage_name,
-                                    coalesce(b.account_id::text, 'NULL'))
-                END AS detail
-     ) AS d
-     WHERE b.hard_reason IS NULL AND cardinality(b.soft_rules) > 0;
+    SELECT v_run.run_id, 'sales_pipeline', i.opportunity_id, i.rule,
+           i.record || CASE WHEN i.detail IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('detail', i.detail) END
+      FROM (
+          SELECT b.opportunity_id, r.rule,
+                 jsonb_build_object(
+                     'opportunity_id', b.opportunity_id, 'deal_stage', b.deal_stage,
+                     'engage_date', b.engage_date, 'close_date', b.close_date,
+                     'close_value', b.close_value) AS record,
+                 CASE r.rule
+                     WHEN 'deal stage read once trimmed and case-folded'
+                         THEN format('deal stage %L read as %L', b.deal_stage, st.deal_stage_name)
+                     WHEN 'unknown deal stage'
+                         THEN format('deal stage %s does not resolve (trimmed and case-folded): Unknown stage',
+                                     coalesce(quote_literal(b.deal_stage), 'NULL'))
+                     WHEN 'engage date outside the calendar'
+                         THEN format('engage_date %s outside the calendar %s .. %s: Unknown date',
+                                     b.engage_date, v_min, v_max)
+                     WHEN 'close date outside the calendar'
+                         THEN format('close_date %s outside the calendar %s .. %s: Unknown date',
+                                     b.close_date, v_min, v_max)
+                     WHEN 'close value above max_close_value'
+                         THEN format('close_value %s above max_close_value %s: loaded as is',
+                                     b.close_value, v_max_value)
+                     WHEN 'close date far in the future'
+                         THEN format('close_date %s beyond %s (the run''s start + close_date_horizon): loaded',
+                                     b.close_date, v_horizon)
+                     WHEN 'closed deal without an account'
+                         THEN format('%s deal with account_id %s: Unknown account', st.deal_stage_name,
+                                     coalesce(b.account_id::text, 'NULL'))
+                 END AS detail
+            FROM etl.fact_batch AS b
+           CROSS JOIN LATERAL unnest(b.soft_rules) AS r (rule)
+            LEFT JOIN dwh.dim_deal_stage AS st ON st.deal_stage_key = b.deal_stage_key
+           WHERE b.hard_reason IS NULL AND cardinality(b.soft_rules) > 0
+      ) AS i;
 
     IF v_incremental THEN
         -- A quarantined deal retires its fact.
@@ -424,10 +460,22 @@ BEGIN
         p_rejected => v_quarantined,
         p_resume_after => v_last::text
     );
-    IF v_last < v_blocks THEN
+    IF v_last < v_end THEN
         RETURN 'more';
     END IF;
-    IF EXISTS (SELECT FROM etl.suspended_ddl AS s
+    -- Every staged deal is loaded or quarantined, counted in the step's rows
+    -- in: a batch that read fewer rows than it was meant to (positions that
+    -- miss rows) fails the step rather than report success.
+    SELECT m.rows_in INTO v_loaded FROM etl.loading_metadata AS m
+     WHERE m.loading_metadata_id = p_loading_metadata_id;
+    SELECT count(*) INTO v_staged FROM etl.stage_sales_pipeline;
+    IF v_loaded <> v_staged THEN
+        RAISE EXCEPTION 'dwh.fact_sales_performance: the fact step read % of the % staged deals', v_loaded, v_staged
+            USING ERRCODE = 'XX000',
+                  DETAIL = 'Its batches are meant to cover the staging once; every deal is loaded or quarantined.',
+                  HINT = 'A fault of the warehouse''s code: report it. The run can be started again.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM etl.suspended_ddl AS s
                 WHERE s.table_name = 'dwh.fact_sales_performance'::regclass) THEN
         PERFORM etl.restore_ddl('dwh.fact_sales_performance');
     END IF;

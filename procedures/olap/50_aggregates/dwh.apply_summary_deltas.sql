@@ -54,10 +54,10 @@ BEGIN
     -- duration). Deltas would start from nothing there: build the summaries
     -- whole from the facts instead, which hold this window already, and keep
     -- the window's groups for the validation's recount as usual.
-    IF (NOT EXISTS (SELECT FROM dwh.fact_sales_account_summary)
-        AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted))
-       OR (NOT EXISTS (SELECT FROM dwh.deal_stage_duration)
-           AND EXISTS (SELECT FROM dwh.fact_sales_performance AS f
+    IF (NOT EXISTS (SELECT 1 FROM dwh.fact_sales_account_summary)
+        AND EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f WHERE NOT f.is_deleted))
+       OR (NOT EXISTS (SELECT 1 FROM dwh.deal_stage_duration)
+           AND EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f
                         WHERE f.is_closed AND NOT f.is_deleted AND f.days_to_close IS NOT NULL
                           AND f.close_month_key <> -1)) THEN
         v_total := dwh.build_summaries(p_run_id);

@@ -58,7 +58,7 @@ BEGIN
           FROM dwh.deal_history_seed AS s
           LEFT JOIN dwh.dim_product AS p ON p.product_key = s.product_key
          WHERE s.opportunity_id = ANY (v_keys) AND s.valid_to = 'infinity'
-           AND NOT EXISTS (SELECT FROM dwh.fact_deal_history AS h
+           AND NOT EXISTS (SELECT 1 FROM dwh.fact_deal_history AS h
                             WHERE md5(h.opportunity_id) = md5(s.opportunity_id)
                               AND h.opportunity_id = s.opportunity_id)
          GROUP BY s.opportunity_id

@@ -50,7 +50,7 @@ SELECT
     s.run_id
 FROM dwh.deal_history_seed AS s
 WHERE NOT EXISTS (
-        SELECT FROM dwh.fact_deal_history AS h
+        SELECT 1 FROM dwh.fact_deal_history AS h
         WHERE md5(h.opportunity_id) = md5(s.opportunity_id) AND h.opportunity_id = s.opportunity_id
     );
 

@@ -29,7 +29,7 @@ BEGIN
         RAISE EXCEPTION 'run % cannot finish: steps not succeeded: %', v_run_id, v_unfinished
             USING ERRCODE = '55000', HINT = 'Call the failed step again to resume the run.';
     END IF;
-    IF NOT EXISTS (SELECT FROM etl.validation_result AS v WHERE v.run_id = v_run_id) THEN
+    IF NOT EXISTS (SELECT 1 FROM etl.validation_result AS v WHERE v.run_id = v_run_id) THEN
         RAISE EXCEPTION 'run % cannot finish: it was not validated', v_run_id
             USING ERRCODE = '55000', HINT = 'CALL etl.validate_run();';
     END IF;
