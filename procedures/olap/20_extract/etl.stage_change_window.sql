@@ -100,8 +100,11 @@ BEGIN
     INSERT INTO etl.stage_sales_pipeline
     SELECT p.*, NULL FROM src.sales_pipeline AS p WHERE p.opportunity_id = ANY (v_keys);
     -- The keys sales_pipeline does not hold: archived (live, marked) or deleted.
+    -- (a set operation, not a correlated subquery: Citus plans the staging's
+    -- side apart from the array's)
     v_keys := ARRAY(SELECT k.key FROM unnest(v_keys) AS k (key)
-                     WHERE NOT EXISTS (SELECT 1 FROM etl.stage_sales_pipeline AS s WHERE s.opportunity_id = k.key));
+                    EXCEPT
+                    SELECT s.opportunity_id FROM etl.stage_sales_pipeline AS s);
     IF cardinality(v_keys) > 0 THEN
         INSERT INTO etl.stage_sales_pipeline
         SELECT a.* FROM src.sales_pipeline_archive AS a WHERE a.opportunity_id = ANY (v_keys);
@@ -112,22 +115,23 @@ BEGIN
     -- "the last change is a delete": the log's order is not the order of
     -- effect (a writable CTE that deletes a key and inserts it again logs the
     -- insert first), while the snapshot is the net state by definition.
+    -- (The staged keys, distributed on Citus, meet the local window through a
+    -- materialised CTE: Citus joins the two only so.)
+    WITH staged AS MATERIALIZED (
+        SELECT 'accounts' AS table_name, a.account_id::text AS row_key FROM etl.stage_accounts AS a
+        UNION ALL
+        SELECT 'products', p.product_id::text FROM etl.stage_products AS p
+        UNION ALL
+        SELECT 'sales_agents', g.sales_agent_id::text FROM etl.stage_sales_agents AS g
+        UNION ALL
+        SELECT 'sales_pipeline', d.opportunity_id FROM etl.stage_sales_pipeline AS d
+    )
     INSERT INTO etl.stage_deleted (table_name, row_key, deleted_at)
     SELECT w.table_name, w.row_key,
            coalesce(max(w.changed_at) FILTER (WHERE w.operation = 'D'), max(w.changed_at))
       FROM etl.change_window AS w
-     WHERE w.row_key IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM (SELECT 'accounts' AS table_name, a.account_id::text AS row_key
-                                      FROM etl.stage_accounts AS a
-                                    UNION ALL
-                                    SELECT 'products', p.product_id::text FROM etl.stage_products AS p
-                                    UNION ALL
-                                    SELECT 'sales_agents', g.sales_agent_id::text
-                                      FROM etl.stage_sales_agents AS g
-                                    UNION ALL
-                                    SELECT 'sales_pipeline', d.opportunity_id
-                                      FROM etl.stage_sales_pipeline AS d) AS staged
-                        WHERE staged.table_name = w.table_name AND staged.row_key = w.row_key)
+      LEFT JOIN staged ON staged.table_name = w.table_name AND staged.row_key = w.row_key
+     WHERE w.row_key IS NOT NULL AND staged.row_key IS NULL
      GROUP BY w.table_name, w.row_key;
 
     UPDATE etl.run

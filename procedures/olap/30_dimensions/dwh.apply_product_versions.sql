@@ -154,21 +154,26 @@ BEGIN
               FROM product_event AS e
             WINDOW w AS (PARTITION BY e.product_id ORDER BY e.changed_at)) AS v
      WHERE NOT v.is_delete;
+    -- (A temporary table meets the dimension through a materialised CTE: on
+    -- Citus the dimension is a reference table, which a write joins with no
+    -- local table.)
+    WITH v AS MATERIALIZED (SELECT * FROM product_version)
     UPDATE dwh.dim_product AS d
        SET product_name = v.product_name, series = v.series, sales_price = v.sales_price,
            valid_to = v.valid_to, is_current = v.is_current, is_deleted = v.is_deleted,
            run_id = v_run.run_id, updated_at = v_written_at
-      FROM product_version AS v
+      FROM v
      WHERE d.product_id = v.product_id AND d.valid_from = v.valid_from;
+    WITH v AS MATERIALIZED (SELECT * FROM product_version)
     INSERT INTO dwh.dim_product (
         product_id, product_name, series, sales_price, valid_from, valid_to, is_current,
         is_deleted, run_id
     )
     SELECT v.product_id, v.product_name, v.series, v.sales_price, v.valid_from, v.valid_to,
            v.is_current, v.is_deleted, v_run.run_id
-      FROM product_version AS v
-     WHERE NOT EXISTS (SELECT 1 FROM dwh.dim_product AS d
-                        WHERE d.product_id = v.product_id AND d.valid_from = v.valid_from)
+      FROM v
+      LEFT JOIN dwh.dim_product AS d ON d.product_id = v.product_id AND d.valid_from = v.valid_from
+     WHERE d.product_id IS NULL
      ORDER BY v.product_id, v.valid_from;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
     DROP TABLE product_version;

@@ -241,16 +241,22 @@ BEGIN
     -- that row (a late commit takes the whole path). Only a deal with an
     -- insert or a delete in the window is looked at: the rest, most of an
     -- everyday window, take the path below without a second seed lookup.
+    -- (The warehouse's tables are read for the deals as an array, apart from
+    -- the temporary table, here and below: on Citus they are distributed, and
+    -- a statement joins them with no local table.)
+    v_keys := ARRAY(SELECT DISTINCT m.opportunity_id FROM deal_event AS m WHERE m.moves_in_or_out);
+    WITH unseen AS MATERIALIZED (
+        SELECT s.* FROM dwh.deal_history_seed AS s
+         WHERE s.opportunity_id = ANY (v_keys) AND s.valid_to = 'infinity'
+           AND NOT EXISTS (SELECT 1 FROM dwh.fact_deal_history AS h
+                            WHERE md5(h.opportunity_id) = md5(s.opportunity_id)
+                              AND h.opportunity_id = s.opportunity_id)
+    )
     DELETE FROM deal_event AS e
      USING (
         SELECT x.opportunity_id
           FROM deal_event AS x
-          JOIN dwh.deal_history_seed AS s
-            ON s.opportunity_id = x.opportunity_id AND s.valid_to = 'infinity'
-         WHERE x.opportunity_id IN (SELECT m.opportunity_id FROM deal_event AS m WHERE m.moves_in_or_out)
-           AND NOT EXISTS (SELECT 1 FROM dwh.fact_deal_history AS h
-                            WHERE md5(h.opportunity_id) = md5(x.opportunity_id)
-                              AND h.opportunity_id = x.opportunity_id)
+          JOIN unseen AS s ON s.opportunity_id = x.opportunity_id
          GROUP BY x.opportunity_id
         HAVING bool_and(x.present IS NOT FALSE AND x.changed_at >= s.valid_from
                         AND (x.deal_stage_key, x.sales_agent_key, x.product_key, x.account_key,
@@ -272,10 +278,10 @@ BEGIN
     SELECT -1 AS sign, h.*, NULL::smallint [] AS later_stages
       FROM dwh.fact_deal_history AS h
      WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = ANY (v_keys);
+    WITH seed AS MATERIALIZED (SELECT s.* FROM dwh.deal_history_seed AS s WHERE s.opportunity_id = ANY (v_keys))
     INSERT INTO deal_history_rows
-    SELECT -1, s.* FROM dwh.deal_history_seed AS s
-     WHERE s.opportunity_id = ANY (v_keys)
-       AND NOT EXISTS (SELECT 1 FROM deal_history_rows AS t WHERE t.opportunity_id = s.opportunity_id);
+    SELECT -1, s.* FROM seed AS s
+     WHERE NOT EXISTS (SELECT 1 FROM deal_history_rows AS t WHERE t.opportunity_id = s.opportunity_id);
     ANALYZE deal_history_rows;
     -- An event whose inserts and deletes net out, with no earlier move in the
     -- window, leaves the deal as it was: for a first event, there when a row
@@ -292,6 +298,7 @@ BEGIN
                                   AND p.present IS NOT NULL
                                 ORDER BY p.n DESC LIMIT 1), false)
      WHERE e.present IS NULL;
+    WITH copied AS MATERIALIZED (SELECT r.* FROM deal_history_rows AS r WHERE r.later_stages IS NOT NULL)
     INSERT INTO dwh.fact_deal_history (
         opportunity_id, valid_from, valid_to, deal_stage_key, sales_agent_key, product_key,
         account_key, close_value, engage_date_key, close_date_key, is_closed, is_won,
@@ -300,15 +307,18 @@ BEGIN
     SELECT r.opportunity_id, r.valid_from, r.valid_to, r.deal_stage_key, r.sales_agent_key, r.product_key,
            r.account_key, r.close_value, r.engage_date_key, r.close_date_key, r.is_closed, r.is_won,
            r.entered_stage, r.run_id
-      FROM deal_history_rows AS r
-     WHERE r.later_stages IS NOT NULL;
+      FROM copied AS r;
 
     -- Each event with the state before it: the previous event's, or for the
     -- first, the row in effect at its time (its own copy when the window is
     -- applied again: then it changes nothing), else the deal's next row.
     -- Only the events that change something are kept.
     CREATE TEMPORARY TABLE deal_change ON COMMIT DROP AS
-    WITH stated AS (
+    WITH own AS MATERIALIZED (
+        SELECT t.* FROM dwh.fact_deal_history AS t
+         WHERE md5(t.opportunity_id) = ANY (v_key_md5s) AND t.opportunity_id = ANY (v_keys)
+    ),
+    stated AS (
         SELECT e.*,
                CASE WHEN e.n = 1 THEN b.opportunity_id IS NOT NULL ELSE lag(e.present) OVER w END
                    AS present_before,
@@ -323,9 +333,8 @@ BEGIN
               -- the row in effect at the event, else the first one after it (a
               -- seed row from the snapshot time, which a transaction that
               -- committed after the snapshot may precede)
-              SELECT t.* FROM dwh.fact_deal_history AS t
-               WHERE e.n = 1 AND md5(t.opportunity_id) = md5(e.opportunity_id)
-                 AND t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
+              SELECT t.* FROM own AS t
+               WHERE e.n = 1 AND t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
                ORDER BY t.valid_from LIMIT 1
           ) AS b ON true
           LEFT JOIN dwh.dim_product AS bp ON bp.product_key = b.product_key
@@ -345,7 +354,7 @@ BEGIN
     -- The cut at each deal's first change: rows from then on give way (a
     -- seed row at a future date, or this window's own rows of an earlier
     -- attempt), the row in effect ends there.
-    WITH first_change AS (
+    WITH first_change AS MATERIALIZED (
         SELECT c.opportunity_id, min(c.changed_at) AS changed_at FROM deal_change AS c GROUP BY 1
     ),
     removed AS (
@@ -356,14 +365,21 @@ BEGIN
         RETURNING 1
     )
     SELECT count(*) INTO v_removed FROM removed;
+    WITH first_change AS MATERIALIZED (
+        SELECT c.opportunity_id, min(c.changed_at) AS changed_at FROM deal_change AS c GROUP BY 1
+    )
     UPDATE dwh.fact_deal_history AS h
        SET valid_to = c.changed_at, run_id = v_run.run_id
-      FROM (SELECT c.opportunity_id, min(c.changed_at) AS changed_at FROM deal_change AS c GROUP BY 1) AS c
+      FROM first_change AS c
      WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = c.opportunity_id
        AND h.valid_from < c.changed_at AND h.valid_to > c.changed_at;
     GET DIAGNOSTICS v_closed = ROW_COUNT;
 
     -- Each change that leaves the deal present is a row up to the next change.
+    WITH c AS MATERIALIZED (
+        SELECT d.*, lead(d.changed_at) OVER (PARTITION BY d.opportunity_id ORDER BY d.n) AS next_at
+          FROM deal_change AS d
+    )
     INSERT INTO dwh.fact_deal_history (
         opportunity_id, valid_from, valid_to, deal_stage_key, sales_agent_key, product_key,
         account_key, close_value, engage_date_key, close_date_key, is_closed, is_won,
@@ -372,8 +388,7 @@ BEGIN
     SELECT c.opportunity_id, c.changed_at, coalesce(c.next_at, 'infinity'), c.deal_stage_key,
            c.sales_agent_key, c.product_key, c.account_key, c.close_value, c.engage_date_key,
            c.close_date_key, c.is_closed, c.is_won, c.entered_stage, c.txid, c.change_id, v_run.run_id
-      FROM (SELECT d.*, lead(d.changed_at) OVER (PARTITION BY d.opportunity_id ORDER BY d.n) AS next_at
-              FROM deal_change AS d) AS c
+      FROM c
      WHERE c.present
      ORDER BY c.opportunity_id, c.changed_at;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;

@@ -23,22 +23,26 @@
 CREATE OR REPLACE VIEW dwh.deal_history_seed AS
 SELECT
     f.opportunity_id,
-    p.valid_from,
-    p.valid_to,
-    p.deal_stage_key,
+    CASE
+        WHEN k.engaging_row THEN t.engaged_at
+        WHEN f.is_closed THEN t.closed_at
+        ELSE coalesce(t.engaged_at, l.source_snapshot_at)
+    END AS valid_from,
+    CASE WHEN k.engaging_row THEN t.closed_at ELSE 'infinity'::timestamptz END AS valid_to,
+    CASE WHEN k.engaging_row THEN l.engaging ELSE f.deal_stage_key END AS deal_stage_key,
     f.sales_agent_key,
     f.product_key,
     f.account_key,
-    p.close_value,
+    (CASE WHEN NOT k.engaging_row THEN f.close_value END)::numeric(18, 2) AS close_value,
     f.engage_date_key,
     f.close_date_key,
-    p.is_closed,
-    p.is_won,
+    f.is_closed AND NOT k.engaging_row AS is_closed,
+    f.is_won AND NOT k.engaging_row AS is_won,
     TRUE AS entered_stage,
     NULL::xid8 AS txid,
     NULL::bigint AS change_id,
     l.run_id,
-    p.later_stages
+    CASE WHEN k.engaging_row THEN ARRAY[f.deal_stage_key] ELSE '{}'::smallint [] END AS later_stages
 FROM (
     SELECT
         r.run_id,
@@ -68,31 +72,13 @@ CROSS JOIN
                 ELSE l.source_snapshot_at
             END AS closed_at
     ) AS t
-CROSS JOIN
-    LATERAL (  -- noqa: ST05
-        -- A closed deal was Engaging from its engage date until it closed.
-        SELECT
-            t.engaged_at AS valid_from,
-            t.closed_at AS valid_to,
-            l.engaging AS deal_stage_key,
-            NULL::numeric(18, 2) AS close_value,
-            FALSE AS is_closed,
-            FALSE AS is_won,
-            ARRAY[f.deal_stage_key] AS later_stages
-        WHERE f.is_closed AND t.engaged_at < t.closed_at
-        UNION ALL
-        SELECT
-            CASE
-                WHEN f.is_closed THEN t.closed_at ELSE coalesce(t.engaged_at, l.source_snapshot_at)
-            END AS valid_from,
-            'infinity'::timestamptz AS valid_to,
-            f.deal_stage_key,
-            f.close_value,
-            f.is_closed,
-            f.is_won,
-            '{}'::smallint[] AS later_stages
-    ) AS p
-WHERE NOT f.is_deleted;
+-- Two rows for a closed deal engaged before it closed (Engaging until it
+-- closed, then its closed stage), one for every other deal. (A join with two
+-- values, not a lateral UNION ALL: Citus pushes the first down to the shards.)
+CROSS JOIN (VALUES (TRUE), (FALSE)) AS k (engaging_row)
+WHERE
+    NOT f.is_deleted
+    AND (NOT k.engaging_row OR f.is_closed AND t.engaged_at < t.closed_at);
 
 COMMENT ON VIEW dwh.deal_history_seed IS
 'The initial load''s history of each deal, made from its fact (right for the deals no window touched '

@@ -57,6 +57,11 @@ DECLARE
     v_from integer;
     v_stages smallint[];
 BEGIN
+    -- (The window's changes, a local table, meet the dimension through a
+    -- materialised CTE: on Citus the dimension is a reference table.)
+    WITH changed AS MATERIALIZED (
+        SELECT DISTINCT w.row_key, w.changed_at FROM etl.change_window AS w WHERE w.table_name = 'products'
+    )
     SELECT array_agg(o.product_key), array_agg(o.product_id), array_agg(o.sales_price),
            array_agg(o.first_key), array_agg(o.before_key), min(o.first_key)
       INTO v_keys, v_products, v_prices, v_first_keys, v_before_keys, v_from
@@ -66,11 +71,9 @@ BEGIN
                         ELSE 2147483647 END AS before_key
               FROM dwh.product_version_lookup AS v
               JOIN dwh.dim_product AS d ON d.product_key = v.product_key
+              JOIN changed AS w ON w.row_key = d.product_id::text AND w.changed_at = d.valid_from
              WHERE d.run_id = p_run_id
-               AND isfinite(v.lookup_first_day)
-               AND EXISTS (SELECT 1 FROM etl.change_window AS w
-                            WHERE w.table_name = 'products' AND w.row_key = d.product_id::text
-                              AND w.changed_at = d.valid_from)) AS o;
+               AND isfinite(v.lookup_first_day)) AS o;
     IF v_from IS NULL THEN
         RETURN;
     END IF;

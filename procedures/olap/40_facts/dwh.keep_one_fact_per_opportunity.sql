@@ -15,6 +15,11 @@
 --     does not) could each miss the other's uncommitted row: the check
 --     first takes a transaction lock of its own, so a second writer's check
 --     waits for the first to commit and then sees its rows.
+--     The rows are looked up in the root of the partitioned table the
+--     statement wrote (pg_partition_root): dwh.fact_sales_performance on one
+--     server; on a Citus worker, where the trigger fires on the shards, the
+--     shard of the table that holds this part's shard and its co-located
+--     other part's (a deal's facts are on one node), a local lookup.
 --     A bulk load into the empty table sets it aside with the keys
 --     (etl.suspend_ddl) and proves the invariant in its validation.
 -- Raises: 23505 naming the first keys.
@@ -29,12 +34,13 @@ DECLARE
     v_keys text[];
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(1647469175, 2);
-    v_keys := ARRAY(
-        SELECT n.opportunity_id FROM written AS n
-         WHERE EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f
-                        WHERE f.opportunity_id = n.opportunity_id AND f.is_cold <> n.is_cold)
-         ORDER BY 1 LIMIT 10
-    );
+    EXECUTE format(
+        'SELECT ARRAY(SELECT n.opportunity_id FROM written AS n
+                       WHERE EXISTS (SELECT 1 FROM %s AS f
+                                      WHERE f.opportunity_id = n.opportunity_id AND f.is_cold <> n.is_cold)
+                       ORDER BY 1 LIMIT 10)',
+        coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass)
+       INTO v_keys;
     IF cardinality(v_keys) > 0 THEN
         RAISE EXCEPTION 'dwh.fact_sales_performance: opportunity_id % would have a fact in both parts',
             array_to_string(v_keys, ', ')

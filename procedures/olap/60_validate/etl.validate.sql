@@ -55,6 +55,7 @@ DECLARE
     v_broken jsonb := '[]';
     v_min date := etl.config_value('date_min')::date;
     v_max date := etl.config_value('date_max')::date;
+    v_sample_groups integer := etl.config_value('validation_sample_groups')::integer;
 BEGIN
     SELECT r.pipeline INTO v_pipeline FROM etl.run AS r WHERE r.run_id = p_run_id;
     IF NOT FOUND THEN
@@ -225,36 +226,83 @@ BEGIN
         -- recomputation, from both sides (a missing or left-over row counts):
         -- validation_sample_groups of them, spread by a hash of their keys, so
         -- its cost stays bounded however large the groups grow.
+        -- (Joins, not correlated subqueries, and the sample's size a value:
+        -- on Citus the aggregate is a reference table and the facts are
+        -- distributed, and a worker has no etl.config.)
+        WITH sampled AS MATERIALIZED (
+            SELECT t.month_date_key, t.sales_agent_key, t.product_key
+              FROM etl.touched_group AS t
+             WHERE t.refreshed_by_run = p_run_id
+             ORDER BY hashtext(t.month_date_key || ':' || t.sales_agent_key || ':' || t.product_key)
+             LIMIT v_sample_groups
+        ),
+        compared AS (
+            SELECT t.month_date_key, t.sales_agent_key, t.product_key,
+                   (a.month_date_key IS NULL, a.won_deals, a.lost_deals, a.won_value)
+                       IS DISTINCT FROM
+                       (m.month_date_key IS NULL, m.won_deals, m.lost_deals, m.won_value) AS differs
+              FROM sampled AS t
+              LEFT JOIN dwh.fact_sales_monthly_aggregate AS a
+                     ON a.month_date_key = t.month_date_key AND a.sales_agent_key = t.sales_agent_key
+                    AND a.product_key = t.product_key
+              -- (lateral: the group's keys reach the view's grouping, so it
+              -- reads the group's facts through their index, not every fact)
+              LEFT JOIN LATERAL (
+                  SELECT r.* FROM dwh.monthly_aggregate_from_facts AS r
+                   WHERE r.month_date_key = t.month_date_key AND r.sales_agent_key = t.sales_agent_key
+                     AND r.product_key = t.product_key
+              ) AS m ON TRUE
+        )
         INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
         SELECT p_run_id, 'refreshed aggregate groups equal their recomputation from the facts',
                c.differing = 0, '0 differing of ' || c.groups || ' checked',
                c.differing::text || ' differing', c.sample
           FROM (SELECT count(*) AS groups,
-                       count(*) FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS differing,
+                       count(*) FILTER (WHERE x.differs) AS differing,
                        jsonb_agg(jsonb_build_object('month_date_key', x.month_date_key,
                                                     'sales_agent_key', x.sales_agent_key,
                                                     'product_key', x.product_key))
-                           FILTER (WHERE x.stored IS DISTINCT FROM x.recomputed) AS sample
-                  FROM (SELECT t.month_date_key, t.sales_agent_key, t.product_key,
-                               (SELECT (a.won_deals, a.lost_deals, a.won_value)
-                                  FROM dwh.fact_sales_monthly_aggregate AS a
-                                 WHERE a.month_date_key = t.month_date_key
-                                   AND a.sales_agent_key = t.sales_agent_key
-                                   AND a.product_key = t.product_key) AS stored,
-                               (SELECT (m.won_deals, m.lost_deals, m.won_value)
-                                  FROM dwh.monthly_aggregate_from_facts AS m
-                                 WHERE m.month_date_key = t.month_date_key
-                                   AND m.sales_agent_key = t.sales_agent_key
-                                   AND m.product_key = t.product_key) AS recomputed
-                          FROM etl.touched_group AS t
-                         WHERE t.refreshed_by_run = p_run_id
-                         ORDER BY hashtext(t.month_date_key || ':' || t.sales_agent_key || ':' || t.product_key)
-                         LIMIT etl.config_value('validation_sample_groups')::integer) AS x) AS c;
+                           FILTER (WHERE x.differs) AS sample
+                  FROM compared AS x) AS c;
 
         PERFORM etl.validate_summaries(p_run_id, true);
 
         -- Every deal the window changed is a live fact as the source has it, a
         -- quarantined record, or (deleted in the source) a fact marked deleted.
+        -- (The quarantined keys, local, and the deleted deals' live facts come
+        -- as materialised CTEs: on Citus the staging and the facts are
+        -- distributed, the deleted keys a reference table.)
+        WITH quarantined AS MATERIALIZED (
+            SELECT DISTINCT e.business_key FROM etl.error_log AS e
+             WHERE e.run_id = p_run_id AND e.kind = 'quarantine' AND e.table_name = 'sales_pipeline'
+        ),
+        live_after_delete AS MATERIALIZED (
+            SELECT f.opportunity_id FROM dwh.fact_sales_performance AS f
+             WHERE NOT f.is_deleted
+               AND f.opportunity_id IN (SELECT d.row_key FROM etl.stage_deleted AS d
+                                         WHERE d.table_name = 'sales_pipeline')
+        ),
+        staged AS (
+            SELECT s.opportunity_id,
+                   EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f
+                            WHERE f.opportunity_id = s.opportunity_id
+                              AND NOT f.is_deleted AND f.run_id = p_run_id
+                              AND f.deal_stage_key = coalesce(exact.deal_stage_key, folded.deal_stage_key, -1)
+                              AND f.close_value IS NOT DISTINCT FROM round(s.close_value, 2)
+                              AND f.archived_at IS NOT DISTINCT FROM s.archived_at
+                              AND f.engage_date_key = dwh.date_key(
+                                  CASE WHEN s.engage_date BETWEEN v_min AND v_max THEN s.engage_date END)
+                              AND f.close_date_key = dwh.date_key(
+                                  CASE WHEN s.close_date BETWEEN v_min AND v_max THEN s.close_date END))
+                       AS loaded
+              FROM etl.stage_sales_pipeline AS s
+              LEFT JOIN dwh.dim_deal_stage AS exact
+                     ON exact.deal_stage_name = s.deal_stage AND exact.deal_stage_key <> -1
+              LEFT JOIN dwh.dim_deal_stage AS folded
+                     ON dwh.deal_stage_match_key(folded.deal_stage_name)
+                        = CASE WHEN exact.deal_stage_key IS NULL THEN dwh.deal_stage_match_key(s.deal_stage) END
+                    AND folded.deal_stage_key <> -1
+        )
         INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
         SELECT p_run_id, 'every changed deal is loaded as in the source, quarantined or deleted',
                c.wrong = 0, '0 of ' || c.changed, c.wrong::text,
@@ -262,37 +310,13 @@ BEGIN
           FROM (SELECT count(*) AS changed,
                        count(*) FILTER (WHERE NOT x.ok) AS wrong,
                        jsonb_agg(x.opportunity_id) FILTER (WHERE NOT x.ok) AS sample
-                  FROM (SELECT s.opportunity_id,
-                               EXISTS (SELECT 1 FROM etl.error_log AS e
-                                        WHERE e.run_id = p_run_id AND e.kind = 'quarantine'
-                                          AND e.table_name = 'sales_pipeline'
-                                          AND e.business_key = s.opportunity_id)
-                               OR EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f
-                                           WHERE f.opportunity_id = s.opportunity_id
-                                             AND NOT f.is_deleted AND f.run_id = p_run_id
-                                             AND f.deal_stage_key = coalesce(exact.deal_stage_key,
-                                                                             folded.deal_stage_key, -1)
-                                             AND f.close_value IS NOT DISTINCT FROM round(s.close_value, 2)
-                                             AND f.archived_at IS NOT DISTINCT FROM s.archived_at
-                                             AND f.engage_date_key = dwh.date_key(
-                                                 CASE WHEN s.engage_date BETWEEN v_min AND v_max
-                                                      THEN s.engage_date END)
-                                             AND f.close_date_key = dwh.date_key(
-                                                 CASE WHEN s.close_date BETWEEN v_min AND v_max
-                                                      THEN s.close_date END)) AS ok
-                          FROM etl.stage_sales_pipeline AS s
-                          LEFT JOIN dwh.dim_deal_stage AS exact
-                                 ON exact.deal_stage_name = s.deal_stage AND exact.deal_stage_key <> -1
-                          LEFT JOIN dwh.dim_deal_stage AS folded
-                                 ON dwh.deal_stage_match_key(folded.deal_stage_name)
-                                    = CASE WHEN exact.deal_stage_key IS NULL
-                                           THEN dwh.deal_stage_match_key(s.deal_stage) END
-                                AND folded.deal_stage_key <> -1
+                  FROM (SELECT st.opportunity_id, q.business_key IS NOT NULL OR st.loaded AS ok
+                          FROM staged AS st
+                          LEFT JOIN quarantined AS q ON q.business_key = st.opportunity_id
                         UNION ALL
-                        SELECT d.row_key,
-                               NOT EXISTS (SELECT 1 FROM dwh.fact_sales_performance AS f
-                                            WHERE f.opportunity_id = d.row_key AND NOT f.is_deleted)
+                        SELECT d.row_key, l.opportunity_id IS NULL
                           FROM etl.stage_deleted AS d
+                          LEFT JOIN live_after_delete AS l ON l.opportunity_id = d.row_key
                          WHERE d.table_name = 'sales_pipeline') AS x) AS c;
 
         -- Deals engaged in the period of a product version this run opened
