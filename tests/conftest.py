@@ -3,10 +3,16 @@
 tests/pgtap/<target>/NN_area.sql runs with psql in a fresh copy of that
 target's migrated template; each TAP line becomes its own pytest result, and a
 file that dies early or misses its plan fails a final `plan` item.
+
+`pytest --citus` runs the tests against the local Citus cluster (db/citus.sh:
+a coordinator holding the source, and two workers): every warehouse a test
+makes is distributed. Where Citus is not installed, every test is skipped with
+one line saying so; where it is and the cluster does not answer, they fail.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +22,46 @@ import pytest
 
 import dbtools
 
-dbtools.load_cluster_env()
+CITUS_MISSING = (
+    "Citus is not installed for this PostgreSQL: "
+    "`make citus CITUS_SRC=<citus source tree>` builds it"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--citus",
+        action="store_true",
+        help="run against the local Citus cluster (db/citus.sh), every warehouse distributed",
+    )
+
+
+def citus_available() -> bool:
+    script = dbtools.ROOT / "db" / "citus.sh"
+    return subprocess.run(["bash", str(script), "available"], capture_output=True).returncode == 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("citus"):
+        if not citus_available():
+            return
+        out = subprocess.run(
+            ["bash", str(dbtools.ROOT / "db" / "citus.sh"), "env"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for name, value in re.findall(r"(\w+)='([^']*)'", out):
+            os.environ[name] = value
+    dbtools.load_cluster_env()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("citus") and not citus_available():
+        skip = pytest.mark.skip(reason=CITUS_MISSING)
+        for item in items:
+            item.add_marker(skip)
+
 
 TAP_LINE = re.compile(r"^(not ok|ok) (\d+)(?: - (.*?))?(\s+# (?:SKIP|TODO).*)?$")
 TAP_PLAN = re.compile(r"^1\.\.(\d+)$")

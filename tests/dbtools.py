@@ -3,6 +3,11 @@
 Every test module gets databases of its own, cloned from a template that was
 migrated once per session, so tests never see each other's data. An
 unreachable server is an error, never a skip.
+
+On Citus (B2B_CITUS_WORKERS set: `pytest --citus`, make test-citus) a warehouse
+is never a clone: a copy of a distributed database would share the template's
+shards on the workers. Each is made and migrated anew (b2bdwh migrate
+distributes it), then given what the template has for the tests.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from b2bdwh import migrate, settings
+from b2bdwh import citus, migrate, settings
 from b2bdwh.db import with_dbname
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +69,8 @@ def drop_database(name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+    if citus.enabled():
+        citus.drop(admin_dsn(), name)
 
 
 def target(name: str, database_dsn: str, **placeholders: str) -> migrate.Target:
@@ -96,6 +103,13 @@ def fresh_oltp(label: str) -> tuple[str, str]:
     return name, create_database(name, oltp_template())
 
 
+def add_test_tools(warehouse_dsn: str) -> None:
+    """pgTAP and the tests schema, in a migrated warehouse."""
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
+        conn.execute((ROOT / "tests" / "pgtap" / "helpers.sql").read_text())
+
+
 @cache
 def olap_template() -> str:
     """A migrated, empty warehouse to clone, with pgTAP and the tests schema."""
@@ -103,11 +117,24 @@ def olap_template() -> str:
     template_dsn = create_database(name)
     placeholders = migrate.source_placeholders(dsn(oltp_template()))
     migrate.migrate(target("olap", template_dsn, **placeholders), say=lambda _line: None)
-    with psycopg.connect(template_dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
-        conn.execute((ROOT / "tests" / "pgtap" / "helpers.sql").read_text())
+    add_test_tools(template_dsn)
     atexit.register(drop_database, name)
     return name
+
+
+def create_warehouse(name: str, oltp_dsn: str) -> str:
+    """A new, empty warehouse database whose foreign server reads the source at oltp_dsn,
+    migrated, with pgTAP and the tests schema: cloned from the template on one server,
+    made anew on Citus. Returns its DSN."""
+    placeholders = migrate.source_placeholders(oltp_dsn)
+    if citus.enabled():
+        warehouse_dsn = create_database(name)
+        migrate.migrate(target("olap", warehouse_dsn, **placeholders), say=lambda _line: None)
+        add_test_tools(warehouse_dsn)
+        return warehouse_dsn
+    warehouse_dsn = create_database(name, olap_template())
+    migrate.migrate(target("olap", warehouse_dsn, **placeholders), say=lambda _line: None)
+    return warehouse_dsn
 
 
 @dataclass
@@ -129,10 +156,7 @@ def fresh_warehouse(label: str) -> Warehouse:
     points at it, cloned from the templates."""
     oltp_name, oltp_dsn = fresh_oltp(label)
     olap_name = oltp_name.replace("b2bdwh_t_", "b2bdwh_w_", 1)
-    olap_dsn = create_database(olap_name, olap_template())
-    placeholders = migrate.source_placeholders(oltp_dsn)
-    migrate.migrate(target("olap", olap_dsn, **placeholders), say=lambda _line: None)
-    return Warehouse(oltp_name, oltp_dsn, olap_name, olap_dsn)
+    return Warehouse(oltp_name, oltp_dsn, olap_name, create_warehouse(olap_name, oltp_dsn))
 
 
 def query(dsn: str, sql_text: str, params: tuple | dict = ()) -> list[tuple]:

@@ -30,7 +30,6 @@ import psycopg
 from psycopg import sql
 
 import dbtools
-from b2bdwh import migrate
 from b2bdwh.compare import (  # noqa: F401  (re-exported for the tests)
     CONSISTENCY_CHECKS,
     KNOWN_STAGES,
@@ -105,10 +104,7 @@ def attach_warehouse(oltp_dsn: str, label: str) -> tuple[str, str]:
     (database name, dsn). Drop it with dbtools.drop_database(name)."""
     safe = re.sub(r"\W", "_", label)[-28:]
     name = f"b2bdwh_x_{safe}_{dbtools.RUN_TAG}".lower()
-    dsn = dbtools.create_database(name, dbtools.olap_template())
-    placeholders = migrate.source_placeholders(oltp_dsn)
-    migrate.migrate(dbtools.target("olap", dsn, **placeholders), say=lambda _line: None)
-    return name, dsn
+    return name, dbtools.create_warehouse(name, oltp_dsn)
 
 
 def set_config(dsn: str, key: str, value: str) -> None:

@@ -60,7 +60,9 @@ def prepare(dsn: str) -> None:
     dbname = parse(dsn)["dbname"]
     for host, port in workers():
         with psycopg.connect(_on_node(dsn, host, port, "postgres"), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         with psycopg.connect(_on_node(dsn, host, port, dbname), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
