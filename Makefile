@@ -1,7 +1,8 @@
 # b2bdwh: everything a DBA or developer runs, from a fresh clone.
 #   make demo   the main job on built-in data: initial load, CRM changes, incremental
 #               update (both through Airflow), then the HTML report
-#   make test   the whole test suite (pytest, pgTAP included)
+#   make test   the whole test suite (pytest, pgTAP included), then the suites that also
+#               run on Citus (make test-citus: skipped, saying so, where Citus is not installed)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
@@ -21,18 +22,22 @@ PIP_FILTER := { grep -v "^WARNING: Location 'file:" || true; }
 
 PASSWORDS := simple_auth_manager_passwords.json.generated
 
-.PHONY: help venv up down env status migrate demo report test tools lint lock clean airflow bench soak
+.PHONY: help venv up down env status migrate demo report test tools lint lock clean airflow bench soak \
+	citus test-citus
 
 help:
 	@echo "make demo     cluster up, migrate, source at scale $(SCALE), initial load and, after $(CHANGES)"
 	@echo "             simulated CRM changes, incremental update, both through Airflow; then the report"
-	@echo "make test     run the test suite (pytest with pgTAP)"
+	@echo "make test     run the test suite (pytest with pgTAP), then make test-citus"
 	@echo "make report   the HTML report (charts of sales and data health) in $(REPORT)"
 	@echo "make lint     sqlfluff over migrations/ and procedures/, ruff over Python"
 	@echo "make bench    benchmarks (SCALE=100 by default), table in bench/out/ (not part of make test)"
 	@echo "make soak     CRM writers and incremental updates for SOAK_SECONDS (300) at SCALE=5 by default:"
 	@echo "             lost changes (must be 0), lag, changes/s; bench/out/soak.md (not part of make test)"
-	@echo "make up/down  start/stop the project-local PostgreSQL cluster"
+	@echo "make citus    the warehouse distributed on a local Citus cluster (a coordinator and two"
+	@echo "             workers); CITUS_SRC=<citus source tree> builds Citus first where it is missing"
+	@echo "make test-citus  the pipeline, incremental, concurrency and validation suites on that cluster"
+	@echo "make up/down  start/stop the project-local PostgreSQL cluster (and the Citus one)"
 	@echo "make migrate  apply migrations and procedures to both databases"
 	@echo "make airflow  Airflow standalone (UI on http://127.0.0.1:8080, AIRFLOW_PORT=...) with dags/"
 	@echo "             and both connections; user admin, password in .airflow/$(PASSWORDS)"
@@ -55,6 +60,7 @@ up:
 
 down:
 	@$(CLUSTER) down
+	@if [ -d .citus ]; then bash db/citus.sh down; fi
 
 env:
 	@$(CLUSTER) env
@@ -93,6 +99,27 @@ airflow: migrate
 test: venv tools
 	@$(CLUSTER) up
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-citus
+
+# The warehouse on Citus (docs/scaling.md): db/citus.sh builds Citus from CITUS_SRC when it
+# is not installed (Citus is in no package registry; v13.2.2 is the last release line for
+# PostgreSQL 15), starts a coordinator and two workers, and b2bdwh migrate distributes the
+# warehouse (B2B_CITUS_WORKERS, from db/citus.sh env). The source database lives on the
+# coordinator as a plain one.
+citus: venv
+	@bash db/citus.sh build
+	@bash db/citus.sh up
+	@eval "$$(bash db/citus.sh env)" && $(BIN)/b2bdwh migrate
+	@echo 'The warehouse is distributed. Use it with:  eval "$$(bash db/citus.sh env)"'
+	@echo '  then b2bdwh generate, CALL etl.run_initial_load() in psql, b2bdwh compare, ...'
+
+# The suites that run on Citus too: every warehouse they make is distributed (pytest
+# --citus). Where Citus is not installed they are skipped with one line saying so.
+CITUS_TESTS ?= tests/test_initial_load.py tests/test_incremental_concurrency.py \
+	tests/test_concurrent_callers.py tests/test_model_based.py tests/test_data_quality.py
+test-citus: venv tools
+	@if bash db/citus.sh available; then bash db/citus.sh up; fi
+	@$(BIN)/pytest --citus $(CITUS_TESTS) $(PYTEST_ARGS)
 
 # Tools the tests run besides Python and PostgreSQL: pgTAP (installed by db/cluster.sh
 # when root, or the command to install it and stop), and Chromium, which renders the HTML

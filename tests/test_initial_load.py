@@ -12,7 +12,7 @@ import pytest
 
 import dbtools
 import warehouse_compare as wc
-from b2bdwh import generate
+from b2bdwh import citus, generate
 
 SCALE = 0.2
 # The initial load's steps after etl.start_run, in order.
@@ -282,6 +282,60 @@ def test_a_killed_load_is_superseded_by_a_clean_rerun(paused):
         ).fetchall()
     assert any("was left running by an interrupted caller" in n for n in notices)
     assert statuses == [("succeeded",), ("failed",)]
+    assert warehouse_state(warehouse.olap_dsn) == reference
+
+
+def test_a_fact_step_that_misreads_the_staging_fails_instead_of_reporting_success(paused):
+    """The fact step's last batch counts the deals its batches read against the staging: a
+    batch rule that misses deals, or reads one twice, fails the step. Provoked where each
+    storage can be: on Citus by addressing the distributed staging by heap blocks (its
+    coordinator table is empty: the batches read nothing); on one server, where block
+    ranges cannot miss, by staging a deal again behind the batches (it is read twice)."""
+    warehouse, holder = paused
+    reference = warehouse_state(warehouse.olap_dsn)
+    if citus.enabled():
+        call(warehouse.olap_dsn, "DROP TRIGGER pause_fact_load ON etl.loading_metadata")
+        call(
+            warehouse.olap_dsn,
+            "ALTER FUNCTION etl.is_distributed(regclass) RENAME TO is_distributed_really",
+        )
+        call(
+            warehouse.olap_dsn,
+            "CREATE FUNCTION etl.is_distributed(regclass) RETURNS boolean"
+            " LANGUAGE sql AS 'SELECT false'",
+        )
+        try:
+            with pytest.raises(psycopg.errors.InternalError, match="read 0 of the"):
+                call(warehouse.olap_dsn, "CALL etl.run_initial_load(200)")
+        finally:
+            call(warehouse.olap_dsn, "DROP FUNCTION etl.is_distributed(regclass)")
+            call(
+                warehouse.olap_dsn,
+                "ALTER FUNCTION etl.is_distributed_really(regclass) RENAME TO is_distributed",
+            )
+    else:
+        thread, outcome = start_paused_load(warehouse.olap_dsn, holder)
+        # A deal the first batches read, written again: its new version is at the end.
+        holder.execute(
+            "UPDATE etl.stage_sales_pipeline SET close_value = close_value"
+            " WHERE ctid = (SELECT min(ctid) FROM etl.stage_sales_pipeline)"
+        )
+        holder.execute("SELECT pg_advisory_unlock(%s)", (PAUSE_LOCK,))
+        thread.join(120)
+        assert isinstance(outcome[0], psycopg.errors.InternalError), outcome
+        assert "the fact step read" in str(outcome[0])
+        call(warehouse.olap_dsn, "DROP TRIGGER pause_fact_load ON etl.loading_metadata")
+    run_id, status = dbtools.query(
+        warehouse.olap_dsn, "SELECT run_id, status FROM etl.run ORDER BY run_id DESC LIMIT 1"
+    )[0]
+    assert status == "failed"
+    assert dbtools.scalar(
+        warehouse.olap_dsn,
+        "SELECT status FROM etl.loading_metadata"
+        " WHERE run_id = %s AND step = 'dwh.load_fact_sales_performance'",
+        (run_id,),
+    ) == ("failed")
+    call(warehouse.olap_dsn, "CALL etl.run_initial_load()")
     assert warehouse_state(warehouse.olap_dsn) == reference
 
 

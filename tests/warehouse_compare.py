@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 import dbtools
+from b2bdwh import citus
 from b2bdwh.compare import (  # noqa: F401  (re-exported for the tests)
     CONSISTENCY_CHECKS,
     KNOWN_STAGES,
@@ -372,6 +373,8 @@ class PausePoint:
 
     def on_statement(self, table: str, event: str = "INSERT", from_call: int = 1) -> PausePoint:
         name = f"pause_{len(self.triggers)}"
+        if self._on_workers(table):
+            return self._after_step_counts(name, table, from_call)
         schema, rel = table.split(".")
         self.holder.execute(
             sql.SQL(
@@ -386,6 +389,39 @@ class PausePoint:
             )
         )
         self.triggers.append((name, table))
+        return self
+
+    def _on_workers(self, table: str) -> bool:
+        """On Citus, whether the table's rows live on the workers (distributed or
+        reference), where no trigger of the coordinator fires."""
+        if not citus.enabled():
+            return False
+        return self.holder.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass)",
+            (table,),
+        ).fetchone()[0]
+
+    def _after_step_counts(self, name: str, table: str, from_call: int) -> PausePoint:
+        """The pause for a statement on a table on the workers: where the step writing the
+        table records a unit's or a batch's counts (its etl.loading_metadata row, local), in
+        the same transaction as the statement, from its from_call-th time on."""
+        steps = self.holder.execute(
+            "SELECT count(*) FROM etl.pipeline_step WHERE table_name = %s", (table,)
+        ).fetchone()[0]
+        assert steps, f"on Citus a pause on {table} needs a step writing it (etl.pipeline_step)"
+        self.holder.execute(
+            sql.SQL(
+                "CREATE TRIGGER {} AFTER UPDATE ON etl.loading_metadata FOR EACH ROW"
+                " WHEN (NEW.table_name = {} AND NEW.status = 'running')"
+                " EXECUTE FUNCTION tests.pause_here({}, {})"
+            ).format(
+                sql.Identifier(name),
+                sql.Literal(table),
+                sql.Literal(str(self.lock_key)),
+                sql.Literal(str(from_call)),
+            )
+        )
+        self.triggers.append((name, "etl.loading_metadata"))
         return self
 
     def hold(self) -> None:

@@ -288,13 +288,18 @@ CONSISTENCY_CHECKS = {
     # Every fact where the horizon in force places it, once the run that set the horizon
     # (an initial load or a horizon move) has finished: an interrupted move leaves some.
     "fact stored in the other part than the horizon places it": """
-        SELECT f.opportunity_id, f.is_cold, f.is_closed, f.close_date_key, s.cold_before::text
+        WITH horizon AS MATERIALIZED (
+            -- (a CTE: on Citus the facts are distributed and these tables local)
+            SELECT s.cold_before
+              FROM etl.fact_storage AS s
+             WHERE s.run_id IS NULL
+                OR EXISTS (SELECT 1 FROM etl.run AS r
+                            WHERE r.run_id = s.run_id AND r.status = 'succeeded')
+        )
+        SELECT f.opportunity_id, f.is_cold, f.is_closed, f.close_date_key, h.cold_before::text
           FROM dwh.fact_sales_performance AS f
-         CROSS JOIN etl.fact_storage AS s
-         WHERE f.is_cold <> dwh.is_cold_fact(f.is_closed, f.close_date_key, s.cold_before)
-           AND (s.run_id IS NULL
-                OR EXISTS (SELECT FROM etl.run AS r
-                            WHERE r.run_id = s.run_id AND r.status = 'succeeded'))""",
+         CROSS JOIN horizon AS h
+         WHERE f.is_cold <> dwh.is_cold_fact(f.is_closed, f.close_date_key, h.cold_before)""",
     "product version with an empty or reversed period": """
         SELECT product_key, product_id, valid_from::text, valid_to::text
           FROM dwh.dim_product WHERE product_key <> -1 AND NOT valid_from < valid_to""",
@@ -320,21 +325,28 @@ CONSISTENCY_CHECKS = {
     # A deal with an engage date takes the version in effect at that day (00:00 UTC); the
     # first version when the date is earlier than all versions.
     "fact with an engage date not on the version in effect then": """
-        SELECT f.opportunity_id, f.product_key, e.expected
+        WITH version AS MATERIALIZED (
+            -- each version's period of engage dates, the first one's from the start (a
+            -- join, not correlated subqueries: Citus runs it with the facts distributed)
+            SELECT v.product_key, v.product_id,
+                   CASE WHEN lag(v.valid_from) OVER w IS NULL THEN '-infinity' ELSE v.valid_from
+                   END AS from_day,
+                   coalesce(lead(v.valid_from) OVER w, 'infinity') AS before_day
+              FROM dwh.dim_product AS v
+             WHERE v.product_key <> -1
+            WINDOW w AS (PARTITION BY v.product_id ORDER BY v.valid_from)
+        )
+        SELECT f.opportunity_id, f.product_key, e.product_key AS expected
           FROM dwh.fact_sales_performance AS f
           JOIN dwh.dim_product AS p ON p.product_key = f.product_key
-          CROSS JOIN LATERAL (
-              SELECT coalesce(
-                  (SELECT v.product_key FROM dwh.dim_product AS v
-                    WHERE v.product_id = p.product_id
-                      AND v.valid_from <= to_date(f.engage_date_key::text, 'YYYYMMDD')::timestamp
-                                          AT TIME ZONE 'UTC'
-                    ORDER BY v.valid_from DESC LIMIT 1),
-                  (SELECT v.product_key FROM dwh.dim_product AS v
-                    WHERE v.product_id = p.product_id ORDER BY v.valid_from LIMIT 1)) AS expected
-          ) AS e
+          JOIN version AS e
+            ON e.product_id = p.product_id
+           AND to_date(f.engage_date_key::text, 'YYYYMMDD')::timestamp AT TIME ZONE 'UTC'
+               >= e.from_day
+           AND to_date(f.engage_date_key::text, 'YYYYMMDD')::timestamp AT TIME ZONE 'UTC'
+               < e.before_day
          WHERE NOT f.is_deleted AND f.engage_date_key <> -1 AND f.product_key <> -1
-           AND e.expected <> f.product_key""",
+           AND e.product_key <> f.product_key""",
     "fact list price is not its product version's price": """
         SELECT f.opportunity_id, f.list_price, p.sales_price
           FROM dwh.fact_sales_performance AS f JOIN dwh.dim_product AS p USING (product_key)

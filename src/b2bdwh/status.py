@@ -106,14 +106,13 @@ SELECT string_agg(m.step, ', ' ORDER BY m.loading_metadata_id)
   FROM etl.loading_metadata AS m
  WHERE m.run_id = %s AND m.status = 'running' AND etl.pipeline_lock_holder() IS NULL
 """
-# Where the facts are stored: the horizon in force, the parts' sizes (the planner's estimate:
-# no count of millions of rows), and the latest run that places every fact.
+# Where the facts are stored: the horizon in force, the parts' sizes (the planner's estimate,
+# its shards' on Citus: no count of millions of rows), and the latest run that places every
+# fact.
 STORAGE = """
 SELECT s.cold_before::text, s.run_id,
-       (SELECT c.reltuples::bigint FROM pg_class AS c
-         WHERE c.oid = 'dwh.fact_sales_performance_hot'::regclass),
-       (SELECT c.reltuples::bigint FROM pg_class AS c
-         WHERE c.oid = 'dwh.fact_sales_performance_cold'::regclass),
+       etl.estimated_rows('dwh.fact_sales_performance_hot'),
+       etl.estimated_rows('dwh.fact_sales_performance_cold'),
        p.run_id, p.pipeline, p.status, coalesce(p.message, '')
   FROM etl.fact_storage AS s
   LEFT JOIN LATERAL (

@@ -36,6 +36,12 @@ BEGIN
         extract(YEAR FROM d)::smallint
     FROM generate_series(p_first, p_last, interval '1 day') AS g (day_ts)
     CROSS JOIN LATERAL (SELECT g.day_ts::date AS d) AS day
+    -- Only the days it lacks: the count is of days added (on Citus, where
+    -- dim_date is a reference table, an INSERT ... ON CONFLICT DO NOTHING
+    -- counts the rows it was given). The conflict clause stays for a day
+    -- another session adds meanwhile.
+    LEFT JOIN dwh.dim_date AS present ON present.date_key = dwh.date_key(day.d)
+    WHERE present.date_key IS NULL
     ON CONFLICT (date_key) DO NOTHING;
     GET DIAGNOSTICS v_added = ROW_COUNT;
     RETURN v_added;

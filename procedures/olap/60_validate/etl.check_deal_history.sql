@@ -6,8 +6,11 @@
 --     deal's fact: exactly one such row, in the
 --     same stage, agent, product (by product id: a version move is no
 --     change), account and value, when the fact is live; none when the deal
---     is deleted, quarantined or was never loaded. Records one row in
---     etl.validation_result.
+--     is deleted, quarantined or was never loaded; and no two of the deal's
+--     rows start at the same time (the history's key, which a unique index
+--     enforces on one server; on Citus, where a unique index must hold the
+--     distribution column and this one is on its md5, this check is what
+--     holds it). Records one row in etl.validation_result.
 -- Parameters:
 --     p_run_id - the incremental run to check
 -- Tables: reads etl.stage_sales_pipeline, etl.stage_deleted,
@@ -62,6 +65,13 @@ BEGIN
                             WHERE md5(h.opportunity_id) = md5(s.opportunity_id)
                               AND h.opportunity_id = s.opportunity_id)
          GROUP BY s.opportunity_id
+    ),
+    repeated AS (
+        SELECT DISTINCT h.opportunity_id
+          FROM dwh.fact_deal_history AS h
+         WHERE md5(h.opportunity_id) = ANY (v_key_md5s) AND h.opportunity_id = ANY (v_keys)
+         GROUP BY h.opportunity_id, h.valid_from
+        HAVING count(*) > 1
     )
     INSERT INTO etl.validation_result (run_id, check_name, passed, expected, actual, details)
     SELECT p_run_id, 'the deal history''s current row agrees with the fact of every changed deal',
@@ -70,7 +80,8 @@ BEGIN
                    count(*) FILTER (WHERE NOT x.ok) AS wrong,
                    jsonb_agg(x.opportunity_id) FILTER (WHERE NOT x.ok) AS sample
               FROM (SELECT k.opportunity_id,
-                           CASE WHEN f.opportunity_id IS NULL THEN h.opportunity_id IS NULL
+                           r.opportunity_id IS NULL
+                           AND CASE WHEN f.opportunity_id IS NULL THEN h.opportunity_id IS NULL
                                 ELSE h.rows = 1
                                      AND (h.deal_stage_key, h.sales_agent_key, h.product_id, h.account_key,
                                           h.close_value)
@@ -80,7 +91,8 @@ BEGIN
                            END AS ok
                       FROM unnest(v_keys) AS k (opportunity_id)
                       LEFT JOIN fact AS f ON f.opportunity_id = k.opportunity_id
-                      LEFT JOIN current_row AS h ON h.opportunity_id = k.opportunity_id) AS x) AS c;
+                      LEFT JOIN current_row AS h ON h.opportunity_id = k.opportunity_id
+                      LEFT JOIN repeated AS r ON r.opportunity_id = k.opportunity_id) AS x) AS c;
 END
 $fn$;
 
