@@ -281,12 +281,15 @@ def expected_history(
 def actual_history(olap_dsn: str) -> dict[tuple, Row]:
     with psycopg.connect(olap_dsn) as conn:
         rows = conn.execute(
-            """SELECT h.opportunity_id, (extract(epoch FROM h.valid_from) * 1e6)::bigint,
+            # (the view as a CTE: on Citus its UNION ALL of distributed tables joins
+            # reference tables only so; docs/scaling.md)
+            """WITH h AS MATERIALIZED (SELECT * FROM dwh.v_deal_history)
+               SELECT h.opportunity_id, (extract(epoch FROM h.valid_from) * 1e6)::bigint,
                       CASE WHEN h.valid_to <> 'infinity'
                            THEN (extract(epoch FROM h.valid_to) * 1e6)::bigint END,
                       s.deal_stage_name, g.sales_agent_id, p.product_id, a.account_id,
                       h.close_value, h.entered_stage
-                 FROM dwh.v_deal_history AS h
+                 FROM h
                  JOIN dwh.dim_deal_stage AS s USING (deal_stage_key)
                  JOIN dwh.dim_sales_agent AS g USING (sales_agent_key)
                  JOIN dwh.dim_product AS p USING (product_key)
@@ -308,15 +311,18 @@ def history_differences(olap_dsn: str, expected: dict[tuple, Row], limit: int = 
 
 
 # The as-of summaries recomputed from dwh.v_deal_history by their definitions (each query
-# gives (key..., value...) rows of the non-zero groups; the tables may keep zero rows).
+# gives (key..., value...) rows of the non-zero groups; the tables may keep zero rows). The
+# view is read into a materialised CTE first: on Citus its UNION ALL of distributed tables
+# joins nothing else in one query (docs/scaling.md).
 SUMMARY_QUERIES = {
     "pipeline_day": (
         """SELECT day, deal_stage_key, sales_agent_key, product_id, sum(deals), sum(open_value)
              FROM dwh.deal_pipeline_day GROUP BY 1, 2, 3, 4
            HAVING sum(deals) <> 0 OR sum(open_value) <> 0""",
-        """SELECT d.day, h.deal_stage_key, h.sales_agent_key, coalesce(p.product_id, -1),
+        """WITH h AS MATERIALIZED (SELECT * FROM dwh.v_deal_history WHERE NOT is_closed)
+           SELECT d.day, h.deal_stage_key, h.sales_agent_key, coalesce(p.product_id, -1),
                   sum(d.sign), sum(d.sign * coalesce(p.sales_price, 0))
-             FROM dwh.v_deal_history AS h
+             FROM h
              LEFT JOIN dwh.dim_product AS p USING (product_key)
             CROSS JOIN LATERAL (VALUES ((h.valid_from AT TIME ZONE 'UTC')::date, 1),
                                        (CASE WHEN h.valid_to <> 'infinity'
@@ -338,8 +344,9 @@ SUMMARY_QUERIES = {
     "conversion": (
         """SELECT entry_month, from_stage_key, to_stage_key, sum(deals)
              FROM dwh.deal_stage_conversion GROUP BY 1, 2, 3 HAVING sum(deals) <> 0""",
-        """WITH e AS (SELECT opportunity_id, valid_from, deal_stage_key FROM dwh.v_deal_history
-                    WHERE entered_stage)
+        """WITH e AS MATERIALIZED (
+               SELECT opportunity_id, valid_from, deal_stage_key FROM dwh.v_deal_history
+                WHERE entered_stage)
            SELECT m, f, t, count(*) FROM (
                SELECT date_trunc('month', e.valid_from AT TIME ZONE 'UTC')::date AS m,
                       e.deal_stage_key AS f, e.deal_stage_key AS t FROM e

@@ -211,11 +211,12 @@ BEGIN
         -- Citus the touched groups and the summary are reference tables and
         -- the facts distributed; a correlated subquery over them is refused.)
         WITH sampled AS MATERIALIZED (
-            SELECT g.close_month_key, g.sales_agent_key, g.product_id, k.product_keys
+            SELECT g.close_month_key, g.sales_agent_key, g.product_id,
+                   coalesce(k.product_keys, '{}') AS product_keys
               FROM (SELECT DISTINCT t.close_month_key, t.sales_agent_key, t.product_id
                       FROM etl.touched_duration AS t
                      WHERE t.refreshed_by_run = p_run_id) AS g
-              JOIN (SELECT coalesce(p.product_id, -1) AS product_id, array_agg(p.product_key) AS product_keys
+              LEFT JOIN (SELECT coalesce(p.product_id, -1) AS product_id, array_agg(p.product_key) AS product_keys
                       FROM dwh.dim_product AS p GROUP BY 1) AS k ON k.product_id = g.product_id
               LEFT JOIN (SELECT d.close_month, d.sales_agent_key, d.product_id, sum(d.deals) AS deals
                            FROM dwh.deal_stage_duration AS d GROUP BY 1, 2, 3) AS n
