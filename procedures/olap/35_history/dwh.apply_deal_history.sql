@@ -318,6 +318,17 @@ BEGIN
         SELECT t.* FROM dwh.fact_deal_history AS t
          WHERE md5(t.opportunity_id) = ANY (v_key_md5s) AND t.opportunity_id = ANY (v_keys)
     ),
+    -- each deal's first event: the row in effect at it, else the first one
+    -- after it (a seed row from the snapshot time, which a transaction that
+    -- committed after the snapshot may precede); a hash join, where a lateral
+    -- lookup would scan the CTE for every event
+    first_row AS (
+        SELECT DISTINCT ON (e.opportunity_id) t.*
+          FROM deal_event AS e
+          JOIN own AS t ON t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
+         WHERE e.n = 1
+         ORDER BY e.opportunity_id, t.valid_from
+    ),
     stated AS (
         SELECT e.*,
                CASE WHEN e.n = 1 THEN b.opportunity_id IS NOT NULL ELSE lag(e.present) OVER w END
@@ -329,14 +340,7 @@ BEGIN
                CASE WHEN e.n = 1 THEN b.account_key ELSE lag(e.account_key) OVER w END AS account_before,
                CASE WHEN e.n = 1 THEN b.close_value ELSE lag(e.close_value) OVER w END AS value_before
           FROM deal_event AS e
-          LEFT JOIN LATERAL (
-              -- the row in effect at the event, else the first one after it (a
-              -- seed row from the snapshot time, which a transaction that
-              -- committed after the snapshot may precede)
-              SELECT t.* FROM own AS t
-               WHERE e.n = 1 AND t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
-               ORDER BY t.valid_from LIMIT 1
-          ) AS b ON true
+          LEFT JOIN first_row AS b ON e.n = 1 AND b.opportunity_id = e.opportunity_id
           LEFT JOIN dwh.dim_product AS bp ON bp.product_key = b.product_key
         WINDOW w AS (PARTITION BY e.opportunity_id ORDER BY e.n)
     )

@@ -73,10 +73,6 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- A plan for each batch's bounds: the batch's condition below folds to the one
--- that applies (a heap-block range, or a hash range on Citus) only in a plan
--- made for the values, and only a block range becomes a TID range scan.
-SET plan_cache_mode = force_custom_plan
 AS $fn$
 DECLARE
     v_step etl.loading_metadata;
@@ -90,7 +86,13 @@ DECLARE
     -- A batch is a range of positions in [0, v_end): heap blocks of the
     -- staging on one server; on Citus, where the staging is distributed and
     -- the coordinator's table is empty, values of hashtext(opportunity_id)
-    -- (shifted to start at 0), which every shard filters by.
+    -- (shifted to start at 0), which every shard filters by. The batch's
+    -- condition below folds to the one that applies in a plan made for the
+    -- bounds, which PL/pgSQL makes for each batch: a plan for any bounds
+    -- would scan the whole staging and costs more, so it is never chosen.
+    -- (Not plan_cache_mode = force_custom_plan on the function: it reaches
+    -- the foreign keys' checks, planned again for every row written: the
+    -- fact step of 10,000 changes took 1.4 s against 0.9 s.)
     v_distributed boolean := etl.is_distributed('etl.stage_sales_pipeline');
     v_end bigint;
     v_per_batch bigint;
