@@ -42,7 +42,7 @@ SELECT
     NULL::xid8 AS txid,
     NULL::bigint AS change_id,
     l.run_id,
-    CASE WHEN k.engaging_row THEN ARRAY[f.deal_stage_key] ELSE '{}'::smallint [] END AS later_stages
+    CASE WHEN k.engaging_row THEN ARRAY[f.deal_stage_key] ELSE '{}'::smallint[] END AS later_stages
 FROM (
     SELECT
         r.run_id,
