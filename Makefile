@@ -99,7 +99,7 @@ airflow: migrate
 test: venv tools
 	@$(CLUSTER) up
 	@$(WITH_ENV) $(BIN)/pytest $(PYTEST_ARGS)
-	@$(MAKE) --no-print-directory test-citus
+	@$(CITUS_TESTS_RUN)
 
 # The warehouse on Citus (docs/scaling.md): db/citus.sh builds Citus from CITUS_SRC when it
 # is not installed (Citus is in no package registry; v13.2.2 is the last release line for
@@ -115,11 +115,14 @@ citus: venv
 
 # The suites that run on Citus too: every warehouse they make is distributed (pytest
 # --citus). Where Citus is not installed they are skipped with one line saying so.
+# (A recipe line, not a make call: make test has installed its tools already, and nothing
+# may be installed once a server runs.)
 CITUS_TESTS ?= tests/test_initial_load.py tests/test_incremental_concurrency.py \
 	tests/test_concurrent_callers.py tests/test_model_based.py tests/test_data_quality.py
+CITUS_TESTS_RUN = if bash db/citus.sh available; then bash db/citus.sh up; fi; \
+	$(BIN)/pytest --citus $(CITUS_TESTS) $(PYTEST_ARGS)
 test-citus: venv tools
-	@if bash db/citus.sh available; then bash db/citus.sh up; fi
-	@$(BIN)/pytest --citus $(CITUS_TESTS) $(PYTEST_ARGS)
+	@$(CITUS_TESTS_RUN)
 
 # Tools the tests run besides Python and PostgreSQL: pgTAP (installed by db/cluster.sh
 # when root, or the command to install it and stop), and Chromium, which renders the HTML

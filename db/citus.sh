@@ -28,6 +28,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=db/common.sh
+. "$ROOT/db/common.sh"
 BASE_PORT=${B2B_CITUS_PORT:-54340}
 NODES=(coordinator worker1 worker2)
 SUPERUSER=postgres
@@ -43,27 +45,10 @@ PG_CONFIG="$BIN/pg_config"
 LIBDIR=$("$PG_CONFIG" --pkglibdir)
 SHAREDIR=$("$PG_CONFIG" --sharedir)
 
-as_owner() {
-    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
-}
-
 # Where the three data directories live: .citus in the checkout, or under /tmp
-# when the postgres user cannot reach the checkout or the path is too long for a
-# socket (as db/cluster.sh does).
+# (db/common.sh state_dir).
 STATE="$ROOT/.citus"
-resolve_state() {
-    local alt="/tmp/b2bdwh-citus-$(echo -n "$ROOT" | md5sum | cut -c1-10)"
-    if [ -L "$STATE" ]; then STATE=$(readlink -f "$STATE"); return; fi
-    if [ -d "$STATE" ]; then return; fi
-    local need_alt=0
-    [ ${#STATE} -gt 80 ] && need_alt=1
-    if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$ROOT"; then need_alt=1; fi
-    if [ "$need_alt" = 1 ]; then
-        mkdir -p "$alt"
-        ln -sfn "$alt" "$STATE"
-        STATE="$alt"
-    fi
-}
+resolve_state() { STATE=$(state_dir "$ROOT/.citus" b2bdwh-citus); }
 
 port_of() {
     local i
@@ -198,7 +183,7 @@ cmd_env() {
     local workers="127.0.0.1:$(port_of worker1),127.0.0.1:$(port_of worker2)"
     echo "export PGHOST='$STATE/coordinator/run' PGPORT='$(port_of coordinator)' PGUSER='$SUPERUSER'"
     echo "export B2B_OLTP_DSN='dbname=$OLTP_DB' B2B_OLAP_DSN='dbname=$OLAP_DB'"
-    echo "export B2B_CITUS_COORDINATOR='127.0.0.1:$(port_of coordinator)' B2B_CITUS_WORKERS='$workers'"
+    echo "export B2B_CITUS_WORKERS='$workers'"
 }
 
 case "${1:-}" in

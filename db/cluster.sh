@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=db/common.sh
+. "$ROOT/db/common.sh"
 PORT=${B2B_PGPORT:-54329}
 SUPERUSER=postgres
 OLTP_DB=b2b_sales
@@ -48,28 +50,9 @@ require_bin() {
     [ "$ver" -ge 15 ] || die "PostgreSQL $ver found in $BIN; version 15 or newer is needed."
 }
 
-# Run a command as the cluster's OS owner (from /, which it can always enter).
-as_owner() {
-    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
-}
-
-# Where the data lives: .pgdata in the checkout. When root and the postgres
-# user cannot reach the checkout, or the socket path would be too long for
-# a Unix socket, the data lives under /tmp and .pgdata points at it.
+# Where the data lives: .pgdata in the checkout, or under /tmp (db/common.sh state_dir).
 STATE="$ROOT/.pgdata"
-resolve_state() {
-    local alt="/tmp/b2bdwh-$(echo -n "$ROOT" | md5sum | cut -c1-10)"
-    if [ -L "$STATE" ]; then STATE=$(readlink -f "$STATE"); return; fi
-    if [ -d "$STATE" ]; then return; fi
-    local need_alt=0
-    [ ${#STATE} -gt 80 ] && need_alt=1
-    if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$ROOT"; then need_alt=1; fi
-    if [ "$need_alt" = 1 ]; then
-        mkdir -p "$alt"
-        ln -sfn "$alt" "$ROOT/.pgdata"
-        STATE="$alt"
-    fi
-}
+resolve_state() { STATE=$(state_dir "$ROOT/.pgdata" b2bdwh); }
 
 external() {
     # A DSN that names a host (or is a URI) points elsewhere; one that only

@@ -12,7 +12,6 @@ one line saying so; where it is and the cluster does not answer, they fail.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -45,14 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("citus"):
         if not citus_available():
             return
-        out = subprocess.run(
-            ["bash", str(dbtools.ROOT / "db" / "citus.sh"), "env"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        for name, value in re.findall(r"(\w+)='([^']*)'", out):
-            os.environ[name] = value
+        dbtools.load_env("citus.sh")
     dbtools.load_cluster_env()
 
 

@@ -30,18 +30,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_TAG = f"{os.getpid()}"
 
 
-def load_cluster_env() -> None:
-    """Use the project cluster's settings when the caller did not set any."""
-    if os.environ.get("PGHOST") or os.environ.get("B2B_OLTP_DSN"):
-        return
+def load_env(script: str) -> None:
+    """The settings a cluster script prints (`db/<script> env`), into this process."""
     out = subprocess.run(
-        ["bash", str(ROOT / "db" / "cluster.sh"), "env"],
+        ["bash", str(ROOT / "db" / script), "env"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     for name, value in re.findall(r"(\w+)='([^']*)'", out):
         os.environ[name] = value
+
+
+def load_cluster_env() -> None:
+    """Use the project cluster's settings when the caller did not set any."""
+    if os.environ.get("PGHOST") or os.environ.get("B2B_OLTP_DSN"):
+        return
+    load_env("cluster.sh")
 
 
 def admin_dsn() -> str:

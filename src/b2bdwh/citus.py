@@ -7,9 +7,10 @@ migrations run. The migrations then see the extension and distribute the tables
 (V0027); the routines are the same ones a single server runs.
 
 B2B_CITUS_WORKERS ("host:port,host:port", set by `db/citus.sh env`) names the
-workers; B2B_CITUS_COORDINATOR ("host:port") is how the workers reach the
-coordinator. Without B2B_CITUS_WORKERS nothing here runs and a warehouse is a
-single-server one.
+workers. Without it nothing here runs and a warehouse is a single-server one.
+The coordinator is not registered as a node: it would then hold a copy of every
+reference table, and a write to it executed locally leaves the step's
+transaction unable to open the connections its later statements need.
 """
 
 from __future__ import annotations
@@ -41,13 +42,6 @@ def enabled() -> bool:
     return bool(workers())
 
 
-def _coordinator(dsn: str) -> tuple[str, int]:
-    named = _nodes("B2B_CITUS_COORDINATOR")
-    if named:
-        return named[0]
-    return "127.0.0.1", int(parse(dsn).get("port") or os.environ.get("PGPORT") or 5432)
-
-
 def _on_node(dsn: str, host: str, port: int, dbname: str) -> str:
     settings = {k: v for k, v in parse(dsn).items() if k not in ("host", "hostaddr", "port")}
     return conninfo.make_conninfo(**{**settings, "host": host, "port": str(port), "dbname": dbname})
@@ -56,7 +50,7 @@ def _on_node(dsn: str, host: str, port: int, dbname: str) -> str:
 def prepare(dsn: str) -> None:
     """Make the warehouse database at dsn a Citus database with the configured workers:
     the database and the extension on each worker, the extension on the coordinator,
-    the coordinator's address and the workers in its metadata. Idempotent."""
+    and the workers in its metadata. Idempotent."""
     dbname = parse(dsn)["dbname"]
     for host, port in workers():
         with psycopg.connect(_on_node(dsn, host, port, "postgres"), autocommit=True) as conn:
@@ -66,7 +60,6 @@ def prepare(dsn: str) -> None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         with psycopg.connect(_on_node(dsn, host, port, dbname), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
-    host, port = _coordinator(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
         known = set(conn.execute("SELECT nodename, nodeport FROM pg_dist_node").fetchall())
