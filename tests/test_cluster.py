@@ -2,8 +2,8 @@
 server whose binary changed under it (a package upgrade) is restarted by `up`.
 
 A throwaway cluster of its own: db/cluster.sh (and db/common.sh) copied into a temporary
-root (its data lives in that root's .pgdata), run with PG_BIN pointing at a directory of links to the
-real server binaries. Its `postgres` is a script that runs the real one but can report
+root (its data lives in that root's .pgdata), run with PG_BIN pointing at a directory of
+links to the real server binaries. Its `postgres` is a script that runs the real one but can report
 another version, as an upgraded package's would; pg_ctl and initdb find the real
 `postgres` next to their own resolved path, so the server itself is the real one. An
 `apt-get` first on PATH stands in for the package manager: it records whether the server
