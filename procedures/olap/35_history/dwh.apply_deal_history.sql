@@ -314,18 +314,16 @@ BEGIN
     -- applied again: then it changes nothing), else the deal's next row.
     -- Only the events that change something are kept.
     CREATE TEMPORARY TABLE deal_change ON COMMIT DROP AS
-    WITH own AS MATERIALIZED (
-        SELECT t.* FROM dwh.fact_deal_history AS t
-         WHERE md5(t.opportunity_id) = ANY (v_key_md5s) AND t.opportunity_id = ANY (v_keys)
-    ),
     -- each deal's first event: the row in effect at it, else the first one
     -- after it (a seed row from the snapshot time, which a transaction that
-    -- committed after the snapshot may precede); a hash join, where a lateral
-    -- lookup would scan the CTE for every event
-    first_row AS (
+    -- committed after the snapshot may precede). The deals' rows are those of
+    -- deal_history_rows now (their rows before the window, the seeds just
+    -- copied among them): read there, not from the table again; a hash join,
+    -- where a lateral lookup would scan them for every event
+    WITH first_row AS (
         SELECT DISTINCT ON (e.opportunity_id) t.*
           FROM deal_event AS e
-          JOIN own AS t ON t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
+          JOIN deal_history_rows AS t ON t.opportunity_id = e.opportunity_id AND t.valid_to > e.changed_at
          WHERE e.n = 1
          ORDER BY e.opportunity_id, t.valid_from
     ),

@@ -4,8 +4,10 @@
 --     changed in an incremental update), taken as a range of the staging
 --     table's heap blocks (a TID range scan: no sort, no index), sized to
 --     the run's batch size; on Citus, a range of hashtext(opportunity_id)
---     (the coordinator's staging is empty, its rows are in the shards). The
---     last batch checks that the batches read every staged deal. The batch is resolved once into etl.fact_batch:
+--     (the coordinator's staging is empty, its rows are in the shards),
+--     sized by the staging's estimated rows as blocks are. The last batch
+--     checks that the batches read every staged deal. The batch is resolved
+--     once into etl.fact_batch:
 --       - hard rule (quarantined in etl.error_log with the record and the
 --         reason, not loaded): a close value no column can hold (beyond
 --         numeric(18, 2), infinite, or NaN, which would poison every sum
@@ -121,9 +123,11 @@ BEGIN
     v_horizon := (v_run.started_at::date + etl.config_value('close_date_horizon')::interval)::date;
     v_first := coalesce(v_step.resume_after::bigint, 0);
     IF v_distributed THEN
+        -- (the estimate, as blocks hold their rows by it below: the staging is
+        -- analysed when it is filled, and a count would read it every batch)
         v_end := 4294967296;
-        SELECT count(*) INTO v_staged FROM etl.stage_sales_pipeline;
-        v_per_batch := ceil(v_end::numeric * v_run.batch_size / greatest(v_staged, 1))::bigint;
+        v_per_batch := ceil(v_end::numeric * v_run.batch_size
+                            / greatest(etl.estimated_rows('etl.stage_sales_pipeline'), 1))::bigint;
     ELSE
         v_end := pg_relation_size('etl.stage_sales_pipeline') / current_setting('block_size')::bigint;
         SELECT greatest(1, floor(v_run.batch_size
